@@ -191,6 +191,7 @@ class TaggingConfig:
     caption_extension: str = opt(".txt", "Extension of caption files")
     batch_size: int = opt(8, "Images per tagger batch", min=1, max=256)
     models_dir: str = opt("", "Where downloaded tagger models are kept (inside the WebUI: models/wd14_tagger)")
+    decode_workers: int = opt(2, "Threads decoding images while the tagger runs", min=1, max=32)
 
 
 @dataclass
