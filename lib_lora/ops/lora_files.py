@@ -1,0 +1,108 @@
+"""LoRA file in/out for the ops, and the metadata their outputs carry.
+
+Reading and writing go through the networks package (`load_network_file`,
+`save_network_file`: atomic writes, sshs hashes, sd-scripts/LyCORIS readers)
+when it provides them; until then a plain safetensors fallback keeps the ops
+usable. The metadata is sd-scripts' minimal set (ss_*, modelspec.*; all values
+strings, reference/webui-api.md 2.2 and 5.1) plus our settings and error summary
+under `lib_lora_*` keys, so the WebUI, ComfyUI and sd-scripts recognise the file.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import fileio
+from ..errors import NetworkFileError
+from .checkpoint_io import PRECISIONS
+
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+ARCHITECTURE = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512", "sdxl": "stable-diffusion-xl-v1-base"}
+RESOLUTION = {"sd1": "512x512", "sd2": "512x512", "sdxl": "1024x1024"}
+
+
+def load_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a LoRA/LyCORIS file (ours, sd-scripts', LyCORIS')."""
+    path = Path(path)
+    if not path.is_file():
+        raise NetworkFileError("LoRA file not found", where=str(path), fix="Check the path")
+    try:
+        from ..networks import load_network_file  # the shared reader once the networks package has it
+    except ImportError:
+        load_network_file = None
+    if load_network_file is not None:
+        return load_network_file(path)
+    if path.suffix.lower() != ".safetensors":
+        raise NetworkFileError("Only .safetensors LoRA files can be read here", where=str(path),
+                               fix="Convert the file to .safetensors")
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:
+        raise NetworkFileError(f"The LoRA file cannot be read: {e}", where=str(path),
+                               fix="The file is damaged or incomplete; download or save it again") from None
+
+
+def save_lora_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                   precision: str) -> Path:
+    """Write a LoRA file atomically; float tensors in `precision` (fp16/bf16/fp32)."""
+    try:
+        from ..networks import save_network_file
+    except ImportError:
+        save_network_file = None
+    if save_network_file is not None:
+        save_network_file(path, tensors, metadata, precision)
+        return Path(path)
+    from safetensors.torch import save_file
+    dtype = PRECISIONS[precision]
+    out = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    return fileio.write_with(path, lambda tmp: save_file(out, str(tmp), metadata=meta))
+
+
+def lora_metadata(family: str, output: str | Path, dim: str, alpha: str, *, conv_dim: int = 0,
+                  v_parameterization: bool = False, comment: str = "", base_name: str = "") -> dict[str, str]:
+    """sd-scripts-style metadata for a LoRA the ops wrote (extracted, merged or resized)."""
+    stem = Path(output).stem
+    version = BASE_MODEL_VERSION[family] + ("_v" if v_parameterization and family != "sdxl" else "")
+    architecture = ARCHITECTURE[family]
+    if family == "sd2" and v_parameterization:
+        architecture = "stable-diffusion-v2-768-v"
+    meta = {
+        "ss_output_name": stem,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": dim,
+        "ss_network_alpha": alpha,
+        "ss_v2": str(family == "sd2"),
+        "ss_base_model_version": version,
+        "ss_sd_model_name": base_name,
+        "ss_training_comment": comment,
+        "ss_training_started_at": str(int(time.time())),
+        "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.architecture": architecture + "/lora",
+        "modelspec.implementation": ("https://github.com/Stability-AI/generative-models" if family == "sdxl"
+                                     else "diffusers"),
+        "modelspec.title": stem,
+        "modelspec.resolution": RESOLUTION[family],
+        "modelspec.prediction_type": "v" if v_parameterization else "epsilon",
+        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if conv_dim:
+        meta["ss_network_args"] = json.dumps({"conv_dim": str(conv_dim), "conv_alpha": str(conv_dim)})
+    return meta
+
+
+def family_from_lora_metadata(metadata: dict[str, str], keys: list[str]) -> str:
+    """Best guess of a LoRA's base family, from its metadata, else from its keys."""
+    version = str(metadata.get("ss_base_model_version", ""))
+    if version.startswith("sdxl") or any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys):
+        return "sdxl"
+    if version.startswith("sd_v2") or str(metadata.get("ss_v2", "")) == "True":
+        return "sd2"
+    if any(k.startswith("lora_unet_input_blocks_") for k in keys):
+        return "sdxl"
+    return "sd1"
