@@ -1,0 +1,181 @@
+"""NetworkModule: what every algorithm shares — wrapping one Linear/Conv2d, scale, DoRA, merge.
+
+An algorithm subclass (lora.py, loha.py, lokr.py) only creates its parameters and
+says how to build the weight update `delta_weight()` (shape of the wrapped
+layer's weight, already scaled by alpha/rank). Everything else lives here:
+
+- Attaching replaces the wrapped layer's *instance* `forward` attribute (the
+  sd-scripts way), not the class's and not with hooks: the WebUI patches
+  `torch.nn.Linear.forward` class-wide for its own LoRA support, and an instance
+  attribute sits in front of that without touching it. The original is called
+  as `type(layer).forward(layer, ...)` at call time, so a class patch made (or
+  undone) after attaching is honoured. Detaching deletes the instance attribute
+  (or puts back one that was there before), leaving the layer exactly as found.
+- DoRA follows the WebUI v1.10.1 loader (network.py apply_weight_decompose):
+  `dora_scale` has shape (1, in[, 1, 1]) and holds per-input-channel norms;
+  W' = (W + dW) * dora_scale / ||W + dW||_col, and the multiplier scales W' - W.
+- The wrapped layer is held in a plain list so it is not registered as a child:
+  the network's parameters and state_dict then hold only the network's own tensors.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class NetworkModule(nn.Module):
+    """One trainable update of one Linear or Conv2d weight.
+
+    Args:
+        lora_name: the file key of the layer, e.g. 'lora_unet_down_blocks_0_attentions_0_proj_in'.
+        layer: the wrapped nn.Linear / nn.Conv2d (any subclass).
+        rank, alpha: the update is scaled by alpha / rank.
+        dropout: dropout probability on the update's input, training only.
+        dora: add a DoRA magnitude `dora_scale`.
+        options: algorithm options (e.g. lokr_factor).
+    """
+
+    algo: ClassVar[str] = ""
+    # Parameter names written to the file besides 'alpha' and 'dora_scale'.
+    state_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, lora_name: str, layer: nn.Module, rank: int, alpha: float,
+                 dropout: float = 0.0, dora: bool = False, **options: Any):
+        super().__init__()
+        from .mha import ProjectionSlot  # a slot of a fused attention projection acts as a Linear
+
+        if not isinstance(layer, (nn.Linear, nn.Conv2d, ProjectionSlot)):
+            raise TypeError(f"{lora_name}: only Linear and Conv2d layers can be wrapped, got {type(layer).__name__}")
+        self.lora_name = lora_name
+        self._layer = [layer]
+        self.weight_shape = tuple(layer.weight.shape)
+        self.rank = int(rank)
+        self.dropout = float(dropout)
+        self.multiplier = 1.0
+        self.register_buffer("alpha", torch.tensor(float(alpha)), persistent=True)
+        self._saved_forward: Any = None
+        self._had_instance_forward = False
+        self._attached = False
+        self._merged_delta: torch.Tensor | None = None
+        device = layer.weight.device
+        self.build(**options)
+        self.to(device)
+        self.dora_scale = nn.Parameter(self.column_norm(layer.weight.detach().float())) if dora else None
+
+    # ---- to be provided by each algorithm -------------------------------------------------
+    def build(self, **options: Any) -> None:
+        """Create the parameters, initialised so that delta_weight() is zero."""
+        raise NotImplementedError
+
+    def delta_weight(self) -> torch.Tensor:
+        """dW with the wrapped weight's shape, scaled by scale(), without multiplier or DoRA."""
+        raise NotImplementedError
+
+    def bypass(self, x: torch.Tensor) -> torch.Tensor:
+        """The update's contribution to the layer output for input x: op(x, dW), no bias."""
+        return self.layer_op(x, self.delta_weight().to(x.dtype), None)
+
+    # ---- shared ---------------------------------------------------------------------------
+    @property
+    def layer(self) -> nn.Module:
+        return self._layer[0]
+
+    @property
+    def is_conv(self) -> bool:
+        return len(self.weight_shape) == 4
+
+    @property
+    def is_conv3x3(self) -> bool:
+        return self.is_conv and tuple(self.weight_shape[2:]) != (1, 1)
+
+    def scale(self) -> float | torch.Tensor:
+        """alpha / rank, as the WebUI and sd-scripts compute it."""
+        return self.alpha / self.rank
+
+    def layer_op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The wrapped layer's operation (its stride/padding/dilation) with another weight."""
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, weight, bias)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def column_norm(weight: torch.Tensor) -> torch.Tensor:
+        """Norm over every axis but the input one, shaped (1, in[, 1, 1]) as the WebUI's dora_scale."""
+        per_input = weight.transpose(0, 1).reshape(weight.shape[1], -1).norm(dim=1)
+        return per_input.reshape(1, weight.shape[1], *[1] * (weight.dim() - 2))
+
+    def full_delta(self, weight: torch.Tensor) -> torch.Tensor:
+        """The total change of `weight` this module applies, multiplier included (what merge adds)."""
+        delta = self.delta_weight().reshape(weight.shape).to(weight.dtype)
+        if self.dora_scale is not None:
+            merged = weight + delta
+            scale = self.dora_scale.to(weight.dtype) / self.column_norm(merged)
+            delta = merged * scale - weight
+        return delta * self.multiplier
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._merged_delta is not None or self.multiplier == 0:
+            return self.original_forward(x, *args, **kwargs)
+        layer = self.layer
+        if self.dora_scale is not None:  # DoRA rescales the whole weight: no additive shortcut
+            weight = layer.weight
+            new_weight = weight + self.full_delta(weight.float()).to(weight.dtype)
+            return self.layer_op(x, new_weight, layer.bias)
+        out = self.original_forward(x, *args, **kwargs)
+        inp = F.dropout(x, self.dropout) if self.training and self.dropout > 0 else x
+        return out + self.bypass(inp).to(out.dtype) * self.multiplier
+
+    def original_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self._had_instance_forward:
+            return self._saved_forward(x, *args, **kwargs)
+        return type(self.layer).forward(self.layer, x, *args, **kwargs)
+
+    # ---- attach / merge -------------------------------------------------------------------
+    def attach(self) -> None:
+        if self._attached:
+            return
+        layer = self.layer
+        self._had_instance_forward = "forward" in layer.__dict__
+        self._saved_forward = layer.__dict__.get("forward")
+        layer.forward = self.forward
+        self._attached = True
+
+    def detach(self) -> None:
+        if not self._attached:
+            return
+        layer = self.layer
+        if self._had_instance_forward:
+            layer.forward = self._saved_forward
+        else:
+            del layer.__dict__["forward"]
+        self._saved_forward, self._had_instance_forward, self._attached = None, False, False
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add the update into the layer's weight (forward then adds nothing on top)."""
+        if self._merged_delta is not None:
+            return
+        weight = self.layer.weight
+        delta = self.full_delta(weight.float()).to(weight.dtype)
+        weight += delta
+        self._merged_delta = delta
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Take back exactly the tensor merge() added."""
+        if self._merged_delta is None:
+            return
+        weight = self.layer.weight  # may be a view (ProjectionSlot): change it in place
+        weight -= self._merged_delta
+        self._merged_delta = None
+
+    @property
+    def merged(self) -> bool:
+        return self._merged_delta is not None
+
+    def file_state(self) -> dict[str, torch.Tensor]:
+        """This module's tensors under their file names (without the lora_name prefix)."""
+        return dict(self.state_dict())
