@@ -48,7 +48,7 @@ def is_image_name(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in image_extensions()
 
 
-def _open_checked(path: Path) -> Image.Image:
+def open_checked(path: Path) -> Image.Image:
     """Image.open with the bomb warning promoted to an error and our own pixel limit."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -85,7 +85,7 @@ def _short(err: Exception) -> str:
 def read_header(path: str | os.PathLike) -> ImageHeader:
     """Size (after EXIF orientation), format, mode and frame count, without decoding pixels."""
     path = Path(path)
-    img = _open_checked(path)
+    img = open_checked(path)
     with img:
         width, height = img.size
         try:
@@ -131,7 +131,7 @@ def flatten_to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Decode fully (first frame), EXIF orientation applied, mode kept (alpha preserved)."""
     path = Path(path)
-    img = _open_checked(path)
+    img = open_checked(path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # palette/EXIF warnings are noise here
         try:

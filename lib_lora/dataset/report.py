@@ -1,0 +1,123 @@
+"""The dataset report: every check users do by hand (shared/domain.md), in one pass.
+
+`build_report(train_dir, options)` scans the folder, decodes each image once
+(probe.py) and runs the checks; the result is plain data (`Report.to_dict()` is
+the `--json` output and what the tab shows). Nothing here raises on a bad
+dataset except a folder that cannot be scanned at all, and nothing blocks
+training: findings are advice.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .balance import KIND_TARGETS, KINDS, ConceptShare, suggest_repeats, total_steps
+from .checks_balance import (balance_findings, bucket_findings, bucket_preview, bucket_rows, count_findings,
+                             resolution_histogram, steps_findings)
+from .checks_captions import (association_findings, caption_presence_findings, junk_findings,
+                              trigger_findings)
+from .checks_images import (aspect_findings, duplicate_findings, format_findings, scan_issue_findings,
+                            size_findings)
+from .findings import Finding, sort_findings
+from .phash import DEFAULT_MAX_DISTANCE
+from .probe import probe_images
+from .scan import Dataset, scan_dataset
+from .tagstats import caption_tag_sets, strongest_pairs, tag_frequency
+
+
+@dataclass
+class ReportOptions:
+    kind: str = "character"                 # character | style | concept
+    caption_extension: str = ".txt"
+    trigger_word: str = ""
+    resolution: int = 512
+    min_bucket_reso: int = 256
+    max_bucket_reso: int = 1024
+    bucket_reso_steps: int = 64
+    bucket_no_upscale: bool = False
+    max_aspect: float = 2.0
+    epochs: int = 10
+    batch_size: int = 2
+    near_duplicate_distance: int = DEFAULT_MAX_DISTANCE
+    top_tags: int = 30
+    workers: int = 2
+
+
+@dataclass
+class Report:
+    root: Path
+    kind: str
+    findings: list[Finding] = field(default_factory=list)
+    concepts: list[ConceptShare] = field(default_factory=list)
+    total_steps: int = 0
+    target_steps: int = 0
+    resolution_histogram: dict[str, int] = field(default_factory=dict)
+    buckets: list[dict] = field(default_factory=list)
+    tag_frequency: list[tuple[str, int]] = field(default_factory=list)
+    co_occurrence: list[dict] = field(default_factory=list)
+    images: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {sev: sum(1 for f in self.findings if f.severity == sev) for sev in ("error", "warning", "info")}
+
+    def to_dict(self) -> dict:
+        return {
+            "root": str(self.root), "kind": self.kind, "images": self.images, "severity_counts": self.counts(),
+            "findings": [f.to_dict() for f in self.findings],
+            "concepts": [{"name": s.name, "images": s.images, "repeats": s.repeats, "per_epoch": s.per_epoch,
+                          "suggested_repeats": s.suggested_repeats} for s in self.concepts],
+            "total_steps": self.total_steps, "target_steps": self.target_steps,
+            "resolution_histogram": self.resolution_histogram, "buckets": self.buckets,
+            "tag_frequency": [{"tag": t, "count": n} for t, n in self.tag_frequency],
+            "co_occurrence": self.co_occurrence,
+        }
+
+
+def _check_options(options: ReportOptions) -> None:
+    from ..errors import ConfigError
+    if options.kind not in KINDS:
+        raise ConfigError("kind", options.kind, "one of " + ", ".join(KINDS))
+    if options.epochs < 1 or options.batch_size < 1:
+        raise ConfigError("epochs/batch_size", (options.epochs, options.batch_size), "whole numbers of at least 1")
+
+
+def _concept_findings(dataset: Dataset, facts: dict, options: ReportOptions) -> list[Finding]:
+    out: list[Finding] = []
+    for concept in dataset.concepts:
+        items = concept.items
+        out += count_findings(concept, options.kind)
+        out += size_findings(items, options.resolution, concept.name)
+        out += aspect_findings(items, options.max_aspect, concept.name)
+        out += format_findings(items, facts, concept.name)
+        out += caption_presence_findings(concept)
+        out += junk_findings(concept)
+        out += trigger_findings(concept, options.trigger_word)
+    return out
+
+
+def report_for_dataset(dataset: Dataset, options: ReportOptions) -> Report:
+    """All checks over an already scanned dataset."""
+    _check_options(options)
+    items = dataset.items
+    facts = {f.path: f for f in probe_images([i.path for i in items], options.workers)}
+    shares = suggest_repeats([(c.name, len(c.items), c.repeats) for c in dataset.concepts])
+    tag_sets = caption_tag_sets([i.caption for i in items])
+    pairs = strongest_pairs(tag_sets)
+    buckets = bucket_preview(items, options.resolution, options.min_bucket_reso, options.max_bucket_reso,
+                             options.bucket_reso_steps, options.bucket_no_upscale)
+    findings = scan_issue_findings(dataset) + _concept_findings(dataset, facts, options)
+    findings += duplicate_findings(list(facts.values()), options.near_duplicate_distance)
+    findings += balance_findings(shares) + steps_findings(shares, options.kind, options.epochs, options.batch_size)
+    findings += bucket_findings(buckets, options.batch_size) + association_findings(pairs)
+    return Report(
+        root=dataset.root, kind=options.kind, findings=sort_findings(findings), concepts=shares,
+        total_steps=total_steps(shares, options.epochs, options.batch_size),
+        target_steps=KIND_TARGETS[options.kind][2], resolution_histogram=resolution_histogram(items),
+        buckets=bucket_rows(buckets), tag_frequency=tag_frequency(tag_sets).most_common(options.top_tags),
+        co_occurrence=[p.to_dict() for p in pairs], images=len(items))
+
+
+def build_report(train_dir: str | os.PathLike, options: ReportOptions | None = None) -> Report:
+    options = options or ReportOptions()
+    return report_for_dataset(scan_dataset(train_dir, options.caption_extension), options)
