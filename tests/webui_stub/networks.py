@@ -1,0 +1,180 @@
+"""Stand-in of the built-in Lora extension's `networks` module (extensions-builtin/Lora).
+
+The state Train LoRA must clean up: `loaded_networks`, and LoRA weights merged INTO the
+model's Linear/Conv weights in place, with the originals kept in `network_weights_backup`
+/ `network_bias_backup` and the merged set in `network_current_names`. The real module
+merges lazily inside patched forwards; this one merges when `apply_networks(sd_model)` is
+called (processing does that before sampling), which leaves the same state behind.
+Only plain LoRA (lora_up/lora_down/alpha) is read; unknown keys go to `unmatched_keys`.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from modules import devices, shared
+
+loaded_networks: list = []
+available_networks: dict = {}
+unmatched_keys: list[str] = []
+
+RESNET_SUFFIXES = {"conv1": "in_layers_2", "conv2": "out_layers_3", "norm1": "in_layers_0",
+                   "norm2": "out_layers_0", "time_emb_proj": "emb_layers_1", "conv_shortcut": "skip_connection"}
+
+
+class Network:
+    def __init__(self, name, filename):
+        self.name, self.filename = name, filename
+        self.te_multiplier = self.unet_multiplier = self.dyn_dim = 1.0
+        self.modules: dict[str, dict[str, torch.Tensor]] = {}
+        self.mtime = os.path.getmtime(filename)
+
+
+def list_available_networks():
+    available_networks.clear()
+    folder = shared.cmd_opts.lora_dir
+    for root, _, files in os.walk(folder):
+        for filename in files:
+            if filename.endswith((".safetensors", ".pt", ".ckpt")):
+                available_networks[os.path.splitext(filename)[0]] = os.path.join(root, filename)
+
+
+def assign_network_names_to_compvis_modules(sd_model):
+    mapping = {}
+    if getattr(sd_model, "conditioner", None) is not None:
+        for i, embedder in enumerate(sd_model.conditioner.embedders):
+            for name, module in getattr(embedder, "wrapped", embedder).named_modules():
+                mapping[f"{i}_{name.replace('.', '_')}"] = module
+    else:
+        for name, module in sd_model.cond_stage_model.wrapped.named_modules():
+            mapping[name.replace(".", "_")] = module
+    for name, module in sd_model.model.named_modules():
+        mapping[name.replace(".", "_")] = module
+    for name, module in mapping.items():
+        module.network_layer_name = name
+    sd_model.network_layer_mapping = mapping
+
+
+def _blocks_per_level(sd_model) -> int:
+    unet = sd_model.model.diffusion_model
+    return getattr(unet, "num_res_blocks", [2])[0] + 1
+
+
+def convert_diffusers_name_to_compvis(key, is_sd2, per_level=3):
+    m = re.match(r"lora_unet_(down|up)_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", key)
+    if m:
+        side, i, kind, j, rest = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
+        rest = RESNET_SUFFIXES.get(rest, rest) if kind == "resnets" else rest
+        index = (1 + per_level * i + j) if side == "down" else (per_level * i + j)
+        blocks = "input_blocks" if side == "down" else "output_blocks"
+        return f"diffusion_model_{blocks}_{index}_{1 if kind == 'attentions' else 0}_{rest}"
+    m = re.match(r"lora_unet_mid_block_(attentions|resnets)_(\d+)_(.+)", key)
+    if m:
+        kind, j, rest = m.group(1), int(m.group(2)), m.group(3)
+        rest = RESNET_SUFFIXES.get(rest, rest) if kind == "resnets" else rest
+        return f"diffusion_model_middle_block_{1 if kind == 'attentions' else 2 * j}_{rest}"
+    m = re.match(r"lora_te_text_model_encoder_layers_(\d+)_(.+)", key)
+    if m:
+        if is_sd2:
+            rest = m.group(2).replace("mlp_fc1", "mlp_c_fc").replace("mlp_fc2", "mlp_c_proj")
+            return f"model_transformer_resblocks_{m.group(1)}_{rest.replace('self_attn', 'attn')}"
+        return f"transformer_text_model_encoder_layers_{m.group(1)}_{m.group(2)}"
+    m = re.match(r"lora_te2_text_model_encoder_layers_(\d+)_(.+)", key)
+    if m:
+        rest = m.group(2).replace("mlp_fc1", "mlp_c_fc").replace("mlp_fc2", "mlp_c_proj")
+        return f"1_model_transformer_resblocks_{m.group(1)}_{rest.replace('self_attn', 'attn')}"
+    return key
+
+
+def _module_for(key, mapping, is_sd2, per_level):
+    for candidate in (convert_diffusers_name_to_compvis(key, is_sd2, per_level),
+                      key.replace("lora_unet_", "diffusion_model_", 1),
+                      key.replace("lora_te1_text_model", "0_transformer_text_model", 1),
+                      key.replace("lora_te1_text_model", "transformer_text_model", 1)):
+        if candidate in mapping:
+            return candidate
+    return None
+
+
+def load_network(name, filename, sd_model):
+    import safetensors.torch
+    net = Network(name, filename)
+    mapping = sd_model.network_layer_mapping
+    is_sd2 = any("model_transformer_resblocks" in k for k in mapping)
+    per_level = _blocks_per_level(sd_model)
+    for key, tensor in safetensors.torch.load_file(filename).items():
+        module_key, _, part = key.partition(".")
+        sd_key = _module_for(module_key, mapping, is_sd2, per_level)
+        if sd_key is None:
+            unmatched_keys.append(key)
+            continue
+        net.modules.setdefault(sd_key, {})[part] = tensor
+    return net
+
+
+def load_networks(names, te_multipliers=None, unet_multipliers=None, dyn_dims=None):
+    sd_model = shared.sd_model
+    if not hasattr(sd_model, "network_layer_mapping"):
+        assign_network_names_to_compvis_modules(sd_model)
+    loaded_networks.clear()
+    for i, name in enumerate(names):
+        if name not in available_networks:
+            list_available_networks()
+        if name not in available_networks:
+            continue
+        net = load_network(name, available_networks[name], sd_model)
+        net.te_multiplier = te_multipliers[i] if te_multipliers else 1.0
+        net.unet_multiplier = unet_multipliers[i] if unet_multipliers else 1.0
+        loaded_networks.append(net)
+
+
+def network_restore_weights_from_backup(self):
+    weights_backup = getattr(self, "network_weights_backup", None)
+    bias_backup = getattr(self, "network_bias_backup", None)
+    if weights_backup is None and bias_backup is None:
+        return
+    if weights_backup is not None:
+        self.weight.copy_(weights_backup)
+    if bias_backup is not None:
+        self.bias.copy_(bias_backup)
+
+
+def _updown(module, parts, multiplier):
+    up, down = parts["lora_up.weight"].float(), parts["lora_down.weight"].float()
+    scale = float(parts["alpha"]) / down.shape[0] if "alpha" in parts else 1.0
+    if up.dim() == 4 and down.shape[2:] != (1, 1):
+        delta = torch.nn.functional.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
+    else:
+        delta = (up.flatten(1) @ down.flatten(1)).reshape(module.weight.shape)
+    return delta * scale * multiplier
+
+
+def network_apply_weights(self):
+    """Merge the wanted networks into this layer's weight, restoring from backup first."""
+    name = getattr(self, "network_layer_name", None)
+    if name is None or not isinstance(self, (torch.nn.Linear, torch.nn.Conv2d)):
+        return
+    current = getattr(self, "network_current_names", ())
+    wanted = tuple((n.name, n.te_multiplier, n.unet_multiplier, n.dyn_dim) for n in loaded_networks)
+    if current == wanted:
+        return
+    with torch.no_grad():
+        if getattr(self, "network_weights_backup", None) is None and wanted:
+            self.network_weights_backup = self.weight.to(devices.cpu, copy=True)
+        network_restore_weights_from_backup(self)
+        for net in loaded_networks:
+            parts = net.modules.get(name)
+            if parts and "lora_up.weight" in parts:
+                mult = net.te_multiplier if "transformer" in name[:20] else net.unet_multiplier
+                self.weight += _updown(self, parts, mult).to(self.weight.device, self.weight.dtype)
+    self.network_current_names = wanted
+
+
+def apply_networks(sd_model):
+    """Stand-in only: what the real patched forwards do on the next generation."""
+    if not hasattr(sd_model, "network_layer_mapping"):
+        assign_network_names_to_compvis_modules(sd_model)
+    for module in sd_model.network_layer_mapping.values():
+        network_apply_weights(module)
