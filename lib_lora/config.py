@@ -205,6 +205,7 @@ class PrepConfig:
     in_place: bool = opt(False, "Modify the originals instead of writing copies (not advised)")
     max_aspect: float = opt(2.0, "Flag images whose long side exceeds this ratio of the short side",
                             min=1.0, max=10.0)
+    caption_extension: str = opt(".txt", "Extension of caption files (copied, and rewritten when alpha is flattened)")
 
 
 def default_train_config() -> TrainConfig:

@@ -36,6 +36,7 @@ class ImageHeader:
     format: str
     mode: str
     n_frames: int
+    orientation: int = 1   # EXIF orientation; 1 = as stored
 
 
 def image_extensions() -> frozenset[str]:
@@ -94,7 +95,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
             orientation = 1
         if orientation in _SWAPPING_ORIENTATIONS:
             width, height = height, width
-        return ImageHeader((width, height), img.format or "", img.mode, getattr(img, "n_frames", 1))
+        return ImageHeader((width, height), img.format or "", img.mode, getattr(img, "n_frames", 1), orientation)
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:

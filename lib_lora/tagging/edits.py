@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..dataset.files import find_images
 from ..dataset.tags import dedupe_tags, join_tags, split_tags, tag_key
 from ..errors import DatasetError
 from ..fileio import write_text
 from .caption_writer import caption_path_for, existing_tags
 from .postprocess import put_trigger_first
-from .run import find_images
 from .snapshot import save_snapshot
 
 TagEdit = Callable[[list[str]], list[str]]

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from ..config import TaggingConfig
-from ..dataset.images import ImageReadError, image_extensions, load_image_rgb
+from ..dataset.files import find_images
+from ..dataset.images import ImageReadError, load_image_rgb
 from ..errors import DatasetError
 from .caption_writer import caption_path_for, write_tags
 from .model_files import resolve_model
@@ -38,16 +39,6 @@ class TagRunResult:
     providers: dict[str, str] = field(default_factory=dict)   # model name -> active provider
     cancelled: bool = False
     total: int = 0
-
-
-def find_images(root: Path) -> list[Path]:
-    """Every image under root (recursive), hidden folders skipped, sorted for a stable order."""
-    exts = image_extensions()
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
-        found += [Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in exts]
-    return found
 
 
 def tag_filter_from_config(cfg: TaggingConfig) -> TagFilter:

@@ -1,0 +1,197 @@
+"""Preprocessing: fixed copies of a dataset (never the originals, unless in_place).
+
+For each image: 1) decode with EXIF orientation, 2) flatten transparency onto
+white and rewrite 'transparent background' in its caption, 3) crop (none,
+centre square, focal square, split oversized), 4) downscale what is far larger
+than training needs and upscale what is smaller, at most 2x, 5) save beside a
+copy of its caption under DST with the same relative path. Images that need
+none of this are copied byte for byte. Duplicates (exact and near) keep only
+the largest of each group.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image
+
+from ..config import PrepConfig
+from ..errors import ConfigError, DatasetError
+from ..fileio import write_bytes, write_text, write_with
+from .crop import Box, centre_square, focal_square, split_boxes
+from .dedupe import duplicates_to_skip
+from .images import ImageReadError, flatten_to_rgb, has_transparency, load_image, read_header
+from .resize import Upscaler, fit_area, scale_to, upscale_factor
+from .scan import normalize_extension
+from .tag_rewrite import rewrite_transparent_background
+from .textfiles import read_caption_file
+
+ProgressFn = Callable[[int, int, str], None]
+# Far larger than any bucket needs; saves disk and time in every later step.
+DOWNSCALE_AREA_FACTOR = 4
+
+
+@dataclass
+class PrepResult:
+    written: list[Path] = field(default_factory=list)      # new or changed images
+    copied: list[Path] = field(default_factory=list)       # unchanged, copied byte for byte
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    flattened: int = 0
+    upscaled: int = 0
+    cancelled: bool = False
+
+
+def _check_paths(src: Path, dst: Path | None, cfg: PrepConfig) -> Path:
+    if not src.is_dir():
+        raise DatasetError("The source folder does not exist", where=str(src), fix="Check the path")
+    if cfg.in_place:
+        if cfg.crop == "split":
+            raise ConfigError("prep.crop", "split", "another crop mode when working in place, or give a DST folder")
+        return src
+    if dst is None:
+        raise DatasetError("No destination folder given", where="prep",
+                           fix="Give a DST folder for the fixed copies (or ask for in-place explicitly)")
+    src_r, dst_r = src.resolve(), dst.resolve()
+    if dst_r == src_r or src_r in dst_r.parents:
+        raise DatasetError("The destination is the source folder or inside it", where=str(dst),
+                           fix="Choose a folder outside the source, e.g. a sibling folder")
+    return dst
+
+
+def _pieces(img: Image.Image, cfg: PrepConfig) -> list[Box]:
+    if cfg.crop == "centre":
+        return [centre_square(*img.size)]
+    if cfg.crop == "focal":
+        return [focal_square(img)]
+    if cfg.crop == "split":
+        return split_boxes(img.width, img.height, cfg.max_aspect)
+    return [(0, 0, img.width, img.height)]
+
+
+def _target_size(size: tuple[int, int], cfg: PrepConfig) -> tuple[int, int]:
+    res = cfg.resolution
+    if cfg.crop in ("centre", "focal"):
+        side = size[0]
+        if side > res:
+            return res, res
+        wanted = round(side * upscale_factor(side, side, res)) if cfg.upscale_small else side
+        return wanted, wanted
+    width, height = fit_area(size[0], size[1], DOWNSCALE_AREA_FACTOR * res * res)
+    if cfg.upscale_small:
+        factor = upscale_factor(width, height, res)
+        width, height = round(width * factor), round(height * factor)
+    return width, height
+
+
+def _output_path(src_root: Path, dst_root: Path, image: Path, fmt: str, index: int | None, in_place: bool) -> Path:
+    rel = image.relative_to(src_root)
+    if in_place:
+        return image
+    suffix = ".jpg" if fmt == "JPEG" else ".png"
+    stem = rel.stem if index is None else f"{rel.stem}_part{index + 1}"
+    return dst_root / rel.parent / (stem + suffix)
+
+
+def _save(img: Image.Image, target: Path, fmt: str) -> None:
+    if fmt == "JPEG" and target.suffix.lower() in (".jpg", ".jpeg"):
+        write_with(target, lambda tmp: img.convert("RGB").save(tmp, "JPEG", quality=95))
+    else:
+        save_format = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+        write_with(target, lambda tmp: img.save(tmp, save_format))
+
+
+def _copy_caption(image: Path, outputs: list[Path], ext: str, flattened: bool) -> None:
+    caption_file = image.with_suffix(ext)
+    if not caption_file.is_file():
+        return
+    if flattened:
+        text = rewrite_transparent_background(read_caption_file(caption_file)[0])
+        for out in outputs:
+            write_text(out.with_suffix(ext), text)
+    else:
+        data = caption_file.read_bytes()
+        for out in outputs:
+            if out.with_suffix(ext) != caption_file:
+                write_bytes(out.with_suffix(ext), data)
+
+
+def _prepare_pixels(image: Path, cfg: PrepConfig, result: PrepResult) -> tuple[Image.Image, bool]:
+    img = load_image(image)
+    if cfg.flatten_alpha and has_transparency(img):
+        result.flattened += 1
+        return flatten_to_rgb(img), True
+    if img.mode not in ("RGB", "RGBA", "L"):
+        img = flatten_to_rgb(img) if not has_transparency(img) else img.convert("RGBA")
+    return img, False
+
+
+def _process_image(image: Path, src: Path, dst: Path, cfg: PrepConfig, upscaler: Upscaler | None,
+                   result: PrepResult) -> None:
+    header = read_header(image)
+    img, flattened = _prepare_pixels(image, cfg, result)
+    boxes = _pieces(img, cfg)
+    full = boxes == [(0, 0, img.width, img.height)]
+    pieces = []
+    for box in boxes:
+        piece = img if full else img.crop(box)
+        size = _target_size(piece.size, cfg)
+        if size[0] > piece.width:
+            result.upscaled += 1
+        pieces.append(scale_to(piece, size, upscaler))
+    ext = normalize_extension(cfg.caption_extension)
+    unchanged = full and not flattened and header.orientation == 1 and pieces[0].size == img.size
+    if unchanged:
+        target = _output_path(src, dst, image, header.format, None, cfg.in_place).with_suffix(image.suffix)
+        if target != image:
+            write_bytes(target, image.read_bytes())
+            result.copied.append(target)
+        _copy_caption(image, [target], ext, False)
+        return
+    outputs = []
+    for index, piece in enumerate(pieces):
+        target = _output_path(src, dst, image, header.format, None if len(pieces) == 1 else index, cfg.in_place)
+        _save(piece, target, header.format)
+        outputs.append(target)
+    result.written += outputs
+    _copy_caption(image, outputs, ext, flattened)
+
+
+def _dedupe(images: list[Path], cfg: PrepConfig, result: PrepResult, workers: int) -> list[Path]:
+    from .probe import probe_images
+    sizes = {}
+    for path in images:
+        try:
+            sizes[path] = read_header(path).size
+        except ImageReadError:
+            pass
+    skip = duplicates_to_skip(probe_images(images, workers), sizes)
+    result.skipped += [(p, f"Duplicate of {kept.name}") for p, kept in skip.items()]
+    return [p for p in images if p not in skip]
+
+
+def run_prep(src: str | os.PathLike, dst: str | os.PathLike | None, cfg: PrepConfig,
+             upscaler: Upscaler | None = None, progress: ProgressFn | None = None,
+             should_stop: Callable[[], bool] | None = None, workers: int = 2) -> PrepResult:
+    """Write fixed copies of every image under `src` into `dst` (same relative layout)."""
+    from .files import find_images
+    src = Path(src)
+    dst_root = _check_paths(src, Path(dst) if dst else None, cfg)
+    result = PrepResult()
+    images = find_images(src)
+    if cfg.dedupe and not cfg.in_place:
+        images = _dedupe(images, cfg, result, workers)
+    for done, image in enumerate(images, start=1):
+        if should_stop and should_stop():
+            result.cancelled = True
+            break
+        try:
+            _process_image(image, src, dst_root, cfg, upscaler, result)
+        except ImageReadError as e:
+            result.skipped.append((image, e.reason))
+        except OSError as e:
+            result.skipped.append((image, f"Cannot read or write: {e.strerror or e}"))
+        if progress:
+            progress(done, len(images), str(image))
+    return result
