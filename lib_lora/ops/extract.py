@@ -26,7 +26,8 @@ from ..networks.keys import checkpoint_in_proj_keys, checkpoint_param_to_lora_ke
     ldm_to_diffusers_name
 from .checkpoint_io import PRECISIONS, StateReader, detect_family
 from .config import ExtractConfig, validated
-from .report import LayerReport, OpReport, relative_error
+from .factors import pack_lora, stored_row
+from .report import LayerReport, OpReport
 from .svd import RankRule, clamp_factors, truncated_svd
 
 Progress = Callable[[int, int, str], None]  # (layers done, layers in all, current layer); may raise to cancel
@@ -97,21 +98,10 @@ def extract_layer(delta: torch.Tensor, rule: RankRule, clamp_quantile: float,
     """
     matrix = delta.flatten(1)
     trunc = truncated_svd(matrix, rule)
-    up, down = clamp_factors(trunc.up, trunc.down, clamp_quantile)
-    # 1) The error is measured on what the file will hold: clamped, rounded to the save precision.
-    up, down = up.to(save_dtype), down.to(save_dtype)
-    residual = matrix - up.float() @ down.float()
-    residual_energy = float(torch.linalg.vector_norm(residual, dtype=torch.float64) ** 2)
-    # 2) Shapes as the WebUI reads them: a conv's down keeps the kernel, its up is 1x1.
-    if delta.dim() == 4:
-        down = down.reshape(trunc.rank, *delta.shape[1:])
-        up = up.reshape(delta.shape[0], trunc.rank, 1, 1)
-    tensors = {"lora_up.weight": up.cpu(), "lora_down.weight": down.cpu(),
-               "alpha": torch.tensor(float(trunc.rank))}
-    row = LayerReport(layer="", shape="x".join(map(str, delta.shape)), rank=trunc.rank,
-                      relative_error=relative_error(trunc.total_energy, residual_energy),
-                      energy_kept=trunc.energy_kept, delta_norm=math.sqrt(trunc.total_energy), method=trunc.method)
-    return tensors, row
+    trunc.up, trunc.down = clamp_factors(trunc.up, trunc.down, clamp_quantile)
+    # The error is measured on what the file will hold: clamped, rounded to the save precision.
+    row = stored_row("", tuple(delta.shape), matrix, trunc, save_dtype)
+    return pack_lora(trunc.up, trunc.down, tuple(delta.shape), trunc.rank, save_dtype), row
 
 
 def _rule_for(target_shape: tuple[int, ...], config: ExtractConfig) -> RankRule:

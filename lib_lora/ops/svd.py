@@ -68,11 +68,11 @@ class Truncated:
     down: torch.Tensor          # (r, in)  = Vh[:r]
     kept: torch.Tensor          # (r,) singular values kept
     total_energy: float         # squared Frobenius norm of the input matrix
-    method: str                 # "lowrank", "exact" or "product"
+    method: str                 # "lowrank", "exact", "product" (svd_of_product) or "concat" (no SVD)
 
     @property
     def rank(self) -> int:
-        return int(self.kept.numel())
+        return int(self.up.shape[1])
 
     @property
     def energy_kept(self) -> float:
