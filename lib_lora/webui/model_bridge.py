@@ -1,0 +1,200 @@
+"""Borrow the WebUI's loaded model for training and give it back exactly as it was.
+
+`training_session(sd_model, opts, cfg)` puts the model into a known state (the
+built-in Lora extension's merged weights restored and its networks cleared,
+attention optimizations undone unless the user keeps them for training, clip skip
+set for the run's previews, ldm's own block checkpointing off because it drops
+LoRA gradients) and yields an `LdmModel`. On every way out (success, cancel,
+exception, NaN, out of memory, KeyboardInterrupt) it restores devices, dtypes,
+requires_grad, training flags, hooks and per-instance forwards, options and
+optimizations, and releases VRAM. Parameters are never copied: nothing in the
+session writes to base weights (LoRA adds its own modules), and tests prove
+the weights come back bit for bit with `fingerprint`.
+
+About merged LoRAs: the WebUI treats weights merged by `<lora:...>` as a cache
+(its backups are the real weights). We restore the real weights and leave no
+network loaded, so the next generation merges again what its prompt asks for:
+generation before and after training is identical.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from lib_lora.errors import ModelError
+from lib_lora.models.ldm_adapter import LdmModel
+from lib_lora.webui.fingerprint import HOOK_DICTS, differences, fingerprint  # noqa: F401 (re-exported)
+
+log = logging.getLogger(__name__)
+
+LDM_CHECKPOINT_FLAGS = ("use_checkpoint", "checkpoint")
+FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
+
+
+def check_supported(sd_model: Any, cmd_opts: Any, fp8_enabled: bool) -> None:
+    """Refuse what cannot train, with what to do instead."""
+    if sd_model is None or not hasattr(sd_model, "model"):
+        raise ModelError("No checkpoint is loaded in the WebUI", where="Stable Diffusion checkpoint",
+                         fix="Pick a checkpoint at the top of the page, wait for it to load, then start training")
+    is_sdxl = bool(getattr(sd_model, "is_sdxl", False))
+    low_modes = [flag for flag, on in (("--lowvram", getattr(cmd_opts, "lowvram", False)),
+                                       ("--medvram", getattr(cmd_opts, "medvram", False)),
+                                       ("--medvram-sdxl", is_sdxl and getattr(cmd_opts, "medvram_sdxl", False)))
+                 if on]
+    if low_modes or getattr(sd_model, "lowvram", False):
+        flags = ", ".join(low_modes) or "a low-VRAM mode"
+        raise ModelError(
+            f"The WebUI runs with {flags}, which moves model parts between CPU and GPU during every step; "
+            "training needs the whole model on the GPU", where="WebUI command line",
+            fix=f"Restart the WebUI without {flags} to train (the VRAM check then suggests batch size, "
+                "gradient checkpointing and an 8-bit optimizer that fit), or train headless with "
+                "`python -m lib_lora train`")
+    if fp8_enabled or any(p.dtype in FP8_DTYPES for p in sd_model.model.diffusion_model.parameters()):
+        raise ModelError("The checkpoint is stored in FP8, which cannot be trained",
+                         where="Settings > Stable Diffusion > FP8 weight",
+                         fix="Set FP8 weight to Disable, reload the checkpoint, then start training")
+
+
+@dataclass
+class _Snapshot:
+    """What we restore without copying any weights."""
+    placements: list[tuple[nn.Module, str, str, torch.device, torch.dtype]] = field(default_factory=list)
+    requires_grad: list[tuple[nn.Parameter, bool]] = field(default_factory=list)
+    training: list[tuple[nn.Module, bool]] = field(default_factory=list)
+    forwards: list[tuple[nn.Module, Any]] = field(default_factory=list)
+    hook_keys: list[tuple[nn.Module, str, tuple]] = field(default_factory=list)
+    block_flags: list[tuple[nn.Module, str, Any]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def capture(sd_model: nn.Module) -> _Snapshot:
+    snap = _Snapshot()
+    for module in sd_model.modules():
+        for kind in ("_parameters", "_buffers"):
+            for name, tensor in getattr(module, kind).items():
+                if tensor is not None:
+                    snap.placements.append((module, kind, name, tensor.device, tensor.dtype))
+        for param in module._parameters.values():
+            if param is not None:
+                snap.requires_grad.append((param, param.requires_grad))
+        snap.training.append((module, module.training))
+        snap.forwards.append((module, module.__dict__.get("forward")))
+        for attr in HOOK_DICTS:
+            hooks = getattr(module, attr, None)
+            if hooks is not None:
+                snap.hook_keys.append((module, attr, tuple(hooks.keys())))
+        for flag in LDM_CHECKPOINT_FLAGS:
+            if isinstance(getattr(module, flag, None), bool):
+                snap.block_flags.append((module, flag, getattr(module, flag)))
+    return snap
+
+
+def restore(snap: _Snapshot) -> None:
+    """Put back everything recorded in the snapshot; each part is independent so one failure
+    cannot stop the others."""
+    with torch.no_grad():
+        for module, kind, name, device, dtype in snap.placements:
+            tensor = getattr(module, kind).get(name)
+            if tensor is not None and (tensor.device != device or tensor.dtype != dtype):
+                if kind == "_parameters":
+                    tensor.data = tensor.data.to(device, dtype)
+                else:
+                    module._buffers[name] = tensor.to(device, dtype)
+    for param, flag in snap.requires_grad:
+        param.requires_grad_(flag)
+        param.grad = None
+    for module, flag in snap.training:
+        module.training = flag
+    for module, forward in snap.forwards:
+        if forward is None:
+            module.__dict__.pop("forward", None)
+        else:
+            module.forward = forward
+    for module, attr, keys in snap.hook_keys:
+        hooks = getattr(module, attr)
+        for key in [k for k in hooks if k not in keys]:
+            del hooks[key]
+    for module, flag, value in snap.block_flags:
+        setattr(module, flag, value)
+
+
+def clear_builtin_lora(sd_model: nn.Module) -> int:
+    """Restore weights the built-in Lora extension merged in place and unload its networks.
+    Returns how many layers were restored."""
+    networks = sys.modules.get("networks")
+    if networks is not None and isinstance(getattr(networks, "loaded_networks", None), list):
+        networks.loaded_networks.clear()
+    restore_fn = getattr(networks, "network_restore_weights_from_backup", None)
+    restored = 0
+    with torch.no_grad():
+        for module in sd_model.modules():
+            weights = getattr(module, "network_weights_backup", None)
+            bias = getattr(module, "network_bias_backup", None)
+            if weights is None and bias is None:
+                continue
+            if restore_fn is not None:
+                restore_fn(module)
+            else:   # the module is gone (extension disabled) but its backups are still here
+                if isinstance(weights, torch.Tensor):
+                    module.weight.copy_(weights)
+                if isinstance(bias, torch.Tensor):
+                    module.bias.copy_(bias)
+            module.network_current_names = ()
+            restored += 1
+    return restored
+
+
+def _disable_block_checkpointing(snap: _Snapshot) -> None:
+    """ldm/sgm blocks with use_checkpoint=True run ldm's CheckpointFunction, which only
+    differentiates the block's own parameters: LoRA modules outside them would get no gradient."""
+    for module, flag, _ in snap.block_flags:
+        setattr(module, flag, False)
+
+
+@contextlib.contextmanager
+def training_session(sd_model: nn.Module, opts: Any, cfg: Any, *, cmd_opts: Any = None) -> Iterator[LdmModel]:
+    """Yield an LdmModel over `sd_model`; restore the model and the WebUI state on every exit."""
+    from modules import devices, sd_hijack, shared   # the WebUI; only ever imported here, lazily
+    check_supported(sd_model, cmd_opts if cmd_opts is not None else shared.cmd_opts, bool(devices.fp8))
+    snap = capture(sd_model)
+    optimizations_undone = False
+    adapter = None
+    try:
+        restored = clear_builtin_lora(sd_model)
+        if restored:
+            log.info("Train LoRA: restored %d layers from the built-in Lora's merged weights", restored)
+        if not getattr(opts, "training_xattention_optimizations", False):
+            sd_hijack.undo_optimizations()
+            optimizations_undone = True
+        _set_option(opts, "CLIP_stop_at_last_layers", int(cfg.model.clip_skip), snap)
+        _disable_block_checkpointing(snap)
+        adapter = LdmModel(sd_model, sdxl_clip_l_skip=bool(getattr(opts, "sdxl_clip_l_skip", False)))
+        yield adapter
+    finally:
+        _leave(adapter, snap, opts, optimizations_undone, sd_hijack, devices)
+
+
+def _set_option(opts: Any, key: str, value: Any, snap: _Snapshot) -> None:
+    snap.options.setdefault(key, getattr(opts, key, None))
+    setattr(opts, key, value)
+
+
+def _leave(adapter, snap: _Snapshot, opts, optimizations_undone: bool, sd_hijack, devices) -> None:
+    steps = [
+        lambda: adapter is not None and adapter.set_gradient_checkpointing(False),
+        lambda: restore(snap),
+        lambda: [setattr(opts, k, v) for k, v in snap.options.items()],
+        lambda: optimizations_undone and sd_hijack.apply_optimizations(),
+        devices.torch_gc,
+    ]
+    for step in steps:
+        try:
+            step()
+        except Exception:   # keep restoring the rest; the WebUI must stay usable
+            log.exception("Train LoRA: a step of giving the model back failed")

@@ -1,0 +1,69 @@
+"""Puts the WebUI stand-in (tests/webui_stub) first on sys.path for the tests in this folder only.
+
+Each test module gets fresh stand-in modules (state, opts, loaded model); afterwards every
+module loaded from the stand-in is dropped from sys.modules, the class-wide attention patch
+is undone, and sys.path is restored, so the rest of the suite never sees a fake `modules`."""
+from __future__ import annotations
+
+import os
+import sys
+import types
+
+import pytest
+
+STUB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui_stub")
+STUB_TOP_LEVEL = ("modules", "launch", "networks")
+
+
+def _stub_module_names() -> list[str]:
+    names = []
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if name.split(".")[0] in STUB_TOP_LEVEL and (not file or file.startswith(STUB_DIR)):
+            names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def webui(tmp_path_factory):
+    """The stand-in WebUI: a namespace of its modules, with a temp data folder."""
+    root = str(tmp_path_factory.mktemp("webui_root"))
+    os.environ["TRAIN_LORA_STUB_ROOT"] = root
+    saved_path = list(sys.path)
+    sys.path.insert(0, STUB_DIR)
+    try:
+        from modules import (call_queue, devices, extra_networks, images, processing, script_callbacks, scripts,
+                             sd_hijack, sd_models, shared)
+        import launch
+        import networks
+        os.makedirs(shared.cmd_opts.lora_dir, exist_ok=True)
+        yield types.SimpleNamespace(
+            root=root, shared=shared, sd_models=sd_models, devices=devices, processing=processing,
+            script_callbacks=script_callbacks, scripts=scripts, sd_hijack=sd_hijack, call_queue=call_queue,
+            extra_networks=extra_networks, images=images, launch=launch, networks=networks)
+    finally:
+        hijack = sys.modules.get("modules.sd_hijack")
+        if hijack is not None:
+            hijack.undo_optimizations()
+        for name in _stub_module_names():
+            del sys.modules[name]
+        sys.path[:] = saved_path
+        os.environ.pop("TRAIN_LORA_STUB_ROOT", None)
+
+
+@pytest.fixture()
+def fresh_state(webui):
+    """A clean shared.state and no loaded networks for each test."""
+    webui.shared.state.begin("test")
+    webui.networks.loaded_networks.clear()
+    yield webui
+    webui.shared.state.end()
+
+
+def load_family(webui, family: str):
+    """Make `family` the loaded tiny model (builds it on first access of shared.sd_model)."""
+    if webui.sd_models.model_family != family or webui.sd_models.model_data.sd_model is None:
+        webui.sd_models.set_model_family(family)
+    return webui.shared.sd_model
+
+

@@ -1,0 +1,131 @@
+"""The bridge gives the WebUI's model back exactly, on every way out of a run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib_lora.config import TrainConfig
+from lib_lora.errors import ModelError, TrainingStopped
+from lib_lora.models.protocol import Conditioning
+from lib_lora.webui.fingerprint import differences, fingerprint
+from lib_lora.webui.model_bridge import training_session
+from tests.webui.conftest import load_family
+
+
+def _generate(webui, prompt="a cat"):
+    p = webui.processing.StableDiffusionProcessingTxt2Img(prompt=prompt, steps=2, width=16, height=16, seed=3)
+    return webui.processing.process_images(p).images[0].tobytes()
+
+
+def _lora_like_step(model):
+    """What a run does to the model: checkpointing on, an extra module in the graph with
+    a hook, a backward pass through the UNet and text encoder, train mode."""
+    model.set_gradient_checkpointing(True)
+    model.unet.train()
+    extra = torch.nn.Linear(4, 4)
+    layer = model.unet.input_blocks[1][1].transformer_blocks[0].attn1.to_q
+    handle = layer.register_forward_hook(lambda m, i, o: o + 0 * extra.weight.sum())
+    cond = model.encode_text(["shimakaze (azur lane)"], clip_skip=2, max_token_length=75)
+    latents = torch.randn(1, 4, 8, 8)
+    out = model.predict(latents, torch.tensor([500]), cond)
+    out.mean().backward()
+    del handle  # deliberately not removed: the bridge must clean up after a careless run
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _end(path):
+    if path == "success":
+        return None
+    if path == "cancel":
+        return TrainingStopped("Training was cancelled", fix="Start it again to continue")
+    if path == "exception":
+        return Boom("broken dataset")
+    if path == "nan":
+        return TrainingStopped("Loss became NaN at step 3")
+    if path == "oom":
+        return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return KeyboardInterrupt()
+
+
+@pytest.mark.parametrize("path", ["success", "cancel", "exception", "nan", "oom", "keyboard_interrupt"])
+def test_every_end_path_restores_model_and_generation(fresh_state, path):
+    webui = fresh_state
+    sd_model = load_family(webui, "sd1")
+    opts = webui.shared.opts
+    image_before, print_before = _generate(webui), fingerprint(sd_model)
+    clip_skip_before, gc_calls = opts.CLIP_stop_at_last_layers, webui.devices.torch_gc_calls
+    cfg = TrainConfig()
+    cfg.model.clip_skip = 2
+    error = _end(path)
+    with pytest.raises(type(error)) if error is not None else _no_raise():
+        with training_session(sd_model, opts, cfg) as model:
+            assert opts.CLIP_stop_at_last_layers == 2 and webui.sd_hijack.current_optimizer is None
+            _lora_like_step(model)
+            if error is not None:
+                raise error
+    assert differences(print_before, fingerprint(sd_model)) == []
+    assert opts.CLIP_stop_at_last_layers == clip_skip_before
+    assert webui.sd_hijack.current_optimizer == "sdp"
+    assert webui.devices.torch_gc_calls > gc_calls
+    assert _generate(webui) == image_before
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_merged_builtin_lora_is_cleared_and_regenerates_identically(fresh_state):
+    webui = fresh_state
+    sd_model = load_family(webui, "sd1")
+    layer = sd_model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn1.to_q
+    base = layer.weight.detach().clone()
+    from tests.webui.test_stub import _write_lora
+    _write_lora(webui, "merged", layer.weight.shape)
+    with_lora = _generate(webui, "a cat <lora:merged:1>")
+    assert not torch.equal(layer.weight, base) and webui.networks.loaded_networks
+    with training_session(sd_model, webui.shared.opts, TrainConfig()):
+        assert torch.equal(layer.weight, base)              # trains on the real weights
+        assert webui.networks.loaded_networks == []
+    assert _generate(webui, "a cat <lora:merged:1>") == with_lora
+
+
+@pytest.mark.parametrize("flag", ["lowvram", "medvram"])
+def test_low_vram_modes_are_refused_with_what_to_do(fresh_state, flag):
+    webui = fresh_state
+    sd_model = load_family(webui, "sd1")
+    setattr(webui.shared.cmd_opts, flag, True)
+    try:
+        with pytest.raises(ModelError, match="Restart the WebUI without --" + flag):
+            with training_session(sd_model, webui.shared.opts, TrainConfig()):
+                pass
+    finally:
+        setattr(webui.shared.cmd_opts, flag, False)
+
+
+def test_fp8_is_refused(fresh_state):
+    webui = fresh_state
+    webui.devices.fp8 = True
+    try:
+        with pytest.raises(ModelError, match="FP8 weight to Disable"):
+            with training_session(load_family(webui, "sd1"), webui.shared.opts, TrainConfig()):
+                pass
+    finally:
+        webui.devices.fp8 = False
+
+
+def test_no_model_is_refused(fresh_state):
+    with pytest.raises(ModelError, match="No checkpoint is loaded"):
+        with training_session(None, fresh_state.shared.opts, TrainConfig()):
+            pass
+
+
+def test_conditioning_type(fresh_state):
+    with training_session(load_family(fresh_state, "sd1"), fresh_state.shared.opts, TrainConfig()) as model:
+        assert isinstance(model.encode_text(["x"], 1, 75), Conditioning)
