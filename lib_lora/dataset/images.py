@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..errors import DatasetError
+
 # Orientation values 5-8 rotate by 90 or 270 degrees, so width and height swap.
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -22,12 +24,14 @@ _EXIF_ORIENTATION_TAG = 0x0112
 MAX_PIXELS = 89_478_485
 
 
-class ImageReadError(Exception):
-    """An image file cannot be opened or decoded; `reason` is for the user."""
+class ImageReadError(DatasetError):
+    """An image file cannot be opened or decoded; `reason` is for the user.
+
+    A DatasetError, so one escaping into training still reads as what/where/fix."""
 
     def __init__(self, path: Path, reason: str):
         self.path, self.reason = Path(path), reason
-        super().__init__(f"{reason} ({path})")
+        super().__init__(reason, where=str(path), fix="Re-export or remove this file")
 
 
 @dataclass(frozen=True)
