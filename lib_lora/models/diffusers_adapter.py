@@ -43,7 +43,8 @@ class DiffusersModel:
         for module in self._modules():
             module.requires_grad_(False)
             module.to(self.device)
-        pipe.unet.to(dtype=dtype)
+        if pipe.unet.dtype != dtype:
+            pipe.unet.to(dtype=dtype)
 
     # -- structure -------------------------------------------------------
     def _modules(self):

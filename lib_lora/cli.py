@@ -1,0 +1,174 @@
+"""`python -m lib_lora <command>`: every tab action has a twin here, built on the same configs.
+
+Each command is a thin function: parse, build the typed config, call the
+library. Errors the user can fix (LoraError) print as one plain sentence and
+exit with code 2; nothing else is caught.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import LoraError
+
+# command -> (module, add_args function, run function); modules are imported only when used
+EXTERNAL_COMMANDS = {
+    "check": ("lib_lora.dataset.commands", "add_check_args", "run_check", "Dataset report: counts, sizes, captions, tags, duplicates, steps"),
+    "prep": ("lib_lora.dataset.commands", "add_prep_args", "run_prep", "Preprocess a dataset into a new folder (originals untouched)"),
+    "tag": ("lib_lora.tagging.commands", "add_tag_args", "run_tag", "Caption images with WD1.4 ONNX taggers"),
+    "tags": ("lib_lora.tagging.commands", "add_tags_edit_args", "run_tags_edit", "Bulk tag edits (remove, replace, merge, front, trigger, prune, undo)"),
+    "inspect": ("lib_lora.networks.inspect", "add_inspect_args", "run_inspect", "Show a LoRA file: algorithm, ranks, targets, metadata, key matches"),
+    "extract": ("lib_lora.ops.commands", "add_extract_args", "run_extract", "Extract a LoRA from two checkpoints"),
+    "merge": ("lib_lora.ops.commands", "add_merge_args", "run_merge", "Merge LoRAs into a checkpoint or into one LoRA"),
+    "resize": ("lib_lora.ops.commands", "add_resize_args", "run_resize", "Change a LoRA's rank"),
+    "bench": ("lib_lora.bench", "add_bench_args", "run_bench", "Measure training (or --tool extract) speed and memory"),
+    "ui": ("lib_lora.webui.standalone", "add_ui_args", "run_ui", "Serve the Train LoRA tab on its own (127.0.0.1)"),
+}
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="run config (TOML); see `config --out run.toml`")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one option, e.g. --set network.dim=16 (repeatable)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (its output folder)")
+    p.add_argument("--more-epochs", type=int, default=0, help="with --resume: train N epochs beyond the saved plan")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (images, steps, buckets) and stop")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig, load_train_config
+    from . import options
+    from .training import train
+    from .training.cli_hooks import PrintHooks
+    from .training import distributed as dist
+
+    if args.resume and not args.config:
+        args.config = str(_resume_config(Path(args.resume)))
+    cfg = load_train_config(args.config, args.overrides) if args.config else \
+        options.apply_overrides(TrainConfig, TrainConfig(), args.overrides)
+    if args.resume and args.more_epochs:
+        cfg.training.epochs += args.more_epochs
+    distributed = dist.init_from_env()
+    model = _load_model(cfg, dist.local_device() if distributed else cfg.training.device)
+    hooks = PrintHooks(print if dist.is_main() else (lambda *_: None))
+    hooks.install_sigint()
+    result = train(cfg, model, [hooks], resume_dir=args.resume, dry_run=args.dry_run)
+    if dist.is_main() and not args.dry_run:
+        print(json.dumps({"files": result.files, "steps": result.steps, "final_loss": result.final_loss,
+                          "stopped": result.stopped_reason or None}, indent=1))
+    return 0 if result.stopped_reason in ("", "cancelled") else 3
+
+
+def _resume_config(out_dir: Path) -> Path:
+    tomls = sorted(out_dir.glob("*.toml"))
+    if not tomls:
+        raise LoraError("The run folder has no config to resume with", where=str(out_dir),
+                        fix="Pass --config with the run's TOML (written beside its LoRA files)")
+    return tomls[0]
+
+
+def _load_model(cfg, device: str):
+    import torch
+
+    from .models.diffusers_adapter import DiffusersModel, load_diffusers_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.model.pretrained in ("", "tiny"):
+        from .models.tiny import build_tiny_sd1
+
+        return DiffusersModel(build_tiny_sd1(seed=0), name="tiny", device=device)
+    dtype = torch.float32 if device == "cpu" or cfg.training.mixed_precision == "no" else \
+        (torch.bfloat16 if cfg.training.mixed_precision == "bf16" else torch.float16)
+    return load_diffusers_model(cfg.model.pretrained, device=device, dtype=dtype)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import print_summary, run_demo
+
+    print_summary(run_demo(Path(args.out)))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import TrainConfig, dumps_train_config
+    from .fileio import write_text
+    from . import options
+
+    cfg = options.apply_overrides(TrainConfig, TrainConfig(), args.overrides)
+    text = dumps_train_config(cfg)
+    if args.out:
+        write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .config import SampleConfig, load_train_config
+    from .evaluation.render_diffusers import render_epoch_weight_grid
+
+    cfg = load_train_config(args.config, args.overrides)
+    sample: SampleConfig = cfg.sample
+    if args.prompt:
+        sample.prompts = args.prompt
+    files = sorted(Path(cfg.output.output_dir).glob(f"{cfg.output.output_name}-*.safetensors"))
+    if not files:
+        raise LoraError("No epoch files found for this run", where=cfg.output.output_dir,
+                        fix="Train first, or point --config at the run's TOML")
+    model = _load_model(cfg, cfg.training.device)
+    out = Path(args.out or Path(cfg.output.output_dir) / f"{cfg.output.output_name}-grid.png")
+    print(f"grid: {render_epoch_weight_grid(model, files, sample, out)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib_lora", description="Train LoRA: headless commands")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="make a tiny dataset and model, train a LoRA, render a grid (< 60 s on CPU)")
+    p.add_argument("--out", required=True, help="folder for everything the demo writes")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("train", help="train a LoRA from a config file")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("config", help="write a config template with every option and its help")
+    p.add_argument("--out", help="file to write (default: print)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.set_defaults(func=cmd_config)
+    p = sub.add_parser("grid", help="render the epoch x weight grid of a run (diffusers backend)")
+    p.add_argument("--config", required=True, help="the run's TOML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--prompt", action="append", help="prompt (repeatable; default: sample.prompts)")
+    p.add_argument("--out", help="PNG to write")
+    p.set_defaults(func=cmd_grid)
+    for name, (module, add_fn, run_fn, help_text) in EXTERNAL_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        try:
+            mod = importlib.import_module(module)
+            getattr(mod, add_fn)(p)
+            p.set_defaults(func=getattr(mod, run_fn))
+        except (ImportError, AttributeError) as e:  # a command whose module is missing says so when used
+            p.set_defaults(func=lambda a, e=e, n=name: _unavailable(n, e))
+    return parser
+
+
+def _unavailable(name: str, err: Exception) -> int:
+    raise LoraError(f"The {name} command is not available in this installation ({err})",
+                    fix="Reinstall the extension or run `bash .ci/setup`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except LoraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

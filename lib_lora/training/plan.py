@@ -1,0 +1,112 @@
+"""The run's plan: which images, how often, in which buckets, how many steps, roughly how much memory.
+
+Printed and returned before any model work (a `--dry-run` stops here), so the
+user sees `images x repeats x epochs / batch` before waiting for anything.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ..config import TrainConfig
+from ..dataset.buckets import assign_bucket
+from ..dataset.scan import Dataset, scan_dataset
+from ..errors import DatasetError
+from .batches import Sample, optimizer_steps_per_epoch
+
+
+@dataclass
+class TrainPlan:
+    train: list[Sample]
+    validation: list[Sample]
+    reg: list[Sample]
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    steps_per_epoch: int             # optimizer steps
+    total_steps: int
+    buckets: dict[str, int] = field(default_factory=dict)
+    concepts: dict[str, dict] = field(default_factory=dict)
+    estimated_memory_mb: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.train)
+
+    def summary(self) -> str:
+        lines = [f"Plan: {self.n_images} images"
+                 + (f" (+{len(self.reg)} regularization)" if self.reg else "")
+                 + (f", {len(self.validation)} held out for validation" if self.validation else "")]
+        for name, info in self.concepts.items():
+            lines.append(f"  {name}: {info['images']} images x {info['repeats']} repeats")
+        lines.append(f"  {self.epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} steps "
+                     f"(batch {self.batch_size}, gradient accumulation {self.grad_accum})")
+        lines.append("  buckets: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.buckets.items())))
+        if self.estimated_memory_mb:
+            lines.append(f"  estimated memory: {self.estimated_memory_mb:.0f} MiB")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def _samples(ds: Dataset, cfg: TrainConfig, is_reg: bool) -> list[Sample]:
+    d = cfg.dataset
+    out = []
+    for concept in ds.concepts:
+        for item in concept.items:
+            w, h = item.size
+            if d.enable_bucket:
+                bucket = assign_bucket(w, h, d.resolution, d.min_bucket_reso, d.max_bucket_reso,
+                                       d.bucket_reso_steps, d.bucket_no_upscale)
+            else:
+                bucket = (d.resolution, d.resolution)
+            out.append(Sample(item, concept.name, concept.repeats, is_reg, tuple(bucket)))
+    return out
+
+
+def split_validation(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out a fixed, seeded share of images (at least one when share > 0 and there are 2+)."""
+    if share <= 0 or len(samples) < 2:
+        return samples, []
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(samples) - 1, max(1, round(len(samples) * share)))
+    held = set(order[:n_val])
+    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+
+
+def estimate_memory_mb(cfg: TrainConfig, n_params_model: int = 0, largest_bucket: int = 512 * 512) -> float:
+    """Rough peak: weights + activations by pixel count x batch. Good to a factor ~1.5; used to warn, not block."""
+    bytes_per = 2 if cfg.training.mixed_precision != "no" else 4
+    weights = n_params_model * bytes_per
+    act_per_sample = (largest_bucket / (512 * 512)) * (1.2e9 if not cfg.training.gradient_checkpointing else 0.3e9)
+    return (weights + act_per_sample * cfg.training.batch_size * bytes_per / 2) / 2 ** 20
+
+
+def make_plan(cfg: TrainConfig, n_params_model: int = 0) -> TrainPlan:
+    d, t = cfg.dataset, cfg.training
+    ds = scan_dataset(d.train_dir, d.caption_extension)
+    samples = _samples(ds, cfg, is_reg=False)
+    if not samples:
+        raise DatasetError("No usable images were found", where=d.train_dir,
+                           fix="Put images (and .txt captions) into <repeats>_<name> folders inside this folder")
+    train, val = split_validation(samples, d.validation_split, t.seed)
+    reg = _samples(scan_dataset(d.reg_dir, d.caption_extension, is_reg=True), cfg, True) if d.reg_dir else []
+    spe = optimizer_steps_per_epoch(train, reg, t.batch_size, t.gradient_accumulation_steps)
+    epochs = t.epochs
+    total = spe * epochs
+    if t.max_train_steps:
+        total = min(total, t.max_train_steps) if t.epochs else t.max_train_steps
+        epochs = math.ceil(total / spe)
+    concepts: dict[str, dict] = {}
+    for s in train:
+        info = concepts.setdefault(s.concept, {"images": 0, "repeats": s.repeats})
+        info["images"] += 1
+    buckets = Counter(f"{s.bucket[0]}x{s.bucket[1]}" for s in train)
+    largest = max(s.bucket[0] * s.bucket[1] for s in train)
+    plan = TrainPlan(train, val, reg, epochs, t.batch_size, t.gradient_accumulation_steps, spe, total,
+                     dict(buckets), concepts, estimate_memory_mb(cfg, n_params_model, largest))
+    plan.warnings = [str(issue) for issue in ds.issues]
+    return plan

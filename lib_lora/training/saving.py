@@ -1,0 +1,131 @@
+"""What a run writes: epoch files with sd-scripts metadata, the resolved config, resumable state.
+
+File names follow sd-scripts so users' habits and tools keep working:
+`<name>-000001.safetensors` per saved epoch, `<name>.safetensors` for the last.
+State (network, optimizer, scheduler, RNG, counters) goes to `<out>/state/`,
+written atomically, so `train --resume DIR` continues with the same counters.
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import TrainConfig, dumps_train_config
+from ..dataset.tags import split_tags
+from ..fileio import write_text, write_with
+from .plan import TrainPlan
+
+BASE_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+
+
+def epoch_file(out_dir: Path, name: str, epoch: int) -> Path:
+    return out_dir / f"{name}-{epoch:06d}.safetensors"
+
+
+def write_run_config(cfg: TrainConfig, out_dir: Path) -> Path:
+    return write_text(out_dir / f"{cfg.output.output_name}.toml", dumps_train_config(cfg))
+
+
+def tag_frequency(plan: TrainPlan) -> dict[str, dict[str, int]]:
+    """{concept folder: {tag: count}}, counted like sd-scripts (lowercased, stripped)."""
+    out: dict[str, Counter] = {}
+    for s in plan.train:
+        folder = f"{s.repeats}_{s.concept}"
+        counts = out.setdefault(folder, Counter())
+        for tag in split_tags(s.item.caption):
+            counts[tag.lower()] += 1
+    return {k: dict(v) for k, v in out.items()}
+
+
+def training_metadata(cfg: TrainConfig, plan: TrainPlan, model, epoch: int, step: int,
+                      started_at: float) -> dict[str, str]:
+    """The ss_* fields sd-scripts writes about the run (all strings)."""
+    t, d, n = cfg.training, cfg.dataset, cfg.network
+    family = model.family
+    base = BASE_VERSION[family] + ("_v" if model.parameterization == "v" and family != "sdxl" else "")
+    dirs = {f"{s.repeats}_{s.concept}": {"n_repeats": s.repeats, "img_count": 0} for s in plan.train}
+    for s in plan.train:
+        dirs[f"{s.repeats}_{s.concept}"]["img_count"] += 1
+    meta = {
+        "ss_session_id": str(random.Random(started_at).randint(0, 2**32)),
+        "ss_training_started_at": str(started_at), "ss_training_finished_at": str(time.time()),
+        "ss_output_name": cfg.output.output_name, "ss_learning_rate": str(t.unet_lr),
+        "ss_unet_lr": str(t.unet_lr), "ss_text_encoder_lr": str(t.text_encoder_lr),
+        "ss_num_train_images": str(len(plan.train)), "ss_num_reg_images": str(len(plan.reg)),
+        "ss_num_batches_per_epoch": str(plan.steps_per_epoch * plan.grad_accum),
+        "ss_num_epochs": str(plan.epochs), "ss_epoch": str(epoch), "ss_steps": str(step),
+        "ss_batch_size_per_device": str(t.batch_size), "ss_total_batch_size": str(t.batch_size),
+        "ss_gradient_checkpointing": str(t.gradient_checkpointing),
+        "ss_gradient_accumulation_steps": str(t.gradient_accumulation_steps),
+        "ss_max_train_steps": str(plan.total_steps), "ss_lr_warmup_steps": str(t.lr_warmup),
+        "ss_lr_scheduler": t.lr_scheduler, "ss_mixed_precision": t.mixed_precision,
+        "ss_v2": str(family == "sd2"), "ss_base_model_version": base,
+        "ss_resolution": f"({d.resolution}, {d.resolution})", "ss_clip_skip": str(cfg.model.clip_skip),
+        "ss_max_token_length": str(d.max_token_length), "ss_color_aug": str(d.color_aug),
+        "ss_flip_aug": str(d.flip_aug), "ss_random_crop": "False", "ss_shuffle_caption": str(d.shuffle_caption),
+        "ss_cache_latents": str(d.cache_latents != "off"), "ss_enable_bucket": str(d.enable_bucket),
+        "ss_min_bucket_reso": str(d.min_bucket_reso), "ss_max_bucket_reso": str(d.max_bucket_reso),
+        "ss_bucket_info": json.dumps({"buckets": plan.buckets}), "ss_keep_tokens": str(d.keep_tokens),
+        "ss_noise_offset": str(t.noise_offset), "ss_min_snr_gamma": str(t.min_snr_gamma),
+        "ss_seed": str(t.seed), "ss_sd_model_name": model.name, "ss_optimizer": t.optimizer,
+        "ss_training_comment": cfg.output.comment, "ss_caption_dropout_rate": str(d.caption_dropout_rate),
+        "ss_caption_tag_dropout_rate": str(d.caption_tag_dropout_rate),
+        "ss_prior_loss_weight": str(d.prior_loss_weight),
+        "ss_multires_noise_iterations": str(t.multires_noise_iterations),
+        "ss_zero_terminal_snr": str(t.zero_terminal_snr), "ss_debiased_estimation": str(t.debiased_estimation),
+        "ss_dataset_dirs": json.dumps(dirs), "ss_tag_frequency": json.dumps(tag_frequency(plan)),
+        "ss_network_dropout": str(n.dropout), "ss_trainer": f"train-lora {__version__}",
+    }
+    return meta
+
+
+# -- resumable state ---------------------------------------------------------------
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_state(out_dir: Path, network, optimizer, scheduler, counters: dict, extra: dict | None = None) -> Path:
+    """Everything to continue the run; one file, replaced atomically."""
+    payload = {"network": network.trainable_state(), "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "rng": rng_state(), "counters": counters,
+               "extra": extra or {}}
+    path = out_dir / "state" / "last.pt"
+    write_with(path, lambda tmp: torch.save(payload, tmp))
+    return path
+
+
+def load_state(out_dir: Path) -> dict:
+    from ..errors import LoraError
+
+    path = Path(out_dir) / "state" / "last.pt"
+    if not path.exists():
+        raise LoraError("There is no saved training state to resume from", where=str(path),
+                        fix="Resume needs a run saved with output.save_state = true; start a new run instead")
+    # weights_only=False is needed for optimizer and RNG state; the file is our own, written by save_state.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def prune_old_epochs(out_dir: Path, name: str, current_epoch: int, keep_last: int) -> list[Path]:
+    if keep_last <= 0:
+        return []
+    removed = []
+    for epoch in range(1, current_epoch - keep_last + 1):
+        path = epoch_file(out_dir, name, epoch)
+        if path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
