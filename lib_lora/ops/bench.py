@@ -145,8 +145,9 @@ def _child(base: str, tuned: str, out: str, method: str, rank: str) -> int:
     from .commands import add_extract_args, run_extract
     parser = argparse.ArgumentParser()
     add_extract_args(parser)
-    args = parser.parse_args(["--base", base, "--tuned", tuned, "--out", out, "--rank", rank, f"--{method}",
-                              "--quiet"])
+    method_flag = [] if method == "auto" else [f"--{method}"]
+    args = parser.parse_args(["--base", base, "--tuned", tuned, "--out", out, "--rank", rank, "--quiet",
+                              *method_flag])
     return run_extract(args)
 
 
