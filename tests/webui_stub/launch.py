@@ -32,7 +32,9 @@ def run_pip(command, desc=None, live=False):
     if skip_install:
         return None
     index_url_line = f' --index-url {index_url}' if index_url != '' else ''
-    pip_commands.append(f'"{python}" -m pip {command} --prefer-binary{index_url_line}')
+    line = f'"{python}" -m pip {command} --prefer-binary{index_url_line}'
+    pip_commands.append(line)
+    print(f"stub launch.run_pip: {line}")   # visible when install.py runs in a subprocess
     return ""
 
 

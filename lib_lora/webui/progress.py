@@ -1,0 +1,60 @@
+"""Training progress through the WebUI's own `shared.state`: progress bar, Interrupt and Skip.
+
+Like the WebUI's hypernetwork trainer: job_count = total steps, job_no = the step,
+textinfo = a short HTML status. Interrupt stops the run after the current step
+(the last saved epoch is kept). Skip has no meaning for a training run in the
+WebUI, so we give it a useful one: save a LoRA file now and keep training.
+The same hook also fills the run's record that the HTTP API reports.
+"""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from lib_lora.training.hooks import EpochResult, Progress, TrainHooks
+
+
+class WebUIProgress(TrainHooks):
+    def __init__(self, state: Any, record: Any = None):
+        self.state = state          # modules.shared.state
+        self.record = record        # jobs.RunRecord or None
+
+    def on_plan(self, plan: Any) -> None:
+        self.state.job_count = int(getattr(plan, "total_steps", 0)) or -1
+        self.state.job_no = 0
+        if self.record is not None:
+            self.record.total_steps = int(getattr(plan, "total_steps", 0))
+            self.record.total_epochs = int(getattr(plan, "epochs", 0))
+
+    def on_status(self, text: str) -> None:
+        self.state.textinfo = html.escape(text.splitlines()[0] if text else "")
+        if self.record is not None:
+            self.record.log(text)
+
+    def on_progress(self, p: Progress) -> None:
+        self.state.job_count = p.total_steps
+        self.state.job_no = p.step
+        eta = f"{int(p.eta_s // 60)}m {int(p.eta_s % 60)}s" if p.eta_s == p.eta_s else "?"
+        self.state.textinfo = (f"<p>Train LoRA: step {p.step}/{p.total_steps}, epoch {p.epoch}/{p.total_epochs}"
+                               f"<br/>Loss: {p.loss:.4f}, {p.it_per_s:.2f} it/s, ETA {eta}</p>")
+        if self.record is not None:
+            self.record.step, self.record.epoch, self.record.loss = p.step, p.epoch, p.loss
+            self.record.total_steps, self.record.total_epochs = p.total_steps, p.total_epochs
+
+    def on_epoch_end(self, result: EpochResult) -> None:
+        if self.record is not None and result.path:
+            self.record.files.append(result.path)
+
+    def on_sample(self, epoch: int, images: list, prompts: list[str]) -> None:
+        if images:
+            self.state.assign_current_image(images[0])
+
+    def should_stop(self) -> bool:
+        cancelled = self.record is not None and self.record.cancel_requested
+        return bool(self.state.interrupted) or cancelled
+
+    def save_requested(self) -> bool:
+        if self.state.skipped:
+            self.state.skipped = False     # one press, one save
+            return True
+        return False

@@ -1,0 +1,51 @@
+"""WebUI entry point of Train LoRA: registers the tab, settings, HTTP API and X/Y/Z axes.
+
+Thin on purpose: every piece of logic lives in lib_lora (importable here because the
+WebUI puts the extension root on sys.path while it loads this file); lib_lora and the
+WebUI's modules are imported inside functions, the heavy parts only when a callback runs.
+"""
+from __future__ import annotations
+
+
+def _ui_tabs():
+    from lib_lora.webui.tab import on_ui_tabs
+    return on_ui_tabs()
+
+
+def _ui_settings():
+    from lib_lora.webui.settings import on_ui_settings
+    on_ui_settings()
+
+
+def _app_started(demo, app):
+    from lib_lora.webui.api import register
+    register(app)
+
+
+def _before_ui():
+    try:
+        from lib_lora.webui.xyz import add_axes
+    except ImportError:     # the X/Y/Z axes module is optional
+        return
+    add_axes()
+
+
+def _script_unloaded():
+    from lib_lora.webui.jobs import manager
+    for record in manager.runs.values():
+        record.cancel_requested = True
+
+
+def _register() -> str:
+    """Register the callbacks; returns the extension root (scripts.basedir() is only right
+    while the WebUI is importing this file)."""
+    from modules import script_callbacks, scripts
+    script_callbacks.on_ui_tabs(_ui_tabs)
+    script_callbacks.on_ui_settings(_ui_settings)
+    script_callbacks.on_app_started(_app_started)
+    script_callbacks.on_before_ui(_before_ui)
+    script_callbacks.on_script_unloaded(_script_unloaded)
+    return scripts.basedir()
+
+
+EXTENSION_DIR = _register()
