@@ -7,7 +7,6 @@ network is detached afterwards, leaving the pipeline unchanged.
 from __future__ import annotations
 
 import contextlib
-import re
 from pathlib import Path
 
 import torch
@@ -15,7 +14,6 @@ from PIL import Image
 
 from ..config import NetworkConfig, SampleConfig
 from ..networks import create_network, load_network_file
-from .grid_image import labelled_grid
 
 
 def network_config_for(tensors: dict[str, torch.Tensor]) -> NetworkConfig:
@@ -75,34 +73,51 @@ def render_with_lora(model, path: Path | None, weight: float, prompt: str, sampl
         return render(model, prompt, sample)
 
 
-def epoch_label(path: Path) -> str:
-    m = re.search(r"-(\d{6})$", path.stem)
-    return f"epoch {int(m.group(1))}" if m else path.stem
+class AttachedLoraRenderer:
+    """Renders grid cells keeping the current file's network attached: between weights only the
+    multiplier changes (no reload), and the file is loaded once per column."""
+
+    def __init__(self, model, sample: SampleConfig):
+        self.model, self.sample = model, sample
+        self.path: Path | None = None
+        self.network = None
+
+    def _use(self, path: Path | None) -> None:
+        if path == self.path:
+            return
+        self.close()
+        if path is not None:
+            tensors, _ = load_network_file(path)
+            cfg = network_config_for(tensors)
+            network = create_network(self.model.network_targets(cfg.train_unet, cfg.train_text_encoder), cfg)
+            network.load_trainable_state(tensors, strict=False)
+            network.to(self.model.device)
+            network.attach()
+            self.network = network
+        self.path = path
+
+    def __call__(self, prompt: str, path: Path | None, weight: float, seed: int) -> Image.Image:
+        self._use(path if weight != 0 else None)
+        if self.network is not None:
+            self.network.set_multiplier(weight)
+        return render(self.model, prompt, self.sample, seed)
+
+    def close(self) -> None:
+        if self.network is not None:
+            self.network.detach()
+        self.network, self.path = None, None
 
 
 def render_epoch_weight_grid(model, files: list[Path], sample: SampleConfig, out_path: Path,
                              progress=None) -> Path:
     """Columns: no LoRA, then every file; rows: prompts x weights. Same seed everywhere."""
-    from ..fileio import write_with
+    from .epoch_grid import GridSpec, compose_grid, render_grid_cells, save_grid
 
-    files = sorted(files, key=lambda p: p.name)
-    weights = list(sample.grid_weights)
-    prompts = list(sample.prompts) or ["a photo"]
-    rows, row_labels = [], []
-    total, done = len(prompts) * (1 + len(files) * len(weights)), 0
-    for prompt in prompts:
-        baseline = render(model, prompt, sample)
-        done += 1
-        for w in weights:
-            row = [baseline]
-            for f in files:
-                row.append(render_with_lora(model, f, w, prompt, sample))
-                done += 1
-                if progress:
-                    progress(done, total)
-            rows.append(row)
-            row_labels.append(f"w {w:g}" if len(prompts) == 1 else f"{prompt[:18]} | w {w:g}")
-    grid = labelled_grid(rows, ["no LoRA"] + [epoch_label(f) for f in files], row_labels,
-                         title=f"seed {sample.seed}, {sample.steps} steps")
-    write_with(out_path, lambda tmp: grid.save(tmp, format="PNG"))
-    return Path(out_path)
+    spec = GridSpec(sorted((Path(f) for f in files), key=lambda p: p.name), list(sample.prompts) or ["a photo"],
+                    list(sample.grid_weights), sample.seed, title=f"seed {sample.seed}, {sample.steps} steps")
+    renderer = AttachedLoraRenderer(model, sample)
+    try:
+        cells = render_grid_cells(spec, renderer, (lambda d, t, _msg: progress(d, t)) if progress else None)
+    finally:
+        renderer.close()
+    return Path(save_grid(compose_grid(spec, cells), out_path))
