@@ -25,9 +25,8 @@ class FieldSpec:
     typ: Any
     meta: dict
 
-    @property
-    def elem_id(self) -> str:
-        return ELEM_PREFIX + self.name.replace(".", "_")
+    def elem_id(self, prefix: str = ELEM_PREFIX) -> str:
+        return prefix + self.name.replace(".", "_")
 
     @property
     def label(self) -> str:
@@ -98,10 +97,10 @@ def values_from_flat(flat: dict[str, Any], specs: list[FieldSpec], fallback: Any
     return out
 
 
-def make_component(spec: FieldSpec, value: Any):
+def make_component(spec: FieldSpec, value: Any, prefix: str = ELEM_PREFIX):
     """One gradio component for one option, with its help text as the info line."""
     import gradio as gr
-    common = dict(label=spec.label, info=spec.meta.get("help", ""), elem_id=spec.elem_id)
+    common = dict(label=spec.label, info=spec.meta.get("help", ""), elem_id=spec.elem_id(prefix))
     shown = to_component_value(spec, value)
     if spec.typ is bool:
         return gr.Checkbox(value=bool(shown), **common)

@@ -1,0 +1,49 @@
+"""`python -m lib_lora ui [--port N] [--host 127.0.0.1] [--data-dir DIR]`: the tab on its own.
+
+Serves the same tab as the WebUI, inside a page laid out like the WebUI's
+(a tab with elem_id tab_train_lora, so style.css applies unchanged), with the
+tiny or a diffusers model and an in-process runner instead of the WebUI's
+queue. Binds to 127.0.0.1 unless told otherwise: the tab reads and writes files
+on the server.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+DEFAULT_PORT = 7870
+
+
+def add_ui_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 exposes your files to the network)")
+    parser.add_argument("--data-dir", default=os.environ.get("TRAIN_LORA_DATA_DIR", "train_lora_data"),
+                        help="folder for datasets, runs, presets, grids and the remembered form")
+
+
+def build_app(data_dir: str | Path):
+    """The standalone page: the tab plus its script and styles."""
+    import gradio as gr
+
+    from lib_lora.webui.backend import standalone_backend
+    from lib_lora.webui.tab import TAB_TITLE, build_tab, script_text, style_text
+    backend = standalone_backend(data_dir)
+    for folder in (backend.data_dir, backend.lora_dir, backend.datasets_root, backend.tagger_models_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    tab = build_tab(backend)
+    with gr.Blocks(analytics_enabled=False, css=style_text(), title=TAB_TITLE) as app:
+        with gr.Tabs(elem_id="tabs"):
+            with gr.TabItem(TAB_TITLE, id="train_lora", elem_id="tab_train_lora"):
+                tab.render()
+        app.load(None, None, None, _js="() => {" + script_text() + "}")
+    return app, backend
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    app, backend = build_app(args.data_dir)
+    print(f"Train LoRA: serving on http://{args.host}:{args.port} (data in {backend.data_dir}); Ctrl+C stops")
+    app.queue(concurrency_count=4).launch(server_name=args.host, server_port=args.port, show_api=False,
+                                          inbrowser=False, prevent_thread_lock=False, quiet=True)
+    return 0

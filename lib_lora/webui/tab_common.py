@@ -1,0 +1,64 @@
+"""Pieces every section of the tab shares: the context object and the error guard.
+
+Every handler is wrapped by `guarded`: a LoraError becomes its message in the
+section's status line (first output) and leaves the other outputs unchanged; an
+unexpected exception is logged with its traceback and shown as one plain line,
+so bad input never breaks the page.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lib_lora.errors import LoraError
+from lib_lora.webui.ui_render import error_html
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TabContext:
+    backend: Any
+    saved_form: dict = field(default_factory=dict)    # last form values (flat TrainConfig), loaded at build
+    dataset_dir: Any = None                           # the Dataset section's folder textbox, shared
+    tagger_model: Any = None                          # the Tagging section's model dropdown (Evaluate uses it)
+    train_specs: list = field(default_factory=list)
+    train_components: list = field(default_factory=list)
+    load_outputs: list = field(default_factory=list)  # (components, fn) filled when the page loads
+
+    def component(self, name: str):
+        for spec, comp in zip(self.train_specs, self.train_components):
+            if spec.name == name:
+                return comp
+        raise KeyError(name)
+
+
+def no_change(n: int) -> list:
+    import gradio as gr
+    return [gr.update() for _ in range(n)]
+
+
+def guarded(n_outputs: int, what: str) -> Callable:
+    """Decorator: errors go to the first output as plain words; the rest stay as they were."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args: Any) -> Any:
+            try:
+                return fn(*args)
+            except LoraError as err:
+                message = str(err)
+            except Exception as err:    # an unexpected failure: log it, tell the user in one line
+                log.error("Train LoRA: %s failed:\n%s", what, traceback.format_exc())
+                message = f"{what} failed unexpectedly ({type(err).__name__}: {err}). The details are in the console."
+            outputs = [error_html(message)] + no_change(n_outputs - 1)
+            return outputs if n_outputs > 1 else outputs[0]
+        run.__annotations__ = {}    # Gradio evaluates hints; ours are strings under `from __future__`
+        return run
+    return wrap
+
+
+def elem(name: str) -> str:
+    return f"train_lora_{name}"

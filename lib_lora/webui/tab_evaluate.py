@@ -1,0 +1,120 @@
+"""Evaluate section: the epoch x weight grid of a chosen run, and the best-epoch hint."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lib_lora.config import SampleConfig, TaggingConfig
+from lib_lora.errors import LoraError
+from lib_lora.evaluation.best_epoch import best_epoch_hint, recalls_from_samples
+from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of, run_names
+from lib_lora.webui import form
+from lib_lora.webui.runs import BackgroundTask, read_epochs
+from lib_lora.webui.tab_common import TabContext, elem, guarded
+from lib_lora.webui.ui_render import message_html
+
+GRID_FIELDS = ("prompts", "negative_prompt", "grid_weights", "seed", "steps", "cfg_scale", "width", "height",
+               "sampler")
+
+
+def run_captions(lora_dir: Path, name: str) -> tuple[list[str], str]:
+    """Training captions of a run (from the TOML written beside it) and its trigger word."""
+    from lib_lora.config import load_train_config
+    from lib_lora.dataset.scan import scan_dataset
+    toml = Path(lora_dir) / f"{name}.toml"
+    if not toml.is_file():
+        return [], ""
+    cfg = load_train_config(toml)
+    try:
+        dataset = scan_dataset(cfg.dataset.train_dir, cfg.dataset.caption_extension)
+    except LoraError:
+        return [], cfg.dataset.trigger_word
+    return [item.caption for item in dataset.items], cfg.dataset.trigger_word
+
+
+def hint_for_run(lora_dir: Path, name: str, tagger: str = "", models_dir: str = ""):
+    from lib_lora.evaluation.samples import saved_samples
+    epochs = [e for e in (epoch_of(p) for p in epoch_files(lora_dir, name)) if e is not None]
+    losses = {row["epoch"]: row["validation_loss"] for row in read_epochs(lora_dir, name)
+              if row.get("validation_loss") is not None}
+    recalls: dict[int, float] = {}
+    samples = saved_samples(lora_dir, name)
+    captions, trigger = run_captions(lora_dir, name)
+    if tagger and samples and captions:
+        from lib_lora.evaluation.wd14_recall import wd14_tags_for
+        cfg = TaggingConfig(models=[tagger], models_dir=models_dir)
+        recalls = recalls_from_samples(samples, captions, wd14_tags_for(cfg), skip=[trigger])
+    return best_epoch_hint(epochs, losses, recalls)
+
+
+def build_evaluate_section(ctx: TabContext) -> None:
+    import gradio as gr
+    backend = ctx.backend
+    tasks: dict[str, BackgroundTask] = {}
+    with gr.Row():
+        names = run_names(backend.lora_dir)
+        run = gr.Dropdown(names, value=names[0] if names else None, label="Run", allow_custom_value=True,
+                          elem_id=elem("eval_run"))
+        refresh = gr.Button("Refresh runs", elem_id=elem("eval_refresh"))
+        draw = gr.Button("Draw grid", variant="primary", elem_id=elem("grid_button"))
+        suggest = gr.Button("Suggest best epoch", elem_id=elem("best_button"))
+    specs = [s for s in form.field_specs(SampleConfig) if s.name in GRID_FIELDS]
+    defaults = SampleConfig(prompts=["a photo"])
+    with gr.Accordion("Grid settings", open=True):
+        components = [form.make_component(s, getattr(defaults, s.name), prefix="train_lora_eval_") for s in specs]
+    status = gr.HTML(elem_id=elem("eval_status"))
+    with gr.Row(elem_classes=["train-lora-hidden"]):
+        task_id = gr.Textbox(elem_id=elem("grid_task"))
+        task_state = gr.Textbox(elem_id=elem("grid_state"))
+        poll = gr.Button("refresh grid", elem_id=elem("grid_poll"))
+    grid = gr.Image(label="Epoch x weight grid", type="filepath", interactive=False, elem_id=elem("grid_image"))
+    hint = gr.HTML(elem_id=elem("best_epoch"))
+    table = gr.Dataframe(headers=["epoch", "validation loss", "tag recall", "score", ""], interactive=False,
+                         elem_id=elem("best_table"))
+
+    @guarded(4, "Drawing the grid")
+    def on_draw(name: str, *values):
+        name = (name or "").strip()
+        if not name:
+            raise LoraError("No run is chosen", where="Run", fix="Train a run first, then press Refresh runs")
+        sample = form.config_from_values(SampleConfig, specs, list(values))
+        files = [p for p in epoch_files(backend.lora_dir, name) if epoch_of(p) is not None]
+        if not files:
+            raise LoraError(f"The run {name!r} has no epoch files", where=str(backend.lora_dir),
+                            fix="Pick another run, or train until an epoch is saved")
+        out = backend.grids_dir / f"{name}-grid-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        task = BackgroundTask("grid", lambda t: backend.render_grid(files, sample, out, t.progress)).start()
+        tasks.clear()
+        tasks[task.name + str(id(task))] = task
+        return message_html(f"Drawing {len(files)} epochs x {len(sample.grid_weights)} weights ..."), \
+            task.name + str(id(task)), "running", None
+
+    def on_poll(key: str):
+        import gradio as gr
+        task = tasks.get(key)
+        if task is None:
+            return gr.update(), "", gr.update()
+        if not task.finished:
+            return message_html(f"Grid: {task.done}/{task.total or '?'} {task.text}"), "running", gr.update()
+        if task.error:
+            return message_html(task.error, "error"), "failed", gr.update()
+        return message_html(f"Grid saved: {task.result}"), "finished", str(task.result)
+
+    @guarded(3, "The best-epoch hint")
+    def on_suggest(name: str, tagger: str):
+        result = hint_for_run(backend.lora_dir, (name or "").strip(), tagger or "", str(backend.tagger_models_dir))
+        text = (f"<p class='train-lora-best'><b>Recommended: epoch {result.best}</b></p>" if result.best else "")
+        import html
+        return message_html(""), text + f"<p>{html.escape(result.explanation)}</p>", result.to_rows()
+
+    def on_refresh():
+        import gradio as gr
+        names_now = run_names(backend.lora_dir)
+        return gr.update(choices=names_now, value=names_now[0] if names_now else None)
+
+    draw.click(on_draw, [run] + components, [status, task_id, task_state, grid])
+    poll.click(on_poll, [task_id], [status, task_state, grid], show_progress=False)
+    suggest.click(on_suggest, [run, ctx.tagger_model], [status, hint, table])
+    refresh.click(on_refresh, [], [run])
+    ctx.load_outputs.append((on_refresh, [run]))

@@ -1,0 +1,156 @@
+"""Tagging section: caption with a WD1.4 tagger, bulk tag edits with undo, per-image caption edits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lib_lora.config import TaggingConfig
+from lib_lora.errors import DatasetError
+from lib_lora.webui import form
+from lib_lora.webui.tab_common import TabContext, elem, guarded
+from lib_lora.webui.ui_render import message_html
+
+TAGGING_FIELDS = ("general_threshold", "character_threshold", "trigger_word", "write_mode", "remove_junk_tags",
+                  "replace_underscores", "exclude_tags")
+BULK_ACTIONS = ("remove tags", "replace tag", "merge tags into a phrase", "move tags to the front",
+                "add trigger word first", "prune tags (patterns)")
+GALLERY_LIMIT = 200
+
+
+def _folder(text: str) -> Path:
+    folder = Path((text or "").strip())
+    if not text or not folder.is_dir():
+        raise DatasetError("The dataset folder does not exist", where=str(text or "Dataset folder"),
+                           fix="Choose or upload a dataset in the Dataset section first")
+    return folder
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in (text or "").replace("\n", ",").split(",") if t.strip()]
+
+
+def bulk_edit(action: str, tags: str, replacement: str):
+    from lib_lora.tagging import edits
+    targets = _split(tags)
+    if action == "add trigger word first":
+        if not replacement.strip() and not targets:
+            raise DatasetError("No trigger word given", where="Bulk edit", fix="Type the trigger word in 'Tags'")
+        return edits.add_trigger((replacement or tags).strip())
+    if not targets:
+        raise DatasetError("No tags given for the bulk edit", where="Tags", fix="Type the tags, comma-separated")
+    if action == "remove tags":
+        return edits.remove_tags(targets)
+    if action == "replace tag":
+        return edits.replace_tag(targets[0], replacement.strip())
+    if action == "merge tags into a phrase":
+        return edits.merge_tags(targets, replacement.strip() or " ".join(targets))
+    if action == "move tags to the front":
+        return edits.move_to_front(targets)
+    return edits.prune_tags(targets)
+
+
+def tag_summary(folder: Path, caption_extension: str = ".txt", top: int = 30) -> str:
+    from lib_lora.tagging.edits import tag_counts
+    from lib_lora.tagging.snapshot import describe_snapshot
+    counts = tag_counts(folder, caption_extension)
+    text = ", ".join(f"{t} ({n})" for t, n in counts.most_common(top)) or "no tags yet"
+    undo = describe_snapshot(folder)
+    return f"Top tags: {text}" + (f". Undo available: {undo}" if undo else "")
+
+
+def gallery_items(folder: Path) -> list[tuple[str, str]]:
+    from lib_lora.dataset.files import find_images
+    from lib_lora.tagging.caption_writer import caption_path_for
+    items = []
+    for image in find_images(folder)[:GALLERY_LIMIT]:
+        caption = caption_path_for(image, ".txt")
+        text = caption.read_text(encoding="utf-8", errors="replace").strip() if caption.is_file() else ""
+        items.append((str(image), text[:120]))
+    return items
+
+
+def build_tagging_section(ctx: TabContext) -> None:
+    import gradio as gr
+    specs = [s for s in form.field_specs(TaggingConfig) if s.name in TAGGING_FIELDS]
+    defaults = TaggingConfig()
+    with gr.Row():
+        choices = ctx.backend.tagger_choices()
+        ctx.tagger_model = gr.Dropdown(choices, value=choices[0], label="Tagger model", allow_custom_value=True,
+                                       elem_id=elem("tagger_model"),
+                                       info="A local folder with model.onnx + selected_tags.csv, or a Hub repo id")
+        tag_button = gr.Button("Tag images", variant="primary", elem_id=elem("tag_button"))
+    with gr.Accordion("Tagger options", open=False):
+        components = [form.make_component(s, getattr(defaults, s.name), prefix="train_lora_tagging_")
+                      for s in specs]
+    status = gr.HTML(elem_id=elem("tagging_status"))
+    summary = gr.Textbox(label="Tags", interactive=False, lines=3, elem_id=elem("tag_summary"))
+    with gr.Row():
+        action = gr.Dropdown(list(BULK_ACTIONS), value=BULK_ACTIONS[0], label="Bulk edit", elem_id=elem("bulk_action"))
+        tags = gr.Textbox(label="Tags", elem_id=elem("bulk_tags"), info="Comma-separated")
+        replacement = gr.Textbox(label="With (replace / merge / trigger)", elem_id=elem("bulk_with"))
+    with gr.Row():
+        apply = gr.Button("Apply to every caption", elem_id=elem("bulk_apply"))
+        undo = gr.Button("Undo last edit", elem_id=elem("bulk_undo"))
+        refresh = gr.Button("Show images", elem_id=elem("gallery_refresh"))
+    gallery = gr.Gallery(label="Images (click one to edit its caption)", columns=6, height=360,
+                         elem_id=elem("tag_gallery"))
+    with gr.Row():
+        selected = gr.Textbox(label="Image", interactive=False, elem_id=elem("caption_image"), scale=2)
+        caption = gr.Textbox(label="Caption", elem_id=elem("caption_text"), scale=4)
+        save_caption = gr.Button("Save caption", elem_id=elem("caption_save"), scale=1)
+
+    @guarded(3, "Tagging")
+    def on_tag(folder_text: str, model: str, *values):
+        from lib_lora.tagging.run import run_tagging
+        folder = _folder(folder_text)
+        cfg = form.config_from_values(TaggingConfig, specs, list(values))
+        cfg.models = [model]
+        cfg.models_dir = str(ctx.backend.tagger_models_dir)
+        result = run_tagging(folder, cfg)
+        text = (f"Tagged {result.total} images: {result.written} captions written, {result.skipped} kept "
+                f"(write mode {cfg.write_mode})" + (f", {len(result.failed)} failed" if result.failed else ""))
+        return message_html(text), tag_summary(folder), gallery_items(folder)
+
+    @guarded(3, "The bulk edit")
+    def on_apply(folder_text: str, action_v: str, tags_v: str, with_v: str):
+        from lib_lora.tagging.edits import apply_bulk_edit
+        folder = _folder(folder_text)
+        result = apply_bulk_edit(folder, bulk_edit(action_v, tags_v, with_v), action_v)
+        return (message_html(f"{action_v}: {result.changed} of {result.total} captions changed"),
+                tag_summary(folder), gallery_items(folder))
+
+    @guarded(3, "Undo")
+    def on_undo(folder_text: str):
+        from lib_lora.tagging.snapshot import undo_last
+        folder = _folder(folder_text)
+        restored = undo_last(folder)
+        return message_html(f"Restored {restored} captions"), tag_summary(folder), gallery_items(folder)
+
+    @guarded(3, "Listing the images")
+    def on_refresh(folder_text: str):
+        folder = _folder(folder_text)
+        return message_html(""), tag_summary(folder), gallery_items(folder)
+
+    def on_select(folder_text, evt):
+        items = gallery_items(_folder(folder_text))
+        if evt is None or evt.index is None or evt.index >= len(items):
+            return "", ""
+        image = items[evt.index][0]
+        from lib_lora.tagging.caption_writer import caption_path_for
+        path = caption_path_for(Path(image), ".txt")
+        return image, path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+
+    @guarded(2, "Saving the caption")
+    def on_save(folder_text: str, image: str, text: str):
+        from lib_lora.tagging.edits import edit_caption
+        if not image:
+            raise DatasetError("No image is selected", where="Caption", fix="Click an image in the gallery first")
+        edit_caption(image, text)
+        return message_html(f"Saved the caption of {Path(image).name}"), tag_summary(_folder(folder_text))
+
+    on_select.__annotations__ = {"evt": gr.SelectData}   # how Gradio knows to pass the selection
+    tag_button.click(on_tag, [ctx.dataset_dir, ctx.tagger_model] + components, [status, summary, gallery])
+    apply.click(on_apply, [ctx.dataset_dir, action, tags, replacement], [status, summary, gallery])
+    undo.click(on_undo, [ctx.dataset_dir], [status, summary, gallery])
+    refresh.click(on_refresh, [ctx.dataset_dir], [status, summary, gallery])
+    gallery.select(on_select, [ctx.dataset_dir], [selected, caption])
+    save_caption.click(on_save, [ctx.dataset_dir, selected, caption], [status, summary])

@@ -1,0 +1,243 @@
+"""Train section: presets, every TrainConfig option bound by field name, steps calculator, run controls,
+live progress, the loss + LR chart and sample images as they arrive."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from lib_lora import options, presets
+from lib_lora.config import TrainConfig
+from lib_lora.errors import LoraError
+from lib_lora.webui import form
+from lib_lora.webui.tab_common import TabContext, elem, guarded, no_change
+from lib_lora.webui.ui_render import loss_chart, message_html, progress_html
+
+BASIC_FIELDS = ("dataset.train_dir", "output.output_name", "model.pretrained", "dataset.trigger_word",
+                "network.algo", "network.dim", "network.alpha", "training.epochs", "training.batch_size",
+                "training.unet_lr", "training.text_encoder_lr", "training.optimizer", "training.lr_scheduler",
+                "dataset.resolution", "model.clip_skip", "output.save_every_n_epochs", "sample.every_n_epochs",
+                "sample.prompts")
+SECTION_TITLES = {"model": "Model", "dataset": "Dataset and captions", "network": "Network",
+                  "training": "Training", "output": "Output", "sample": "Samples"}
+STEP_INPUTS = ("dataset.train_dir", "training.epochs", "training.batch_size",
+               "training.gradient_accumulation_steps", "training.max_train_steps")
+
+
+def steps_text(train_dir: str, epochs: Any, batch_size: Any, accumulation: Any, max_steps: Any) -> str:
+    """'12 images x repeats = 60 per epoch -> 30 steps per epoch x 10 epochs = 300 steps'."""
+    from lib_lora.dataset.scan import scan_dataset
+    if not (train_dir or "").strip():
+        return "Steps: choose a dataset folder to see the number of steps"
+    try:
+        dataset = scan_dataset(train_dir.strip())
+    except LoraError as err:
+        return f"Steps: {err}"
+    batch, accum = max(1, int(batch_size or 1)), max(1, int(accumulation or 1))
+    epochs = max(1, int(epochs or 1))
+    images = sum(len(c.items) for c in dataset.concepts)
+    per_epoch = sum(len(c.items) * c.repeats for c in dataset.concepts)
+    steps_per_epoch = math.ceil(math.ceil(per_epoch / batch) / accum)
+    total = steps_per_epoch * epochs
+    capped = f" (capped at {int(max_steps)} by max train steps)" if max_steps and int(max_steps) < total else ""
+    return (f"Steps: {images} images x repeats = {per_epoch} per epoch -> {steps_per_epoch} steps per epoch "
+            f"x {epochs} epochs = {total} steps{capped}")
+
+
+def load_saved_form(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):      # a damaged file only loses the remembered values
+        return {}
+
+
+def save_form(path: Path, flat: dict) -> None:
+    from lib_lora.fileio import write_text
+    write_text(path, json.dumps(flat, indent=1, ensure_ascii=False))
+
+
+def preset_choices(backend: Any) -> list[str]:
+    saved = sorted(p.stem for p in backend.presets_dir.glob("*.toml")) if backend.presets_dir.is_dir() else []
+    return list(presets.PRESETS) + saved
+
+
+def build_option_components(ctx: TabContext) -> None:
+    """Basic options in view, the rest in one accordion per config section; all bound by field name."""
+    import gradio as gr
+    specs = {s.name: s for s in form.field_specs(TrainConfig)}
+    values = dict(zip(specs, form.values_from_flat(ctx.saved_form, list(specs.values()), TrainConfig())))
+    made: dict[str, Any] = {}
+    with gr.Group(elem_id=elem("basic_options")):
+        for pair in range(0, len(BASIC_FIELDS), 3):
+            with gr.Row():
+                for name in BASIC_FIELDS[pair:pair + 3]:
+                    made[name] = form.make_component(specs[name], values[name])
+    with gr.Accordion("Advanced options", open=False, elem_id=elem("advanced_options")):
+        for section, title in SECTION_TITLES.items():
+            rest = [n for n in specs if n.startswith(section + ".") and n not in made]
+            with gr.Accordion(title, open=False):
+                for pair in range(0, len(rest), 3):
+                    with gr.Row():
+                        for name in rest[pair:pair + 3]:
+                            made[name] = form.make_component(specs[name], values[name])
+    ctx.train_specs = list(specs.values())
+    ctx.train_components = [made[s.name] for s in ctx.train_specs]
+
+
+def build_train_section(ctx: TabContext) -> None:
+    import gradio as gr
+    with gr.Row():
+        preset = gr.Dropdown(preset_choices(ctx.backend), value="character", label="Preset",
+                             elem_id=elem("preset"), allow_custom_value=False)
+        apply_preset = gr.Button("Apply preset", elem_id=elem("preset_apply"))
+        preset_name = gr.Textbox(label="Save the form as preset", placeholder="name", elem_id=elem("preset_name"))
+        save_preset = gr.Button("Save preset", elem_id=elem("preset_save"))
+        import_file = gr.File(label="Import TOML / kohya_ss JSON", file_types=[".toml", ".json"],
+                              elem_id=elem("preset_import"))
+    build_option_components(ctx)
+    steps = gr.Markdown(elem_id=elem("steps"))
+    with gr.Row():
+        task_id = gr.Textbox(visible=False, elem_id=elem("task_id"))
+        start = gr.Button("Start training", variant="primary", elem_id=elem("start"))
+        pause = gr.Button("Pause", elem_id=elem("pause"))
+        resume = gr.Button("Resume", elem_id=elem("resume"))
+        save_now = gr.Button("Save now", elem_id=elem("save_now"))
+        cancel = gr.Button("Cancel", variant="stop", elem_id=elem("cancel"))
+    status = gr.HTML(elem_id=elem("train_status"))
+    gr.HTML(elem_id=elem("progressbar"))
+    progress = gr.HTML(elem_id=elem("progress"))
+    with gr.Row(elem_classes=["train-lora-hidden"]):
+        run_id = gr.Textbox(label="run id", elem_id=elem("run_id"))
+        run_state = gr.Textbox(label="run state", elem_id=elem("run_state"))
+        poll = gr.Button("refresh", elem_id=elem("poll"))
+    with gr.Row():
+        chart = gr.Image(label="Loss and learning rate", type="pil", interactive=False, elem_id=elem("loss_chart"))
+        samples = gr.Gallery(label="Samples", columns=4, height=300, elem_id=elem("samples"))
+    files = gr.Markdown(elem_id=elem("files"))
+    _wire(ctx, locals())
+
+
+def _wire(ctx: TabContext, c: dict) -> None:
+    """Event handlers of the Train section; `c` holds its components by name."""
+    backend, specs, comps = ctx.backend, ctx.train_specs, ctx.train_components
+    n_form = len(comps)
+    chart_cache: dict[str, tuple[int, Any]] = {}
+
+    def current_flat(values: list) -> dict:
+        return form.flat_from_values(specs, list(values))
+
+    @guarded(1 + n_form, "Applying the preset")
+    def on_apply(name: str, *values):
+        cfg = form.config_from_values(TrainConfig, specs, list(values))
+        if name in presets.PRESETS:
+            cfg = presets.apply_preset(cfg, name)
+        else:
+            cfg = presets.load_preset(backend.presets_dir / f"{name}.toml").config
+        save_form(backend.form_file, options.flatten(cfg))
+        return [message_html(f"Preset {name} applied")] + form.values_from_config(cfg, specs)
+
+    @guarded(2, "Saving the preset")
+    def on_save_preset(name: str, *values):
+        from lib_lora.dataset.importer import safe_name
+        if not (name or "").strip():
+            raise LoraError("The preset has no name", where="Save the form as preset", fix="Type a name first")
+        cfg = form.config_from_values(TrainConfig, specs, list(values))
+        path = presets.save_preset(cfg, backend.presets_dir / f"{safe_name(name.strip())}.toml")
+        import gradio as gr
+        return message_html(f"Saved {path}"), gr.update(choices=preset_choices(backend), value=path.stem)
+
+    @guarded(1 + n_form, "Importing the preset")
+    def on_import(upload: Any, *values):
+        if upload is None:
+            return [message_html("")] + no_change(n_form)
+        imported = presets.load_preset(getattr(upload, "name", upload))
+        save_form(backend.form_file, options.flatten(imported.config))
+        return [message_html(imported.summary())] + form.values_from_config(imported.config, specs)
+
+    @guarded(3, "Starting the run")
+    def on_start(task: str, *values):
+        cfg = backend.prepare(form.config_from_values(TrainConfig, specs, list(values)))
+        save_form(backend.form_file, current_flat(list(values)))
+        runner = backend.runner
+        view = runner.start(cfg, task) if backend.kind == "webui" else runner.start(cfg)
+        return message_html(f"Run {view.run_id} started: files go to {cfg.output.output_dir}"), view.run_id, "queued"
+
+    def control(action: str):
+        @guarded(2, f"{action.capitalize()}")
+        def run(run_id_v: str):
+            if not run_id_v:
+                raise LoraError("No run is going", where="Train", fix="Start a run first")
+            runner = backend.runner
+            view = {"pause": lambda: runner.set_paused(run_id_v, True),
+                    "resume": lambda: runner.set_paused(run_id_v, False),
+                    "save": lambda: runner.save_now(run_id_v), "cancel": lambda: runner.cancel(run_id_v)}[action]()
+            done = {"pause": "Paused after the current step", "resume": "Resumed",
+                    "save": "A LoRA file will be saved after the current step",
+                    "cancel": "Stopping after the current step; saved epochs are kept"}[action]
+            return message_html(done), view.state
+        return run
+
+    def on_poll(run_id_v: str):
+        import gradio as gr
+        if not run_id_v:
+            return progress_html("idle", 0, 0, 0, 0, None), gr.update(), gr.update(), "", gr.update()
+        try:
+            view = backend.runner.get(run_id_v)
+        except LoraError as err:
+            return message_html(str(err), "error"), gr.update(), gr.update(), "", gr.update()
+        h = view.history
+        p = h.last
+        html = progress_html(view.state, p.step if p else 0, h.total_steps, p.epoch if p else 0, h.total_epochs,
+                             p.loss if p else None, p.it_per_s if p else 0.0, p.eta_s if p else float("inf"),
+                             h.status, view.error)
+        cached = chart_cache.get(run_id_v)
+        chart_value = gr.update()
+        if cached is None or cached[0] != len(h.losses):
+            chart_value = loss_chart(h.losses, h.lrs)
+            chart_cache.clear()
+            chart_cache[run_id_v] = (len(h.losses), None)
+        gallery = [(path, f"epoch {epoch}") for epoch, path in h.samples]
+        listing = "\n".join(f"- `{f}`" for f in view.files) or "No files saved yet"
+        return html, chart_value, gallery, view.state, listing
+
+    def on_steps(*values):
+        return steps_text(*values)
+
+    def save_field(name: str):
+        spec = next(s for s in specs if s.name == name)
+
+        def run(value: Any) -> None:
+            try:
+                typed = form.from_component_value(spec, value)
+            except LoraError:       # half-typed numbers are saved once they are valid
+                return
+            flat = load_saved_form(backend.form_file)
+            flat[name] = typed
+            save_form(backend.form_file, flat)
+        return run
+
+    def on_load():
+        import gradio as gr
+        saved = load_saved_form(backend.form_file)
+        active = [r for r in backend.runner.runs.values() if r.active]
+        run_values = [active[-1].run_id, active[-1].state] if active else [gr.update(), gr.update()]
+        return form.values_from_flat(saved, specs, TrainConfig()) + run_values
+
+    c["apply_preset"].click(on_apply, [c["preset"]] + comps, [c["status"]] + comps)
+    c["save_preset"].click(on_save_preset, [c["preset_name"]] + comps, [c["status"], c["preset"]])
+    c["import_file"].change(on_import, [c["import_file"]] + comps, [c["status"]] + comps)
+    c["start"].click(on_start, [c["task_id"]] + comps, [c["status"], c["run_id"], c["run_state"]],
+                     _js="trainLoraStart")
+    for name, action in (("pause", "pause"), ("resume", "resume"), ("save_now", "save"), ("cancel", "cancel")):
+        c[name].click(control(action), [c["run_id"]], [c["status"], c["run_state"]])
+    c["poll"].click(on_poll, [c["run_id"]], [c["progress"], c["chart"], c["samples"], c["run_state"], c["files"]],
+                    show_progress=False)
+    step_inputs = [ctx.component(n) for n in STEP_INPUTS]
+    for comp in step_inputs:
+        comp.change(on_steps, step_inputs, [c["steps"]], show_progress=False)
+    for spec, comp in zip(specs, comps):
+        comp.input(save_field(spec.name), [comp], None, queue=False, show_progress=False)
+    ctx.dataset_dir.change(lambda v: v, [ctx.dataset_dir], [ctx.component("dataset.train_dir")], queue=False)
+    ctx.load_outputs.append((on_load, comps + [c["run_id"], c["run_state"]]))
