@@ -3,7 +3,7 @@
 Each command is a pair: `add_<cmd>_args(parser)` declares its options and
 `run_<cmd>(args) -> int` builds the typed config, calls the pure function in
 this package, writes the file and its report, prints the summary, and returns
-the exit status (0 done, 1 a problem the user can fix, printed as one message).
+the exit status (0 done, 2 a problem the user can fix, printed as one message).
 """
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def _add_rank_rule_args(p: argparse.ArgumentParser) -> None:
 def _run(action, *args) -> int:
     try:
         return action(*args)
-    except LoraError as e:
+    except LoraError as e:  # exit status 2 for a problem the user can fix, as lib_lora/cli.py does
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def _finish(report, out: Path, quiet: bool) -> None:
@@ -81,6 +81,8 @@ def add_extract_args(p: argparse.ArgumentParser) -> None:
                    help="Relative change ||dW||/||W|| of the text encoders that counts as trained (default 1e-3)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp16", help="Save precision (default fp16)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the SVDs run")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads; 0: one for the randomized SVD (fastest on shared CPUs), all for --exact")
     p.add_argument("--v-parameterization", action="store_true", help="The models predict v (SD2-768-v)")
     p.add_argument("--quiet", action="store_true", help="Print only the summary")
 
@@ -90,7 +92,7 @@ def extract_config_from_args(args: argparse.Namespace) -> ExtractConfig:
                          dynamic_param=args.dynamic_param, clamp_quantile=args.clamp_quantile, svd=args.svd,
                          niter=args.niter, seed=args.seed, text_encoder=args.text_encoder,
                          te_threshold=args.te_threshold, precision=args.precision, device=args.device,
-                         v_parameterization=args.v_parameterization)
+                         threads=args.threads, v_parameterization=args.v_parameterization)
 
 
 def _extract(args: argparse.Namespace) -> int:

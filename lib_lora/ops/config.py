@@ -48,6 +48,9 @@ class ExtractConfig:
                                     "trained; fp16 rounding alone stays below 3e-4", min=0.0, max=1.0)
     precision: str = opt("fp16", "Precision of the saved LoRA", choices=SAVE_PRECISIONS)
     device: str = opt("cpu", "Where the SVDs run (cuda if a GPU is free)", choices=DEVICES)
+    threads: int = opt(0, "CPU threads for the math; 0: one for the randomized SVD (its skinny products gain "
+                          "little from more and lose much on a busy CPU: 18 s vs 52 s measured on 2 shared "
+                          "cores), torch's default for the exact SVD", min=0, max=256)
     v_parameterization: bool = opt(False, "The models predict v (SD2-768-v); recorded in the metadata")
 
     def check(self) -> None:

@@ -14,8 +14,9 @@ come from networks.keys.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,23 @@ def extract_layer(delta: torch.Tensor, rule: RankRule, clamp_quantile: float,
     return pack_lora(trunc.up, trunc.down, tuple(delta.shape), trunc.rank, save_dtype), row
 
 
+# Explicit mantissa bits of the half-precision formats a checkpoint may be stored in.
+MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7}
+
+
+def rounding_noise(weight: torch.Tensor) -> float:
+    """Expected Frobenius norm of the rounding error a half-precision `weight` carries (0 for fp32):
+    each value is off by up to half a unit in the last place, uniformly, so by ulp^2 / 12 in energy."""
+    bits = MANTISSA_BITS.get(weight.dtype)
+    if bits is None:
+        return 0.0
+    values = weight.float()
+    _, exponent = torch.frexp(values)
+    ulp = torch.ldexp(torch.ones_like(values), exponent - 1 - bits)
+    ulp = torch.where(values == 0, torch.zeros_like(ulp), ulp)
+    return math.sqrt(float(ulp.double().square().sum()) / 12.0)
+
+
 def _rule_for(target_shape: tuple[int, ...], config: ExtractConfig) -> RankRule:
     is_3x3 = len(target_shape) == 4 and target_shape[2] * target_shape[3] > 1
     rank = config.conv_rank if is_3x3 else config.rank
@@ -134,6 +152,24 @@ def _decide_text_encoder(base: StateReader, tuned: StateReader, targets: list[Ex
     return changed or config.text_encoder == "on"
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with `count` intra-op threads (0: leave torch's setting), then restore it."""
+    previous = torch.get_num_threads()
+    if count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _thread_count(config: ExtractConfig) -> int:
+    if config.threads or config.device != "cpu":
+        return config.threads
+    return 0 if config.svd == "exact" or config.dynamic == "sv_cumulative" else 1
+
+
 def extract_lora(base_source: str | Path | Mapping[str, torch.Tensor],
                  tuned_source: str | Path | Mapping[str, torch.Tensor],
                  config: ExtractConfig, progress: Progress | None = None
@@ -145,7 +181,8 @@ def extract_lora(base_source: str | Path | Mapping[str, torch.Tensor],
     save_dtype = PRECISIONS[config.precision]
     report = OpReport("extract", settings=config.summary())
     tensors: dict[str, torch.Tensor] = {}
-    with StateReader(base_source, "base") as base, StateReader(tuned_source, "tuned") as tuned:
+    with StateReader(base_source, "base") as base, StateReader(tuned_source, "tuned") as tuned, \
+            torch_threads(_thread_count(config)):
         family = _check_pair(base, tuned)
         targets = [t for t in plan_targets(base, family, config.conv_rank > 0) if t.param in tuned]
         if not _decide_text_encoder(base, tuned, targets, config, report):
@@ -166,6 +203,7 @@ def extract_lora(base_source: str | Path | Mapping[str, torch.Tensor],
             layer_tensors, row = extract_layer(delta, _rule_for(tuple(delta.shape), config),
                                                config.clamp_quantile, save_dtype)
             row.layer = target.lora_key
+            row.input_rounding = rounding_noise(w1) / row.delta_norm
             report.add(row)
             tensors.update({f"{target.lora_key}.{k}": v for k, v in layer_tensors.items()})
         if progress is not None:

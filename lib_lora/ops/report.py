@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .. import fileio
 
-FIELDS = ("layer", "shape", "rank", "relative_error", "energy_kept", "delta_norm", "method", "note")
+FIELDS = ("layer", "shape", "rank", "relative_error", "energy_kept", "delta_norm", "method", "note",
+          "input_rounding")
 
 
 @dataclass
@@ -31,6 +32,9 @@ class LayerReport:
     delta_norm: float           # ||D||_F, the size of this layer's change
     method: str                 # lowrank, exact, product, concat or skipped
     note: str = ""
+    # Expected size of the tuned weights' own fp16/bf16 rounding relative to ||D||: noise no low-rank
+    # factor can hold, so a relative_error near it is the inputs' floor, not the SVD's doing.
+    input_rounding: float = 0.0
 
 
 @dataclass
@@ -54,6 +58,12 @@ class OpReport:
             return 0.0
         return math.sqrt(sum((x.relative_error * x.delta_norm) ** 2 for x in self.written) / total)
 
+    def overall_input_rounding(self) -> float:
+        total = sum(x.delta_norm ** 2 for x in self.written)
+        if total <= 0.0:
+            return 0.0
+        return math.sqrt(sum((x.input_rounding * x.delta_norm) ** 2 for x in self.written) / total)
+
     def worst(self) -> LayerReport | None:
         return max(self.written, key=lambda x: x.relative_error, default=None)
 
@@ -64,6 +74,7 @@ class OpReport:
             "layers_written": len(self.written),
             "layers_skipped": len(self.layers) - len(self.written),
             "overall_relative_error": self.overall_relative_error(),
+            "input_rounding_floor": self.overall_input_rounding(),
             "worst_layer": worst.layer if worst else "",
             "worst_relative_error": worst.relative_error if worst else 0.0,
             "notes": list(self.notes),
@@ -92,6 +103,9 @@ class OpReport:
         s = self.summary()
         lines.append(f"{self.operation}: {s['layers_written']} layers written, {s['layers_skipped']} skipped; "
                      f"overall relative error {s['overall_relative_error']:.4%}")
+        floor = s["input_rounding_floor"]
+        if floor > 0.0:
+            lines.append(f"of which the inputs' own rounding (fp16/bf16), which no LoRA can hold, is about {floor:.4%}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 

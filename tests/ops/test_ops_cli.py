@@ -64,15 +64,15 @@ def test_merge_and_resize_commands(tmp_path):
     assert report_paths(small)[0].exists()
 
 
-def test_errors_are_one_message_and_status_1(tmp_path, capsys):
+def test_errors_are_one_message_and_status_2(tmp_path, capsys):
     status = run_resize(_args(add_resize_args, ["--lora", tmp_path / "nope.safetensors", "--rank", 2,
                                                 "--out", tmp_path / "x.safetensors"]))
-    assert status == 1
+    assert status == 2
     err = capsys.readouterr().err
     assert err.startswith("error: LoRA file not found") and "nope.safetensors" in err
     status = run_merge(_args(add_merge_args, ["--lora", tmp_path / "nope.safetensors", "--concat", "--out",
                                               tmp_path / "x.safetensors", "--block-weights", "1,2"]))
-    assert status == 1
+    assert status == 2
 
 
 def test_bench_arguments_default_to_the_issue_figures():
