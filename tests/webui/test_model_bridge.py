@@ -50,12 +50,20 @@ def _end(path):
     return KeyboardInterrupt()
 
 
+@pytest.fixture(scope="module")
+def baseline(webui):
+    """Image and fingerprint of the untouched model, taken once for all end paths."""
+    sd_model = load_family(webui, "sd1")
+    webui.networks.loaded_networks.clear()
+    return _generate(webui), fingerprint(sd_model)
+
+
 @pytest.mark.parametrize("path", ["success", "cancel", "exception", "nan", "oom", "keyboard_interrupt"])
-def test_every_end_path_restores_model_and_generation(fresh_state, path):
+def test_every_end_path_restores_model_and_generation(baseline, fresh_state, path):
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     opts = webui.shared.opts
-    image_before, print_before = _generate(webui), fingerprint(sd_model)
+    image_before, print_before = baseline
     clip_skip_before, gc_calls = opts.CLIP_stop_at_last_layers, webui.devices.torch_gc_calls
     cfg = TrainConfig()
     cfg.model.clip_skip = 2
