@@ -70,8 +70,12 @@ def build_pair(workdir: Path, rank: int, change: float) -> tuple[Path, Path, dic
         return PlannedTensor(name, torch.float16, shapes[name], produce)
 
     base, tuned = workdir / "base.safetensors", workdir / "tuned.safetensors"
+    recipe, marker = json.dumps({"rank": rank, "change": change}), workdir / "pair.json"
+    if base.is_file() and tuned.is_file() and marker.is_file() and marker.read_text() == recipe:
+        return base, tuned, targets  # a kept pair built the same way (--workdir with --keep)
     write_safetensors_streaming(base, [base_entry(n) for n in shapes], {})
     write_safetensors_streaming(tuned, [tuned_entry(n) for n in shapes], {})
+    marker.write_text(recipe)
     return base, tuned, targets
 
 

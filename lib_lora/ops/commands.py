@@ -50,8 +50,7 @@ def _run(action, *args) -> int:
 def _finish(report, out: Path, quiet: bool) -> None:
     from .report import save_report
     json_path, csv_path = save_report(report, out)
-    if not quiet:
-        print(report.format_text())
+    print(report.format_text(max_rows=0 if quiet else 12))
     print(f"wrote {out}\nreport: {json_path} and {csv_path.name}")
 
 
@@ -84,7 +83,7 @@ def add_extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads; 0: one for the randomized SVD (fastest on shared CPUs), all for --exact")
     p.add_argument("--v-parameterization", action="store_true", help="The models predict v (SD2-768-v)")
-    p.add_argument("--quiet", action="store_true", help="Print only the summary")
+    p.add_argument("--quiet", action="store_true", help="Print only the summary, not the worst layers")
 
 
 def extract_config_from_args(args: argparse.Namespace) -> ExtractConfig:
@@ -139,7 +138,7 @@ def add_merge_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp16", help="Output precision (default fp16)")
     p.add_argument("--drop-ema", action="store_true", help="Leave out EMA weights (model_ema.*) of the checkpoint")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the merge math runs")
-    p.add_argument("--quiet", action="store_true", help="Print only the summary")
+    p.add_argument("--quiet", action="store_true", help="Print only the summary, not the worst layers")
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -188,7 +187,7 @@ def add_resize_args(p: argparse.ArgumentParser) -> None:
     _add_rank_rule_args(p)
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp16", help="Save precision (default fp16)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="Where the SVDs run")
-    p.add_argument("--quiet", action="store_true", help="Print only the summary")
+    p.add_argument("--quiet", action="store_true", help="Print only the summary, not the worst layers")
 
 
 def _resize(args: argparse.Namespace) -> int:

@@ -95,10 +95,10 @@ class OpReport:
     def format_text(self, max_rows: int = 12) -> str:
         """A short table: the worst layers first, then the totals."""
         rows = sorted(self.written, key=lambda x: x.relative_error, reverse=True)[:max_rows]
-        lines = [f"{'layer':<72} {'rank':>4} {'rel.err':>9} {'energy':>8}  method"]
+        lines = [f"{'layer':<72} {'rank':>4} {'rel.err':>9} {'energy':>8}  method"] if rows else []
         for x in rows:
             lines.append(f"{x.layer[:72]:<72} {x.rank:>4} {x.relative_error:>8.4%} {x.energy_kept:>7.3%}  {x.method}")
-        if len(self.written) > len(rows):
+        if rows and len(self.written) > len(rows):
             lines.append(f"... {len(self.written) - len(rows)} more layers with smaller errors")
         s = self.summary()
         lines.append(f"{self.operation}: {s['layers_written']} layers written, {s['layers_skipped']} skipped; "

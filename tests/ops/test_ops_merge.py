@@ -148,3 +148,15 @@ def test_dora_is_refused_with_a_reason():
     with pytest.raises(NetworkFileError, match="DoRA"):
         merge_into_checkpoint(tiny_sd1(), load_lora_inputs([lora], [], []), "/tmp/never.safetensors",
                               MergeConfig())
+
+
+def test_lokr_merges_with_the_webui_scale(tmp_path):
+    g = torch.Generator().manual_seed(6)
+    key = _key(ATTN_Q)                                      # an 8x8 weight: kron of (2x2) and (4x4) = w2_a @ w2_b
+    lokr = {f"{key}.lokr_w1": torch.randn(2, 2, generator=g), f"{key}.lokr_w2_a": torch.randn(4, 1, generator=g),
+            f"{key}.lokr_w2_b": torch.randn(1, 4, generator=g), f"{key}.alpha": torch.tensor(0.5)}
+    expected = torch.kron(lokr[f"{key}.lokr_w1"], lokr[f"{key}.lokr_w2_a"] @ lokr[f"{key}.lokr_w2_b"]) * 0.5
+    base = tiny_sd1()
+    out = tmp_path / "m.safetensors"
+    merge_into_checkpoint(base, load_lora_inputs([lokr], [2.0], []), out, MergeConfig(precision="fp32"))
+    assert torch.allclose(_read(out)[0][ATTN_Q], base[ATTN_Q] + 2.0 * expected, atol=1e-5)

@@ -1,4 +1,4 @@
-"""OpenCLIP's fused q/k/v weight (SD2, SDXL's second encoder): extraction splits it, merging refills it."""
+"""SD2 and SDXL: OpenCLIP's fused q/k/v weight is split on extraction and refilled on merge; SDXL keys."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +7,7 @@ from lib_lora.ops.config import ExtractConfig, MergeConfig
 from lib_lora.ops.extract import extract_lora
 from lib_lora.ops.lora_inputs import load_lora_inputs
 from lib_lora.ops.merge_checkpoint import merge_into_checkpoint
-from ops_fixtures import low_rank, rel
+from ops_fixtures import low_rank, lora_product, rel
 
 RES = "cond_stage_model.model.transformer.resblocks.0."
 IN_PROJ = RES + "attn.in_proj_weight"
@@ -41,3 +41,24 @@ def test_fused_qkv_round_trip(tmp_path):
         merged = f.get_tensor(IN_PROJ)
     assert rel(merged - base[IN_PROJ], tuned[IN_PROJ] - base[IN_PROJ]) < 1e-4
     assert torch.equal(merged[8:16], base[IN_PROJ][8:16])
+
+
+def test_sdxl_keys_blocks_and_both_text_encoders():
+    from lib_lora.ops.blocks import block_of
+    g = torch.Generator().manual_seed(3)
+    te1 = "conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"
+    te2 = "conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"
+    unet = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight"
+    base = {te1: torch.randn(8, 8, generator=g), te2: torch.randn(24, 8, generator=g),
+            unet: torch.randn(8, 8, generator=g)}
+    tuned = {k: v + low_rank(tuple(v.shape), 2, seed=i, size=0.5) for i, (k, v) in enumerate(base.items())}
+    tensors, report, family = extract_lora(base, tuned, ExtractConfig(rank=2, precision="fp32"))
+    keys = {k.split(".")[0] for k in tensors}
+    assert family == "sdxl"
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q" in keys
+    assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj" in keys
+    assert {f"lora_te2_text_model_encoder_layers_0_self_attn_{p}_proj" for p in "qkv"} <= keys
+    assert block_of("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q") == "IN04"
+    assert rel(lora_product(tensors, "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q"),
+               tuned[unet] - base[unet]) < 1e-4
+
