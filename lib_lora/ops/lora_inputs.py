@@ -70,11 +70,10 @@ def load_lora_inputs(sources: list[str | Path | Mapping[str, torch.Tensor]], wei
     """Read each LoRA and attach its weight and block weights (one value for all, or one per LoRA)."""
     if not sources:
         raise LoraError("No LoRA was given", where="merge", fix="Name at least one LoRA file with --lora")
-    weights = [1.0] * len(sources) if not weights else (
-        list(weights) + [1.0] * (len(sources) - len(weights)) if len(weights) <= len(sources) else None)
-    if weights is None:
-        raise LoraError("More weights than LoRA files were given", where="weights",
-                        fix="Give one weight per LoRA, in the same order")
+    if len(weights) > len(sources):
+        raise LoraError(f"{len(weights)} weights were given for {len(sources)} LoRA files", where="weights",
+                        fix="Give one weight per LoRA, in the same order (missing ones are 1.0)")
+    weights = list(weights) + [1.0] * (len(sources) - len(weights))
     blocks = _per_lora(block_weights, len(sources), "", "block weights")
     inputs = []
     for source, weight, block_text in zip(sources, weights, blocks):

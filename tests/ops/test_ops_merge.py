@@ -97,6 +97,8 @@ def test_block_weights_scale_the_right_blocks(tmp_path):
     merge_into_checkpoint(base, load_lora_inputs([lora], [2.0], [",".join(values)]), out,
                           MergeConfig(precision="fp32"))
     half = _read(out)[0]
+    fresh = tiny_sd1()
+    assert all(torch.equal(v, fresh[k]) for k, v in base.items())   # a live state dict is never written to
     expected = base[ATTN_K2] + 2.0 * 0.5 * lora_product(lora, _key(ATTN_K2))
     assert torch.allclose(half[ATTN_K2], expected, atol=1e-6)
     with pytest.raises(LoraError, match="17 or 26"):
