@@ -17,6 +17,28 @@ from .protocol import Conditioning, NetworkTarget
 from .text_chunks import chunk_token_ids, encode_hf_clip
 
 
+def skip_bitsandbytes_probe() -> None:
+    """Stop diffusers from importing bitsandbytes when its model classes load.
+
+    diffusers imports bitsandbytes whenever it is installed (for quantized loading,
+    which we never use), costing about a second of start-up and printing a warning
+    about a missing 'kernels' package. The 8-bit optimizers import it themselves
+    when chosen (training/optim.py). Leaves diffusers alone if bitsandbytes is
+    already imported or the diffusers models are already loaded."""
+    import sys
+
+    if "bitsandbytes" in sys.modules or "diffusers.models" in sys.modules:
+        return
+    try:
+        import diffusers.utils.import_utils as diffusers_imports
+    except ImportError:
+        return
+    diffusers_imports._bitsandbytes_available = False
+
+
+skip_bitsandbytes_probe()
+
+
 def ddpm_alphas_cumprod(beta_start: float = 0.00085, beta_end: float = 0.012, steps: int = 1000,
                         schedule: str = "scaled_linear") -> torch.Tensor:
     """The DDPM schedule SD was trained with (fp32, (steps,))."""
