@@ -44,13 +44,31 @@ def local_device() -> str:
     return "cpu"
 
 
-def shard(batch: list) -> list:
-    """This rank's share of a global batch (interleaved, so every rank gets one when sizes allow)."""
+def shard_rows(batch_size: int) -> list[int]:
+    """Which rows of a global batch this rank trains on (interleaved); empty when the batch is
+    smaller than the world. The trainer scales each rank's loss by its share of the batch, so
+    the averaged gradients equal the global-batch mean even when shares differ."""
     n = world_size()
     if n == 1:
-        return batch
-    part = batch[rank()::n]
-    return part or batch[:1]
+        return list(range(batch_size))
+    return list(range(rank(), batch_size, n))
+
+
+def mean_of(value: torch.Tensor) -> float:
+    """The mean of a scalar over ranks, as a Python float (the trainer's one host sync per step)."""
+    if world_size() == 1:
+        return float(value)
+    t = value.detach().float().reshape(1).clone()
+    tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+    return float(t) / world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=local_device())
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def broadcast_parameters(module: torch.nn.Module) -> None:

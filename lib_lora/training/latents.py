@@ -20,11 +20,16 @@ from ..fileio import write_with
 from .batches import Sample
 
 
-def pixels_for(sample: Sample, flip: bool = False) -> torch.Tensor:
-    """(3, H, W) in [-1, 1] for the sample's bucket."""
+LATENT_SEED = 0x5EED  # the VAE samples its posterior: a fixed seed makes cached latents repeatable
+
+
+def pixels_for(sample: Sample, flip: bool = False, hue_shift: int = 0) -> torch.Tensor:
+    """(3, H, W) in [-1, 1] for the sample's bucket, optionally mirrored and hue-shifted (colour aug)."""
     img = resize_and_crop_to_bucket(load_image_rgb(sample.item.path), sample.bucket)
     if flip:
         img = ImageOps.mirror(img)
+    if hue_shift:
+        img = shift_hue(img, hue_shift)
     arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
@@ -71,6 +76,11 @@ class LatentCache:
                     continue
                 todo.append((s, flip, k))
         todo.sort(key=lambda t: t[0].bucket)
+        with torch.random.fork_rng(devices=[]):  # repeatable latents, and the run's RNG stream untouched
+            torch.manual_seed(LATENT_SEED)
+            self._encode_all(todo, progress)
+
+    def _encode_all(self, todo, progress) -> None:
         for i in range(0, len(todo), self.batch_size):
             chunk = [t for t in todo[i:i + self.batch_size] if t[0].bucket == todo[i][0].bucket]
             self._encode(chunk)
@@ -90,15 +100,17 @@ class LatentCache:
                 from safetensors.torch import save_file
                 write_with(self._disk_path(k), lambda tmp, lat=lat: save_file({"latent": lat.contiguous()}, str(tmp)))
 
-    def get(self, samples: list[Sample], flips: list[bool]) -> torch.Tensor:
+    def get(self, samples: list[Sample], flips: list[bool], hue_shifts: list[int] | None = None) -> torch.Tensor:
+        """(B, 4, h, w) latents; hue shifts (colour aug) need mode 'off', since they change the pixels."""
         if self.mode == "off":
-            pixels = torch.stack([pixels_for(s, f) for s, f in zip(samples, flips)])
+            shifts = hue_shifts or [0] * len(samples)
+            pixels = torch.stack([pixels_for(s, f, h) for s, f, h in zip(samples, flips, shifts)])
             return self.model.encode_images(pixels).float()
         return torch.stack([self._memory[self.key(s, f)] for s, f in zip(samples, flips)])
 
 
-def color_jitter(img: Image.Image, rng) -> Image.Image:
-    """Small hue shift, as sd-scripts' color_aug (applied to pixels, so it bypasses the cache)."""
+def shift_hue(img: Image.Image, shift: int) -> Image.Image:
+    """Rotate the hue by `shift`/256 of a turn (colour aug draws -8..8, about +-11 degrees, like sd-scripts)."""
     hsv = np.asarray(img.convert("HSV"), dtype=np.int16)
-    hsv[..., 0] = (hsv[..., 0] + rng.randint(-8, 8)) % 256
+    hsv[..., 0] = (hsv[..., 0] + shift) % 256
     return Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")

@@ -6,6 +6,7 @@ so resuming restores them exactly from the step counter.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -123,3 +124,29 @@ def build_scheduler(optimizer, schedule: str, total_steps: int, warmup: float, c
     n_warm = warmup_steps(warmup, total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(schedule, step, total_steps, n_warm, cycles, power))
+
+
+def restore_current_lr(optimizer, scheduler) -> None:
+    """Set each group's LR from the schedule at its restored position.
+
+    A resumed run may have a longer schedule than the saved one ("N more epochs"):
+    the LR saved in the optimizer state belongs to the old schedule, so it is
+    recomputed for the new one before the first step."""
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+@contextlib.contextmanager
+def evaluation_weights(optimizer):
+    """Schedule-free optimizers train on one weight sequence and evaluate on its average:
+    saving, sampling and validation must see the averaged weights (optimizer.eval()),
+    and training continues on the other set afterwards (optimizer.train())."""
+    switch = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+    if switch:
+        optimizer.eval()
+    try:
+        yield
+    finally:
+        if switch:
+            optimizer.train()

@@ -62,18 +62,32 @@ def _stack_conditioning(parts):
     return Conditioning(ctx, vec, extra)
 
 
+def draw_noise(latents: torch.Tensor, generator: torch.Generator, t, n_timesteps: int,
+               rows: list[int] | None = None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise (B, 4, h, w) and timesteps (B,) for a batch's latents.
+
+    In a data-parallel run each rank holds `rows` of a global batch of `batch_size`: the
+    draws are made for the whole batch and cut to this rank's rows, so together the ranks
+    use exactly the noise one process would (multires noise is normalised per shard)."""
+    full = latents
+    if rows is not None and batch_size is not None and batch_size != latents.shape[0]:
+        full = latents.new_zeros((batch_size, *latents.shape[1:]))
+        full[rows] = latents
+    full = full.to(generator.device, torch.float32)
+    noise = N.make_noise(full, generator, t.noise_offset, t.adaptive_noise_scale,
+                         t.multires_noise_iterations, t.multires_noise_discount)
+    timesteps = torch.randint(0, n_timesteps, (full.shape[0],), generator=generator, device=full.device)
+    if full.shape[0] != latents.shape[0]:
+        noise, timesteps = noise[rows], timesteps[rows]
+    return noise, timesteps
+
+
 def compute_loss(model, cfg: TrainConfig, inputs: StepInputs, cond, alphas_cumprod: torch.Tensor,
-                 generator: torch.Generator | None, fixed: tuple | None = None) -> torch.Tensor:
-    """Diffusion loss for one batch. `fixed` = (noise, timesteps) for deterministic validation."""
+                 noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """Diffusion loss for one batch, given its noise and timesteps (draw_noise, or fixed for validation)."""
     t = cfg.training
     latents = inputs.latents.to(model.device, torch.float32)
-    if fixed is None:
-        noise = N.make_noise(latents, generator, t.noise_offset, t.adaptive_noise_scale,
-                             t.multires_noise_iterations, t.multires_noise_discount)
-        timesteps = torch.randint(0, len(alphas_cumprod), (latents.shape[0],), generator=generator,
-                                  device=latents.device)
-    else:
-        noise, timesteps = (x.to(latents.device) for x in fixed)
+    noise, timesteps = noise.to(latents.device), timesteps.to(latents.device)
     noisy = N.add_noise(latents, noise, timesteps, alphas_cumprod)
     pred = model.predict(noisy, timesteps, cond)
     if model.parameterization == "v":

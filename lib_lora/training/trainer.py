@@ -6,6 +6,11 @@ hooks, honours stop/pause/save-now, stops cleanly on NaN (keeping the last good
 epoch), and always detaches the network, so the model comes back as it was.
 Data-parallel runs (torchrun / accelerate launch) shard each global batch
 across ranks and average gradients (training/distributed.py).
+
+Reproducibility: the LoRA's initial weights come from the seed, and the noise,
+timestep, flip and caption draws are reseeded from (seed, epoch) at the start
+of every epoch, so a run resumed at an epoch boundary takes exactly the steps
+the uninterrupted run would have taken.
 """
 from __future__ import annotations
 
@@ -23,12 +28,14 @@ from ..networks import create_network
 from . import distributed as dist
 from . import saving
 from .batches import epoch_batches
-from .hooks import EpochResult, HookCaller, Progress, TrainHooks
+from .hooks import HookCaller, Progress, TrainHooks
 from .latents import LatentCache
-from .loop_parts import RunState, build_optimization, make_inputs, validation_loss
-from .plan import TrainPlan, make_plan
-from .step import TextEncoderCache, batch_captions, compute_loss
+from .loop_parts import RunContext, RunState, build_optimization, end_epoch, make_inputs
 from .noise import rescale_zero_terminal_snr
+from .optim import evaluation_weights
+from .plan import TrainPlan, make_plan
+from .precision import Precision
+from .step import TextEncoderCache, compute_loss, draw_noise
 
 
 @dataclass
@@ -38,7 +45,7 @@ class TrainResult:
     final_loss: float = float("nan")
     steps: int = 0
     epochs_done: int = 0
-    stopped_reason: str = ""          # '' when finished, else 'cancelled' | 'nan' | 'max_steps'
+    stopped_reason: str = ""          # '' when finished, else 'cancelled' | 'nan'
     losses: list[float] = field(default_factory=list)
     validation_losses: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
@@ -70,6 +77,7 @@ def train(cfg: TrainConfig, model, hooks: TrainHooks | list[TrainHooks] | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
         saving.write_run_config(cfg, out_dir)
+    torch.manual_seed(cfg.training.seed)  # the LoRA's initial weights come from the seed
     network = create_network(model.network_targets(cfg.network.train_unet, cfg.network.train_text_encoder),
                              cfg.network)
     network.attach()
@@ -94,84 +102,118 @@ def _prepare_model(cfg: TrainConfig, model, caller: HookCaller) -> torch.Tensor:
     return rescale_zero_terminal_snr(ac) if t.zero_terminal_snr else ac
 
 
-def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler) -> None:
+def _caches(cfg: TrainConfig, model, out_dir: Path, caller: HookCaller) -> tuple[LatentCache, TextEncoderCache]:
     t, d = cfg.training, cfg.dataset
-    torch.manual_seed(t.seed)
+    if d.color_aug and d.cache_latents != "off":
+        caller.on_status("Colour augmentation changes the pixels every step: latents are encoded each step, "
+                         "not cached (slower)")
+    latents = LatentCache(model, "off" if d.color_aug else d.cache_latents, out_dir / ".cache" / "latents",
+                          batch_size=max(1, t.batch_size))
+    te_frozen = not (cfg.network.train_text_encoder and t.text_encoder_lr > 0)
+    captions_fixed = not d.shuffle_caption and d.caption_dropout_rate == 0 and d.caption_tag_dropout_rate == 0
+    use_te_cache = t.cache_text_encoder_outputs and te_frozen and captions_fixed
+    if t.cache_text_encoder_outputs and not use_te_cache:
+        caller.on_status("Text-encoder outputs are not cached: that needs a frozen text encoder "
+                         "(train_text_encoder off or its LR 0) and fixed captions (no shuffle or dropout)")
+    return latents, TextEncoderCache(use_te_cache)
+
+
+def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler) -> None:
+    t = cfg.training
     alphas = _prepare_model(cfg, model, caller)
     network.to(model.device)
     optimizer, scheduler = build_optimization(cfg, network, plan)
+    precision = Precision(t.mixed_precision, model.device)
     state = RunState.fresh(cfg, plan, out_dir)
     if resume_dir:
-        state.restore(saving.load_state(Path(resume_dir)), network, optimizer, scheduler)
+        state.restore(saving.load_state(Path(resume_dir)), network, optimizer, scheduler, precision)
         caller.on_status(f"Resumed at epoch {state.epoch}, step {state.step}")
     dist.broadcast_parameters(network)
-    cache = LatentCache(model, "off" if d.color_aug else d.cache_latents,
-                        out_dir / ".cache" / "latents", batch_size=max(1, t.batch_size))
-    flips = (False, True) if d.flip_aug else (False,)
+    latent_cache, te_cache = _caches(cfg, model, out_dir, caller)
     caller.on_status("Caching latents")
-    cache.prepare(plan.train + plan.reg + plan.validation, flips)
-    te_frozen = not (cfg.network.train_text_encoder and t.text_encoder_lr > 0)
-    te_cache = TextEncoderCache(t.cache_text_encoder_outputs and te_frozen and not d.shuffle_caption
-                                and d.caption_dropout_rate == 0 and d.caption_tag_dropout_rate == 0)
-    generator = torch.Generator(device=model.device).manual_seed(t.seed + state.step)
-    caption_rng = random.Random(t.seed + state.step)
-    for epoch in range(state.epoch + 1, plan.epochs + 1):
-        if _run_epoch(cfg, model, network, plan, caller, result, state, epoch, cache, te_cache,
-                      alphas, optimizer, scheduler, generator, caption_rng, sampler):
-            break
+    latent_cache.prepare(plan.train + plan.reg + plan.validation, (False, True) if cfg.dataset.flip_aug else (False,))
+    run = RunContext(cfg, model, network, plan, caller, result, state, latent_cache, te_cache, alphas, optimizer,
+                     scheduler, precision, sampler, torch.Generator(device=model.device), random.Random())
+    try:
+        for epoch in range(state.epoch + 1, plan.epochs + 1):
+            if _run_epoch(run, epoch):
+                break
+    finally:
+        state.close()
     result.steps, result.epochs_done = state.step, state.epoch
     if result.losses:
         result.final_loss = result.losses[-1]
 
 
-def _run_epoch(cfg, model, network, plan, caller, result, state, epoch, cache, te_cache, alphas,
-               optimizer, scheduler, generator, caption_rng, sampler) -> bool:
-    """Returns True when the run must end (stop, NaN, max steps)."""
-    t = cfg.training
-    batches = epoch_batches(plan.train, plan.reg, t.batch_size, t.seed, epoch)
-    skip = state.batches_done_in_epoch if epoch == state.epoch + 1 else 0
+def _run_epoch(run: RunContext, epoch: int) -> bool:
+    """One pass over the epoch's batches; returns True when the run must end (stop, NaN, max steps)."""
+    t, state, caller = run.cfg.training, run.state, run.caller
+    run.generator.manual_seed(t.seed * 1_000_003 + epoch)
+    run.caption_rng.seed(t.seed * 1_000_003 + epoch)
+    batches = epoch_batches(run.plan.train, run.plan.reg, t.batch_size, t.seed, epoch)
     epoch_losses: list[float] = []
-    network.train()
+    pending, micro = None, 0
+    run.network.train()
     for i, batch in enumerate(batches):
-        if i < skip:
-            continue
-        if caller.should_stop():
-            result.stopped_reason = "cancelled"
+        if _should_stop(caller):
+            run.result.stopped_reason = "cancelled"
             return True
-        while caller.should_pause() and not caller.should_stop():
-            time.sleep(0.2)
-        inputs = make_inputs(dist.shard(batch), cfg, cache, caption_rng)
-        cond = te_cache.encode(model, inputs.captions, inputs.sizes, cfg.model.clip_skip,
-                               cfg.dataset.max_token_length)
-        loss = compute_loss(model, cfg, inputs, cond, alphas, generator)
-        if not torch.isfinite(loss):
-            result.stopped_reason = "nan"
-            caller.on_status(f"Loss became {loss.item()} at step {state.step + 1}: stopping. "
-                             f"The last good epoch file is kept; lower the learning rate or use fp32/bf16.")
-            return True
-        (loss / t.gradient_accumulation_steps).backward()
-        epoch_losses.append(loss.item())
-        state.batches_done_in_epoch = i + 1
+        loss = _forward_backward(run, batch)
+        pending, micro = (loss if pending is None else pending + loss), micro + 1
         if (i + 1) % t.gradient_accumulation_steps and i + 1 != len(batches):
             continue
-        state.optimizer_step(network, optimizer, scheduler, t.max_grad_norm)
-        _report(caller, result, state, plan, epoch, loss.item(), scheduler)
+        value = dist.mean_of(pending / micro)  # the one host sync per optimizer step
+        pending, micro = None, 0
+        if not math.isfinite(value):
+            run.result.stopped_reason = "nan"
+            caller.on_status(f"Loss became {value} at step {state.step + 1} (epoch {epoch}): stopping. "
+                             f"The files of earlier epochs are kept; lower the learning rate or use fp32/bf16.")
+            return True
+        state.optimizer_step(run.network, run.optimizer, run.scheduler, run.precision)
+        epoch_losses.append(value)
+        _report(run, epoch, value)
         if caller.save_requested():
-            state.save_now(cfg, plan, model, network, result, caller)
-        if plan.total_steps and state.step >= plan.total_steps:
+            with evaluation_weights(run.optimizer):
+                state.save_now(run)
+        if state.step >= run.plan.total_steps:
             break
-    state.end_epoch(cfg, plan, model, network, optimizer, scheduler, result, caller, epoch, epoch_losses,
-                    validation_loss(cfg, model, plan, cache, alphas, te_cache), sampler)
-    return state.step >= plan.total_steps
+    end_epoch(run, epoch, epoch_losses)
+    return state.step >= run.plan.total_steps
 
 
-def _report(caller, result, state, plan, epoch, loss, scheduler) -> None:
+def _should_stop(caller: HookCaller) -> bool:
+    """Stop requested on any rank (every rank must stop at the same step, or the others wait forever)."""
+    while caller.should_pause() and not caller.should_stop():
+        time.sleep(0.2)
+    return dist.any_rank(caller.should_stop())
+
+
+def _forward_backward(run: RunContext, batch) -> torch.Tensor:
+    """Loss of this rank's share of the batch, backpropagated; returns the detached loss."""
+    cfg, model = run.cfg, run.model
+    rows = dist.shard_rows(len(batch))
+    # ranks average their gradients; weighting by the share of the batch makes that the global-batch mean
+    share = len(rows) * dist.world_size() / len(batch)
+    rows = rows or [0]  # a rank without a row still runs a step (weight 0) so the all-reduce meets
+    inputs = make_inputs(batch, rows, cfg, run.latent_cache, run.caption_rng)
+    noise, timesteps = draw_noise(inputs.latents, run.generator, cfg.training, len(run.alphas), rows, len(batch))
+    with run.precision.autocast():
+        cond = run.te_cache.encode(model, inputs.captions, inputs.sizes, cfg.model.clip_skip,
+                                   cfg.dataset.max_token_length)
+        loss = compute_loss(model, cfg, inputs, cond, run.alphas, noise, timesteps)
+    run.precision.backward(loss * (share / cfg.training.gradient_accumulation_steps))
+    return loss.detach()
+
+
+def _report(run: RunContext, epoch: int, loss: float) -> None:
+    state, plan = run.state, run.plan
     state.smoothed_loss = loss if math.isnan(state.smoothed_loss) else 0.9 * state.smoothed_loss + 0.1 * loss
-    lr = scheduler.get_last_lr()[0]
-    result.losses.append(loss)
-    result.lrs.append(lr)
+    lr = run.scheduler.get_last_lr()[0]
+    run.result.losses.append(loss)
+    run.result.lrs.append(lr)
     elapsed = time.time() - state.started_step_time
     rate = (state.steps_this_session - 1) / elapsed if state.steps_this_session > 1 and elapsed > 0 else 0.0
     eta = (plan.total_steps - state.step) / rate if rate > 0 else float("inf")
-    caller.on_progress(Progress(state.step, plan.total_steps, epoch, plan.epochs, state.smoothed_loss, lr, rate, eta))
+    run.caller.on_progress(Progress(state.step, plan.total_steps, epoch, plan.epochs, state.smoothed_loss, lr, rate,
+                                    eta))
     state.log_scalars({"loss": loss, "lr": lr})
