@@ -83,7 +83,17 @@ OPTIMIZER_BUILDERS: dict[str, Callable] = {
 }
 
 
+# Adaptive optimizers estimate one step size for all groups and refuse groups with different LRs
+# (at their first step, deep in a run); say so before training starts instead.
+SINGLE_LR_OPTIMIZERS = ("Prodigy", "DAdaptAdam")
+
+
 def build_optimizer(name: str, param_groups: list[dict], weight_decay: float, extra_args: str):
+    lrs = {g["lr"] for g in param_groups}
+    if name in SINGLE_LR_OPTIMIZERS and len(lrs) > 1:
+        raise ConfigError("training.text_encoder_lr", min(lrs),
+                          f"the same value as training.unet_lr ({max(lrs)}): {name} adapts one step size for all "
+                          f"parameters (1.0 for both is usual), or 0 to leave the text encoder untrained")
     kw = {"weight_decay": weight_decay, **parse_optimizer_args(extra_args)}
     if name == "SGDNesterov" or name == "Adafactor":
         kw.setdefault("weight_decay", 0.0)

@@ -1,0 +1,79 @@
+"""Every optimizer and schedule runs in the real loop with a finite loss; the schedules have the right shape."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from lib_lora.config import OPTIMIZERS, SCHEDULERS
+from lib_lora.training import train
+from lib_lora.training.optim import lr_factor, warmup_steps
+
+from training_fixtures import fast_config
+
+OPTIMIZER_LR = {"Prodigy": 1.0, "DAdaptAdam": 1.0}  # adaptive optimizers take lr 1 (domain.md)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_trains_a_few_steps(tiny_model, dataset, tmp_path, name):
+    lr = OPTIMIZER_LR.get(name, 1e-3)
+    te_lr = lr if name in OPTIMIZER_LR else lr / 2
+    cfg = fast_config(dataset, tmp_path / "out", optimizer=name, unet_lr=lr, text_encoder_lr=te_lr)
+    result = train(cfg, tiny_model)
+    assert result.steps == 4 and result.stopped_reason == ""
+    assert all(math.isfinite(x) for x in result.losses)
+    assert result.files and (tmp_path / "out" / "t-000001.safetensors").is_file()
+    from lib_lora.networks import load_network_file
+
+    tensors, _ = load_network_file(result.files[-1])
+    ups = [v for k, v in tensors.items() if k.endswith("lora_up.weight")]
+    assert any(float(u.abs().max()) > 0 for u in ups), f"{name} left every lora_up at its zero init"
+
+
+def test_adaptive_optimizer_with_two_learning_rates_is_refused_before_training(tiny_model, dataset, tmp_path):
+    from lib_lora.errors import ConfigError
+
+    cfg = fast_config(dataset, tmp_path / "out", optimizer="Prodigy", unet_lr=1.0, text_encoder_lr=0.5)
+    with pytest.raises(ConfigError, match="training.text_encoder_lr.*same value as training.unet_lr"):
+        train(cfg, tiny_model)
+    assert not list((tmp_path / "out").glob("*.safetensors"))
+
+
+def test_schedule_free_saves_the_averaged_weights(tiny_model, dataset, tmp_path, monkeypatch):
+    """Schedule-free AdamW must be in eval mode (averaged weights) while the file is written."""
+    from lib_lora.training import loop_parts
+
+    modes = []
+    original = loop_parts.RunState.write_file
+
+    def spy(self, path, run):
+        modes.append(run.optimizer.param_groups[0]["train_mode"])
+        return original(self, path, run)
+
+    monkeypatch.setattr(loop_parts.RunState, "write_file", spy)
+    cfg = fast_config(dataset, tmp_path / "out", optimizer="AdamWScheduleFree", epochs=2)
+    result = train(cfg, tiny_model)
+    assert modes == [False, False] and result.steps == 8
+
+
+@pytest.mark.parametrize("schedule", SCHEDULERS)
+def test_schedule_runs_in_the_loop(tiny_model, dataset, tmp_path, schedule):
+    cfg = fast_config(dataset, tmp_path / "out", lr_scheduler=schedule, lr_warmup=0.25, epochs=2)
+    result = train(cfg, tiny_model)
+    assert result.steps == 8 and all(math.isfinite(x) for x in result.losses)
+    factors = [lr / 1e-3 for lr in result.lrs]  # lr after each step: the schedule at steps 1..8
+    expected = [lr_factor(schedule, s, 8, 2, 1, 1.0) for s in range(1, 9)]
+    assert factors == pytest.approx(expected, rel=1e-6)
+
+
+def test_schedule_shapes():
+    assert warmup_steps(0.1, 200) == 20 and warmup_steps(30, 200) == 30  # ratio below 1, else steps
+    assert [lr_factor("constant_with_warmup", s, 100, 4) for s in (0, 3, 4, 99)] == [0.25, 1.0, 1.0, 1.0]
+    assert lr_factor("linear", 50, 100, 0) == pytest.approx(0.5)
+    assert lr_factor("cosine", 50, 100, 0) == pytest.approx(0.5)
+    assert lr_factor("cosine", 100, 100, 0) == pytest.approx(0.0)
+    # two cycles: back to the top halfway, and at the quarter points halfway down
+    assert lr_factor("cosine_with_restarts", 50, 100, 0, cycles=2) == pytest.approx(1.0)
+    assert lr_factor("cosine_with_restarts", 25, 100, 0, cycles=2) == pytest.approx(0.5)
+    assert lr_factor("polynomial", 50, 100, 0, power=2.0) == pytest.approx(0.25)
+    assert lr_factor("constant", 0, 100, 50) == 1.0  # plain constant ignores warmup, like diffusers
