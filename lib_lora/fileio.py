@@ -14,6 +14,17 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def _default_file_mode() -> int:
+    # mkstemp creates files readable only by their owner; a LoRA or caption should get the
+    # permissions any other new file would (0666 minus the umask), so other tools can read it.
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success rename it over `target`.
@@ -26,6 +37,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if os.name == "posix":
+            os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

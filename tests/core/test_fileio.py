@@ -24,3 +24,14 @@ def test_text_is_written_byte_exact(tmp_path):
     target = tmp_path / "a b" / "c.txt"
     write_text(target, "x,\ny\r\n")
     assert target.read_bytes() == b"x,\ny\r\n"
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    target = write_text(tmp_path / "lora.txt", "x")
+    if os.name == "posix":
+        mask = os.umask(0)
+        os.umask(mask)
+        assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
