@@ -3,7 +3,6 @@ live progress, the loss + LR chart and sample images as they arrive."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +25,26 @@ STEP_INPUTS = ("dataset.train_dir", "training.epochs", "training.batch_size",
 
 
 def steps_text(train_dir: str, epochs: Any, batch_size: Any, accumulation: Any, max_steps: Any) -> str:
-    """'12 images x repeats = 60 per epoch -> 30 steps per epoch x 10 epochs = 300 steps'."""
-    from lib_lora.dataset.scan import scan_dataset
+    """'12 images x repeats = 60 per epoch -> 30 steps per epoch x 10 epochs = 300 steps'.
+
+    Counted by the trainer's own plan (bucket by bucket), so the number shown is the number run."""
+    from lib_lora.training.plan import make_plan
     if not (train_dir or "").strip():
         return "Steps: choose a dataset folder to see the number of steps"
+    cfg = TrainConfig()
+    cfg.dataset.train_dir = train_dir.strip()
+    t = cfg.training
+    t.epochs, t.batch_size = max(1, int(epochs or 1)), max(1, int(batch_size or 1))
+    t.gradient_accumulation_steps, t.max_train_steps = max(1, int(accumulation or 1)), max(0, int(max_steps or 0))
     try:
-        dataset = scan_dataset(train_dir.strip())
+        plan = make_plan(cfg)
     except LoraError as err:
         return f"Steps: {err}"
-    batch, accum = max(1, int(batch_size or 1)), max(1, int(accumulation or 1))
-    epochs = max(1, int(epochs or 1))
-    images = sum(len(c.items) for c in dataset.concepts)
-    per_epoch = sum(len(c.items) * c.repeats for c in dataset.concepts)
-    steps_per_epoch = math.ceil(math.ceil(per_epoch / batch) / accum)
-    total = steps_per_epoch * epochs
-    capped = f" (capped at {int(max_steps)} by max train steps)" if max_steps and int(max_steps) < total else ""
-    return (f"Steps: {images} images x repeats = {per_epoch} per epoch -> {steps_per_epoch} steps per epoch "
-            f"x {epochs} epochs = {total} steps{capped}")
+    per_epoch = sum(s.repeats for s in plan.train)
+    uncapped = plan.steps_per_epoch * t.epochs
+    capped = f" (capped at {plan.total_steps} by max train steps)" if plan.total_steps < uncapped else ""
+    return (f"Steps: {plan.n_images} images x repeats = {per_epoch} per epoch -> {plan.steps_per_epoch} steps "
+            f"per epoch x {t.epochs} epochs = {uncapped} steps{capped}")
 
 
 def load_saved_form(path: Path) -> dict:
@@ -121,12 +123,15 @@ def build_train_section(ctx: TabContext) -> None:
 
 def _wire(ctx: TabContext, c: dict) -> None:
     """Event handlers of the Train section; `c` holds its components by name."""
+    _wire_presets(ctx, c)
+    _wire_run_controls(ctx, c)
+    _wire_progress(ctx, c)
+    _wire_form_memory(ctx, c)
+
+
+def _wire_presets(ctx: TabContext, c: dict) -> None:
     backend, specs, comps = ctx.backend, ctx.train_specs, ctx.train_components
     n_form = len(comps)
-    chart_cache: dict[str, tuple[int, Any]] = {}
-
-    def current_flat(values: list) -> dict:
-        return form.flat_from_values(specs, list(values))
 
     @guarded(1 + n_form, "Applying the preset")
     def on_apply(name: str, *values):
@@ -156,10 +161,18 @@ def _wire(ctx: TabContext, c: dict) -> None:
         save_form(backend.form_file, options.flatten(imported.config))
         return [message_html(imported.summary())] + form.values_from_config(imported.config, specs)
 
+    c["apply_preset"].click(on_apply, [c["preset"]] + comps, [c["status"]] + comps)
+    c["save_preset"].click(on_save_preset, [c["preset_name"]] + comps, [c["status"], c["preset"]])
+    c["import_file"].change(on_import, [c["import_file"]] + comps, [c["status"]] + comps)
+
+
+def _wire_run_controls(ctx: TabContext, c: dict) -> None:
+    backend, specs, comps = ctx.backend, ctx.train_specs, ctx.train_components
+
     @guarded(3, "Starting the run")
     def on_start(task: str, *values):
         cfg = backend.prepare(form.config_from_values(TrainConfig, specs, list(values)))
-        save_form(backend.form_file, current_flat(list(values)))
+        save_form(backend.form_file, form.flat_from_values(specs, list(values)))
         runner = backend.runner
         view = runner.start(cfg, task) if backend.kind == "webui" else runner.start(cfg)
         return message_html(f"Run {view.run_id} started: files go to {cfg.output.output_dir}"), view.run_id, "queued"
@@ -179,6 +192,17 @@ def _wire(ctx: TabContext, c: dict) -> None:
             return message_html(done), view.state
         return run
 
+    c["start"].click(on_start, [c["task_id"]] + comps, [c["status"], c["run_id"], c["run_state"]],
+                     _js="trainLoraStart")
+    for name, action in (("pause", "pause"), ("resume", "resume"), ("save_now", "save"), ("cancel", "cancel")):
+        c[name].click(control(action), [c["run_id"]], [c["status"], c["run_state"]])
+
+
+def _wire_progress(ctx: TabContext, c: dict) -> None:
+    """The poll button (clicked by javascript/train_lora.js) refreshes progress, chart, samples and files."""
+    backend = ctx.backend
+    chart_cache: dict[str, int] = {}      # run id -> number of losses the chart was drawn from
+
     def on_poll(run_id_v: str):
         import gradio as gr
         if not run_id_v:
@@ -192,18 +216,25 @@ def _wire(ctx: TabContext, c: dict) -> None:
         html = progress_html(view.state, p.step if p else 0, h.total_steps, p.epoch if p else 0, h.total_epochs,
                              p.loss if p else None, p.it_per_s if p else 0.0, p.eta_s if p else float("inf"),
                              h.status, view.error)
-        cached = chart_cache.get(run_id_v)
         chart_value = gr.update()
-        if cached is None or cached[0] != len(h.losses):
+        if chart_cache.get(run_id_v) != len(h.losses):   # redraw only when new losses arrived
             chart_value = loss_chart(h.losses, h.lrs)
             chart_cache.clear()
-            chart_cache[run_id_v] = (len(h.losses), None)
+            chart_cache[run_id_v] = len(h.losses)
         gallery = [(path, f"epoch {epoch}") for epoch, path in h.samples]
         listing = "\n".join(f"- `{f}`" for f in view.files) or "No files saved yet"
         return html, chart_value, gallery, view.state, listing
 
-    def on_steps(*values):
-        return steps_text(*values)
+    c["poll"].click(on_poll, [c["run_id"]], [c["progress"], c["chart"], c["samples"], c["run_state"], c["files"]],
+                    show_progress=False)
+    step_inputs = [ctx.component(n) for n in STEP_INPUTS]
+    for comp in step_inputs:
+        comp.change(steps_text, step_inputs, [c["steps"]], show_progress=False)
+
+
+def _wire_form_memory(ctx: TabContext, c: dict) -> None:
+    """Every edit is remembered, and the form comes back as it was after a page reload."""
+    backend, specs, comps = ctx.backend, ctx.train_specs, ctx.train_components
 
     def save_field(name: str):
         spec = next(s for s in specs if s.name == name)
@@ -225,18 +256,6 @@ def _wire(ctx: TabContext, c: dict) -> None:
         run_values = [active[-1].run_id, active[-1].state] if active else [gr.update(), gr.update()]
         return form.values_from_flat(saved, specs, TrainConfig()) + run_values
 
-    c["apply_preset"].click(on_apply, [c["preset"]] + comps, [c["status"]] + comps)
-    c["save_preset"].click(on_save_preset, [c["preset_name"]] + comps, [c["status"], c["preset"]])
-    c["import_file"].change(on_import, [c["import_file"]] + comps, [c["status"]] + comps)
-    c["start"].click(on_start, [c["task_id"]] + comps, [c["status"], c["run_id"], c["run_state"]],
-                     _js="trainLoraStart")
-    for name, action in (("pause", "pause"), ("resume", "resume"), ("save_now", "save"), ("cancel", "cancel")):
-        c[name].click(control(action), [c["run_id"]], [c["status"], c["run_state"]])
-    c["poll"].click(on_poll, [c["run_id"]], [c["progress"], c["chart"], c["samples"], c["run_state"], c["files"]],
-                    show_progress=False)
-    step_inputs = [ctx.component(n) for n in STEP_INPUTS]
-    for comp in step_inputs:
-        comp.change(on_steps, step_inputs, [c["steps"]], show_progress=False)
     for spec, comp in zip(specs, comps):
         comp.input(save_field(spec.name), [comp], None, queue=False, show_progress=False)
     ctx.dataset_dir.change(lambda v: v, [ctx.dataset_dir], [ctx.component("dataset.train_dir")], queue=False)
