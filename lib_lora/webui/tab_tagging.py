@@ -57,15 +57,17 @@ def tag_summary(folder: Path, caption_extension: str = ".txt", top: int = 30) ->
     return f"Top tags: {text}" + (f". Undo available: {undo}" if undo else "")
 
 
+def caption_text(image: Path) -> str:
+    """The image's caption, read in whatever encoding it was saved (UTF-8, BOM, UTF-16)."""
+    from lib_lora.dataset.textfiles import read_caption_file
+    from lib_lora.tagging.caption_writer import caption_path_for
+    path = caption_path_for(image, ".txt")
+    return read_caption_file(path)[0].strip() if path.is_file() else ""
+
+
 def gallery_items(folder: Path) -> list[tuple[str, str]]:
     from lib_lora.dataset.files import find_images
-    from lib_lora.tagging.caption_writer import caption_path_for
-    items = []
-    for image in find_images(folder)[:GALLERY_LIMIT]:
-        caption = caption_path_for(image, ".txt")
-        text = caption.read_text(encoding="utf-8", errors="replace").strip() if caption.is_file() else ""
-        items.append((str(image), text[:120]))
-    return items
+    return [(str(image), caption_text(image)[:120]) for image in find_images(folder)[:GALLERY_LIMIT]]
 
 
 def build_tagging_section(ctx: TabContext) -> None:
@@ -97,6 +99,13 @@ def build_tagging_section(ctx: TabContext) -> None:
         selected = gr.Textbox(label="Image", interactive=False, elem_id=elem("caption_image"), scale=2)
         caption = gr.Textbox(label="Caption", elem_id=elem("caption_text"), scale=4)
         save_caption = gr.Button("Save caption", elem_id=elem("caption_save"), scale=1)
+
+    _wire_tagging(ctx, specs, locals())
+
+
+def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
+    """Event handlers of the Tagging section; `c` holds its components by name."""
+    import gradio as gr
 
     @guarded(3, "Tagging")
     def on_tag(folder_text: str, model: str, *values):
@@ -135,9 +144,7 @@ def build_tagging_section(ctx: TabContext) -> None:
         if evt is None or evt.index is None or evt.index >= len(items):
             return "", ""
         image = items[evt.index][0]
-        from lib_lora.tagging.caption_writer import caption_path_for
-        path = caption_path_for(Path(image), ".txt")
-        return image, path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
+        return image, caption_text(Path(image))
 
     @guarded(2, "Saving the caption")
     def on_save(folder_text: str, image: str, text: str):
@@ -148,9 +155,10 @@ def build_tagging_section(ctx: TabContext) -> None:
         return message_html(f"Saved the caption of {Path(image).name}"), tag_summary(_folder(folder_text))
 
     on_select.__annotations__ = {"evt": gr.SelectData}   # how Gradio knows to pass the selection
-    tag_button.click(on_tag, [ctx.dataset_dir, ctx.tagger_model] + components, [status, summary, gallery])
-    apply.click(on_apply, [ctx.dataset_dir, action, tags, replacement], [status, summary, gallery])
-    undo.click(on_undo, [ctx.dataset_dir], [status, summary, gallery])
-    refresh.click(on_refresh, [ctx.dataset_dir], [status, summary, gallery])
-    gallery.select(on_select, [ctx.dataset_dir], [selected, caption])
-    save_caption.click(on_save, [ctx.dataset_dir, selected, caption], [status, summary])
+    listing = [c["status"], c["summary"], c["gallery"]]
+    c["tag_button"].click(on_tag, [ctx.dataset_dir, ctx.tagger_model] + c["components"], listing)
+    c["apply"].click(on_apply, [ctx.dataset_dir, c["action"], c["tags"], c["replacement"]], listing)
+    c["undo"].click(on_undo, [ctx.dataset_dir], listing)
+    c["refresh"].click(on_refresh, [ctx.dataset_dir], listing)
+    c["gallery"].select(on_select, [ctx.dataset_dir], [c["selected"], c["caption"]])
+    c["save_caption"].click(on_save, [ctx.dataset_dir, c["selected"], c["caption"]], [c["status"], c["summary"]])
