@@ -50,10 +50,8 @@ def hint_for_run(lora_dir: Path, name: str, tagger: str = "", models_dir: str = 
 
 def build_evaluate_section(ctx: TabContext) -> None:
     import gradio as gr
-    backend = ctx.backend
-    tasks: dict[str, BackgroundTask] = {}
     with gr.Row():
-        names = run_names(backend.lora_dir)
+        names = run_names(ctx.backend.lora_dir)
         run = gr.Dropdown(names, value=names[0] if names else None, label="Run", allow_custom_value=True,
                           elem_id=elem("eval_run"))
         refresh = gr.Button("Refresh runs", elem_id=elem("eval_refresh"))
@@ -72,6 +70,14 @@ def build_evaluate_section(ctx: TabContext) -> None:
     hint = gr.HTML(elem_id=elem("best_epoch"))
     table = gr.Dataframe(headers=["epoch", "validation loss", "tag recall", "score", ""], interactive=False,
                          elem_id=elem("best_table"))
+
+    _wire_evaluate(ctx, specs, locals())
+
+
+def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
+    """Event handlers of the Evaluate section; `c` holds its components by name."""
+    backend = ctx.backend
+    tasks: dict[str, BackgroundTask] = {}       # the grid being drawn, polled by the hidden button
 
     @guarded(4, "Drawing the grid")
     def on_draw(name: str, *values):
@@ -113,8 +119,8 @@ def build_evaluate_section(ctx: TabContext) -> None:
         names_now = run_names(backend.lora_dir)
         return gr.update(choices=names_now, value=names_now[0] if names_now else None)
 
-    draw.click(on_draw, [run] + components, [status, task_id, task_state, grid])
-    poll.click(on_poll, [task_id], [status, task_state, grid], show_progress=False)
-    suggest.click(on_suggest, [run, ctx.tagger_model], [status, hint, table])
-    refresh.click(on_refresh, [], [run])
-    ctx.load_outputs.append((on_refresh, [run]))
+    c["draw"].click(on_draw, [c["run"]] + c["components"], [c["status"], c["task_id"], c["task_state"], c["grid"]])
+    c["poll"].click(on_poll, [c["task_id"]], [c["status"], c["task_state"], c["grid"]], show_progress=False)
+    c["suggest"].click(on_suggest, [c["run"], ctx.tagger_model], [c["status"], c["hint"], c["table"]])
+    c["refresh"].click(on_refresh, [], [c["run"]])
+    ctx.load_outputs.append((on_refresh, [c["run"]]))
