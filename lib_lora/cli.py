@@ -19,6 +19,7 @@ from .errors import LoraError
 EXTERNAL_COMMANDS = {
     "check": ("lib_lora.dataset.commands", "add_check_args", "run_check", "Dataset report: counts, sizes, captions, tags, duplicates, steps"),
     "prep": ("lib_lora.dataset.commands", "add_prep_args", "run_prep", "Preprocess a dataset into a new folder (originals untouched)"),
+    "import": ("lib_lora.dataset.commands", "add_import_args", "run_import", "Copy images, folders or zips into a dataset folder (<root>/<name>/train/<repeats>_<concept>)"),
     "tag": ("lib_lora.tagging.commands", "add_tag_args", "run_tag", "Caption images with WD1.4 ONNX taggers"),
     "tags": ("lib_lora.tagging.commands", "add_tags_edit_args", "run_tags_edit", "Bulk tag edits (remove, replace, merge, front, trigger, prune, undo)"),
     "inspect": ("lib_lora.networks.inspect", "add_inspect_args", "run_inspect", "Show a LoRA file: algorithm, ranks, targets, metadata, key matches"),

@@ -193,6 +193,19 @@ def base_keys_from_diffusers_dir(model_dir: str | Path) -> set[str]:
     return base_keys_from_targets(targets)
 
 
+def add_inspect_args(parser: Any) -> None:
+    """Options of `python -m lib_lora inspect` (lib_lora/cli.py wires this in)."""
+    parser.add_argument("file", help="LoRA/LyCORIS file (.safetensors, or a legacy tensor-only .pt/.ckpt)")
+    parser.add_argument("--base", default=None,
+                        help="Base model to match the keys against: a diffusers folder or a .safetensors "
+                             "checkpoint; exit code 1 when some modules do not match it")
+
+
+def run_inspect(args: Any) -> int:
+    """CLI run function; the same as inspect_command (kept as the name the CLI table expects)."""
+    return inspect_command(args)
+
+
 def inspect_command(args: Any) -> int:
     """CLI entry: `args.file` (LoRA file), optional `args.base` (diffusers folder or checkpoint).
     Prints the report; returns 0, or 1 when a base was given and some modules do not match it."""
@@ -200,6 +213,9 @@ def inspect_command(args: Any) -> int:
     base = getattr(args, "base", None)
     if base:
         base_path = Path(base)
+        if not base_path.is_dir() and not (base_path.is_file() and base_path.suffix.lower() == ".safetensors"):
+            raise ModelError("The base model is neither a diffusers folder nor a .safetensors checkpoint",
+                             where=str(base_path), fix="Check the --base path (a .ckpt is not read: convert it)")
         base_keys = (base_keys_from_diffusers_dir(base_path) if base_path.is_dir()
                      else base_keys_from_checkpoint(base_path))
     report = inspect_file(args.file, base_keys)

@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import torch
-from lycoris.functional import loha
 from torch import nn
 
 from .base import NetworkModule
@@ -36,6 +35,9 @@ class LohaModule(NetworkModule):
         nn.init.zeros_(self.hada_w2_a)
 
     def delta_weight(self) -> torch.Tensor:
+        # Imported on use: importing lycoris loads its whole package (bitsandbytes, torch._dynamo).
+        from lycoris.functional import loha
+
         # lycoris names the halves by role: *d (down) = *_b, *u (up) = *_a.
         delta = loha.diff_weight(self.hada_w1_b, self.hada_w1_a, self.hada_w2_b, self.hada_w2_a,
                                  None, None, gamma=self.scale())

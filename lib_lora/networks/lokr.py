@@ -16,8 +16,6 @@ import math
 from typing import Any
 
 import torch
-from lycoris.functional import lokr
-from lycoris.functional.general import factorization
 from torch import nn
 
 from .base import NetworkModule
@@ -28,6 +26,9 @@ class LokrModule(NetworkModule):
     state_keys = ("lokr_w1", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
     def build(self, lokr_factor: int = -1, **options: Any) -> None:
+        # Imported on use, not at module load: see LohaModule.delta_weight.
+        from lycoris.functional.general import factorization
+
         out_dim, in_dim, *kernel = self.weight_shape
         out_a, out_b = factorization(out_dim, lokr_factor)
         in_c, in_d = factorization(in_dim, lokr_factor)
@@ -48,6 +49,8 @@ class LokrModule(NetworkModule):
         return 1.0 if self.full_w2 else self.alpha / self.rank
 
     def delta_weight(self) -> torch.Tensor:
+        from lycoris.functional import lokr
+
         delta = lokr.kron_weight(self.lokr_w1, None, None, self.lokr_w2, self.lokr_w2_a, self.lokr_w2_b,
                                  None, scale=self.scale())
         return delta.reshape(self.weight_shape)

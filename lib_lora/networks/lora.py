@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import torch
-from lycoris.functional import locon
 from torch import nn
 
 from .base import NetworkModule
@@ -35,6 +34,10 @@ class LoraModule(NetworkModule):
         nn.init.zeros_(self.lora_up.weight)
 
     def delta_weight(self) -> torch.Tensor:
+        # Imported on use (merge, DoRA): importing lycoris loads its whole package, seconds that a
+        # LoRA training step (which runs bypass only) and `inspect` should not pay.
+        from lycoris.functional import locon
+
         down, up = self.lora_down.weight, self.lora_up.weight
         return locon.diff_weight(down, up, None, gamma=self.scale()).reshape(self.weight_shape)
 
