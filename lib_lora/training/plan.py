@@ -42,8 +42,10 @@ class TrainPlan:
                  + (f", {len(self.validation)} held out for validation" if self.validation else "")]
         for name, info in self.concepts.items():
             lines.append(f"  {name}: {info['images']} images x {info['repeats']} repeats")
-        lines.append(f"  {self.epochs} epochs x {self.steps_per_epoch} steps = {self.total_steps} steps "
-                     f"(batch {self.batch_size}, gradient accumulation {self.grad_accum})")
+        uncapped = self.epochs * self.steps_per_epoch
+        capped = f", stopping at {self.total_steps} (max_train_steps)" if self.total_steps < uncapped else ""
+        lines.append(f"  {self.epochs} epoch{'s' if self.epochs != 1 else ''} x {self.steps_per_epoch} steps = "
+                     f"{uncapped} steps{capped} (batch {self.batch_size}, gradient accumulation {self.grad_accum})")
         lines.append("  buckets: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.buckets.items())))
         if self.estimated_memory_mb:
             lines.append(f"  estimated memory: {self.estimated_memory_mb:.0f} MiB")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -21,38 +19,12 @@ from lib_lora.config import NetworkConfig
 from lib_lora.models.diffusers_adapter import DiffusersModel
 from lib_lora.models.tiny import build_tiny_sd1, build_tiny_sdxl
 from lib_lora.networks import build_metadata, create_network, save_network_file
+from tests.fixtures.library_logs import library_warnings
 
 BUILDERS = {"sd1": build_tiny_sd1, "sdxl": build_tiny_sdxl}
 # file prefix -> pipeline attribute holding that model part
 PARTS = {"sd1": {"lora_unet": "unet", "lora_te": "text_encoder"},
          "sdxl": {"lora_unet": "unet", "lora_te1": "text_encoder", "lora_te2": "text_encoder_2"}}
-
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@contextmanager
-def library_warnings():
-    """Collect warnings of diffusers, peft and transformers. diffusers' library logger does not
-    propagate to the root logger, so pytest's caplog would see nothing: listen on the libraries."""
-    handler = _Records()
-    loggers = [logging.getLogger(name) for name in ("diffusers", "peft", "transformers")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            yield handler.messages
-        handler.messages.extend(str(w.message) for w in caught)
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
 
 
 def _injected_layers(module: torch.nn.Module) -> int:
