@@ -54,7 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.more_epochs:
         cfg.training.epochs += args.more_epochs
     distributed = dist.init_from_env()
-    model = _load_model(cfg, dist.local_device() if distributed else cfg.training.device)
+    # a dry run only plans: no model is loaded, so it answers in a second
+    model = None if args.dry_run else _load_model(cfg, dist.local_device() if distributed else cfg.training.device)
     hooks = PrintHooks(print if dist.is_main() else (lambda *_: None))
     hooks.install_sigint()
     result = train(cfg, model, [hooks], resume_dir=args.resume, dry_run=args.dry_run)

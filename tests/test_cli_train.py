@@ -1,0 +1,49 @@
+"""`python -m lib_lora train`: the plan and --dry-run, a run, then --resume with --more-epochs."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from lib_lora.cli import main
+from lib_lora.config import dumps_train_config
+
+sys.path.insert(0, str(Path(__file__).parent / "training"))
+from training_fixtures import fast_config, write_dataset  # noqa: E402
+
+
+def _config(tmp_path: Path, epochs: int = 2) -> Path:
+    data = write_dataset(tmp_path / "data", n_images=4)
+    cfg = fast_config(data, tmp_path / "out", epochs=epochs, num_threads=1)
+    path = tmp_path / "run.toml"
+    path.write_text(dumps_train_config(cfg), encoding="utf-8")
+    return path
+
+
+def test_dry_run_prints_the_plan_and_stops(tmp_path, capsys):
+    config = _config(tmp_path, epochs=5)
+    assert main(["train", "--config", str(config), "--dry-run", "--set", "training.batch_size=4"]) == 0
+    printed = capsys.readouterr().out
+    assert "Plan: 4 images" in printed and "thing: 4 images x 2 repeats" in printed
+    assert "5 epochs x 2 steps = 10 steps (batch 4" in printed  # 4 images x 2 repeats x 5 epochs / 4
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_then_resume_for_more_epochs_continues_counters_and_names(tmp_path, capsys):
+    config = _config(tmp_path, epochs=2)
+    assert main(["train", "--config", str(config)]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob("t-*.safetensors")) == \
+        ["t-000001.safetensors", "t-000002.safetensors"]
+    assert main(["train", "--resume", str(tmp_path / "out"), "--more-epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Resumed at epoch 2, step 8" in printed
+    summary = json.loads(printed[printed.rindex("{\n"):])
+    assert summary["steps"] == 12 and summary["files"][-1].endswith("t-000003.safetensors")
+    assert "epochs = 3" in (tmp_path / "out" / "t.toml").read_text(encoding="utf-8")  # the next resume adds to 3
+
+
+def test_resume_of_a_folder_without_a_run_says_what_to_pass(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "no config to resume with" in err and "--config" in err
