@@ -151,6 +151,9 @@ def run_child(config_path: Path, model: str, result_path: Path, batch: int) -> d
     times = child_result["step_end_times"]
     loop_s = times[-1] - times[0]
     steps_per_s = (len(times) - 1) / loop_s if len(times) > 1 and loop_s > 0 else float("nan")
+    marks = sorted(child_result.get("phases", {}).items(), key=lambda kv: kv[1])
+    print("  start-up: " + ", ".join(f"{name} at {t - started:.2f} s" for name, t in marks)
+          + f", first step at {times[0] - started:.2f} s", flush=True)
     return {"steps_per_s": steps_per_s, "samples_per_s": steps_per_s * batch,
             "peak_rss_mib": usage.ru_maxrss / 1024.0,  # ru_maxrss is KiB on Linux
             "peak_cuda_mib": float(child_result.get("peak_cuda_mib", 0.0)),
@@ -186,18 +189,24 @@ def _child(config_path: str, model_kind: str, result_path: str) -> int:
     from .training.cli_hooks import PrintHooks
 
     step_end_times: list[float] = []
+    phases = {"imports done": time.time()}
 
     class StepClock(TrainHooks):
+        def on_status(self, text: str) -> None:
+            if text.startswith("Caching latents"):
+                phases["network and optimizer ready"] = time.time()
+
         def on_progress(self, progress) -> None:
             step_end_times.append(time.time())
 
     cfg = load_train_config(config_path)
     model = build_bench_model(model_kind, cfg)
+    phases["model built"] = time.time()
     result = train(cfg, model, [StepClock(), PrintHooks(every_s=5.0)])
     import torch
 
     peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else 0.0
-    payload = {"step_end_times": step_end_times, "final_loss": result.final_loss, "device": str(model.device),
+    payload = {"step_end_times": step_end_times, "phases": phases, "final_loss": result.final_loss, "device": str(model.device),
                "peak_cuda_mib": peak_cuda, "threads": torch.get_num_threads()}
     Path(result_path).write_text(json.dumps(payload), encoding="utf-8")
     return 0

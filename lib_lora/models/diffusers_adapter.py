@@ -67,6 +67,10 @@ class DiffusersModel:
             module.to(self.device)
         if pipe.unet.dtype != dtype:
             pipe.unet.to(dtype=dtype)
+        if self.device.type == "cpu":
+            # oneDNN convolutions run about a third faster on channels-last tensors: this is
+            # most of the latent-caching time before the first step on CPU.
+            pipe.vae.to(memory_format=torch.channels_last)
 
     # -- structure -------------------------------------------------------
     def _modules(self):
@@ -99,6 +103,8 @@ class DiffusersModel:
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         vae = self.pipe.vae
+        if self.device.type == "cpu":
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
         return dist.sample() * vae.config.scaling_factor
 

@@ -61,8 +61,13 @@ def test_two_processes_match_one_process_at_the_same_global_batch(tiny_model, tm
         trainer.create_network = create
     assert single.steps == 4
     assert rank0["losses"] == pytest.approx(single.losses, rel=1e-4)  # mean over ranks = the global-batch loss
-    moved = 0
+    # Adam divides by the gradient's running size, so an element whose gradient is rounding noise
+    # can move by a fraction of the LR (1e-3) either way: allow a tenth of one step per element,
+    # and require the weights as a whole to agree far more closely.
+    moved, total_diff, total = 0, 0.0, 0
     for key, value in networks[0].trainable_state().items():
-        torch.testing.assert_close(rank0["weights"][key], value, rtol=1e-3, atol=1e-5, msg=key)
+        torch.testing.assert_close(rank0["weights"][key], value, rtol=1e-3, atol=1e-4, msg=key)
+        total_diff += float((rank0["weights"][key] - value).abs().sum())
+        total += value.numel()
         moved += key.endswith("lora_up.weight") and float(value.abs().max()) > 0
-    assert moved > 10
+    assert moved > 10 and total_diff / total < 1e-7
