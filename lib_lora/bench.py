@@ -13,7 +13,9 @@ latent caching, and the peak RSS is that process's own (os.wait4). Figures:
   (step 1 pays one-off warm-up; epoch-end saving in between is included);
 - samples/s: steps/s x batch size;
 - peak memory: the child's peak RSS; on a GPU also torch.cuda.max_memory_allocated;
-- first step: process start to the end of the first optimizer step.
+- first step: process start to the end of the first optimizer step;
+- CPU per step: the loop's process CPU time per step, which other processes on a shared
+  machine do not inflate (with 1 thread it is what a step takes on a quiet core).
 Nothing here is imported by training itself.
 """
 from __future__ import annotations
@@ -151,20 +153,23 @@ def run_child(config_path: Path, model: str, result_path: Path, batch: int) -> d
     times = child_result["step_end_times"]
     loop_s = times[-1] - times[0]
     steps_per_s = (len(times) - 1) / loop_s if len(times) > 1 and loop_s > 0 else float("nan")
+    cpu = child_result["step_end_cpu"]
+    cpu_per_step = (cpu[-1] - cpu[0]) / (len(cpu) - 1) if len(cpu) > 1 else float("nan")
     marks = sorted(child_result.get("phases", {}).items(), key=lambda kv: kv[1])
     print("  start-up: " + ", ".join(f"{name} at {t - started:.2f} s" for name, t in marks)
           + f", first step at {times[0] - started:.2f} s", flush=True)
     return {"steps_per_s": steps_per_s, "samples_per_s": steps_per_s * batch,
             "peak_rss_mib": usage.ru_maxrss / 1024.0,  # ru_maxrss is KiB on Linux
             "peak_cuda_mib": float(child_result.get("peak_cuda_mib", 0.0)),
-            "first_step_s": times[0] - started, "wall_s": wall, "steps": float(len(times)),
+            "cpu_s_per_step": cpu_per_step, "first_step_s": times[0] - started, "wall_s": wall, "steps": float(len(times)),
             "final_loss": float(child_result["final_loss"]), "device": child_result["device"],
             "threads": float(child_result["threads"])}
 
 
 def format_figures(f: dict) -> str:
     cuda = f", peak CUDA {f['peak_cuda_mib']:.0f} MiB" if f.get("peak_cuda_mib") else ""
-    return (f"{f['steps_per_s']:.2f} steps/s, {f['samples_per_s']:.2f} samples/s, peak RSS {f['peak_rss_mib']:.0f} MiB"
+    return (f"{f['steps_per_s']:.2f} steps/s ({f['cpu_s_per_step'] * 1000:.0f} ms CPU per step), "
+            f"{f['samples_per_s']:.2f} samples/s, peak RSS {f['peak_rss_mib']:.0f} MiB"
             f"{cuda}, first step {f['first_step_s']:.2f} s after start, {f['steps']:.0f} steps in {f['wall_s']:.1f} s "
             f"(final loss {f['final_loss']:.4f}, {f['device']}, {f['threads']:.0f} threads)")
 
@@ -189,6 +194,7 @@ def _child(config_path: str, model_kind: str, result_path: str) -> int:
     from .training.cli_hooks import PrintHooks
 
     step_end_times: list[float] = []
+    step_end_cpu: list[float] = []  # process CPU seconds: what a step costs even when others load the machine
     phases = {"imports done": time.time()}
 
     class StepClock(TrainHooks):
@@ -198,6 +204,7 @@ def _child(config_path: str, model_kind: str, result_path: str) -> int:
 
         def on_progress(self, progress) -> None:
             step_end_times.append(time.time())
+            step_end_cpu.append(time.process_time())
 
     cfg = load_train_config(config_path)
     model = build_bench_model(model_kind, cfg)
@@ -206,7 +213,7 @@ def _child(config_path: str, model_kind: str, result_path: str) -> int:
     import torch
 
     peak_cuda = torch.cuda.max_memory_allocated() / 2**20 if model.device.type == "cuda" else 0.0
-    payload = {"step_end_times": step_end_times, "phases": phases, "final_loss": result.final_loss, "device": str(model.device),
+    payload = {"step_end_times": step_end_times, "step_end_cpu": step_end_cpu, "phases": phases, "final_loss": result.final_loss, "device": str(model.device),
                "peak_cuda_mib": peak_cuda, "threads": torch.get_num_threads()}
     Path(result_path).write_text(json.dumps(payload), encoding="utf-8")
     return 0
