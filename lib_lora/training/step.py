@@ -50,6 +50,11 @@ class TextEncoderCache:
             for j, i in enumerate(missing):
                 self._store[(captions[i], sizes[i])] = cond.index(slice(j, j + 1))
         parts = [self._store[key] for key in zip(captions, sizes)]
+        if len({p.context.shape[1] for p in parts}) > 1:
+            # captions of different chunk counts (the WebUI sizes a batch by its longest caption):
+            # encoded together they get the same count, which cached single rows cannot give
+            with torch.no_grad():
+                return model.encode_text(captions, clip_skip, max_len, sizes)
         return _stack_conditioning(parts)
 
 
