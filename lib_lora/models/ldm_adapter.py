@@ -72,9 +72,24 @@ class LdmModel:
         if train_text_encoder:
             prefixes = ["lora_te1", "lora_te2"] if self.family == "sdxl" else ["lora_te"]
             for prefix, enc in zip(prefixes, self._encoders):
-                root = enc.raw.model if enc.kind == "open_clip" else enc.raw.transformer
+                root = self._open_clip_root(enc.raw) if enc.kind == "open_clip" else enc.raw.transformer
                 targets.append(NetworkTarget(prefix, root, enc.kind, "text_encoder"))
         return targets
+
+    def _open_clip_root(self, raw: nn.Module) -> nn.Module:
+        """SD2's encoder stops `layer_idx` blocks before the end (penultimate layer), and sd-scripts
+        loads it as a 23-layer CLIP without the last block, as does diffusers' SD2 text encoder:
+        its files never hold keys for that block. Train the same layers so the keys match. The
+        returned view holds the used blocks under their own indices; it copies nothing and is
+        not part of the model. SDXL's bigG runs every block (its pooled output needs the last)."""
+        unused = int(getattr(raw, "layer_idx", 0) or 0) if self.family == "sd2" else 0
+        if not unused:
+            return raw.model
+        blocks = raw.model.transformer.resblocks
+        view = nn.Module()
+        view.transformer = nn.Module()
+        view.transformer.resblocks = nn.ModuleList(list(blocks)[:len(blocks) - unused])
+        return view
 
     def alphas_cumprod(self) -> torch.Tensor:
         # the WebUI keeps the checkpoint's schedule here when a noise-schedule option replaced it

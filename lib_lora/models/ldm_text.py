@@ -1,9 +1,8 @@
 """Captions -> text-encoder hidden states the way the WebUI conditions generation, minus emphasis.
 
-The WebUI splits a prompt into 75-token chunks (moving the words after the last
-comma to the next chunk when the cut falls within 20 tokens of it), frames each
-chunk as [BOS] + 75 tokens padded with EOS + [EOS] = 77 tokens, encodes the chunks
-separately and concatenates them along the sequence. We follow that exactly so a
+The WebUI splits a prompt into 77-token chunks (text_chunks.py, the one chunker
+both backends share), encodes the chunks separately and concatenates them along
+the sequence. We follow that exactly so a
 LoRA sees at training time what it will see at generation time, with one
 deliberate difference: captions are never parsed for attention emphasis or BREAK,
 because booru tags such as `shimakaze (azur lane)` contain brackets that are part
@@ -18,9 +17,8 @@ import torch
 from torch import nn
 
 from lib_lora.errors import ModelError
-
-CHUNK_LENGTH = 75            # tokens per chunk between BOS and EOS
-COMMA_BACKTRACK = 20         # WebUI's default opts.comma_padding_backtrack
+from lib_lora.models import text_chunks
+from lib_lora.models.text_chunks import split_into_chunks  # noqa: F401 (re-exported for callers)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -74,46 +72,10 @@ def _open_clip_tokenizer():
             vocab["<start_of_text>"], vocab["<end_of_text>"])
 
 
-def split_into_chunks(ids: list[int], comma_id: int | None, backtrack: int = COMMA_BACKTRACK) -> list[list[int]]:
-    """Split token ids into chunks of at most 75, moving the words after the last comma to the
-    next chunk when the cut falls within `backtrack` tokens of that comma (WebUI semantics)."""
-    chunks: list[list[int]] = []
-    current: list[int] = []
-    last_comma = -1
-    for token in ids:
-        if token == comma_id:
-            last_comma = len(current)
-        elif (backtrack and len(current) == CHUNK_LENGTH and last_comma != -1
-              and len(current) - last_comma <= backtrack):
-            cut = last_comma + 1
-            chunks.append(current[:cut])
-            current, last_comma = current[cut:], -1
-        if len(current) == CHUNK_LENGTH:
-            chunks.append(current)
-            current, last_comma = [], -1
-        current.append(token)
-    if current or not chunks:
-        chunks.append(current)
-    return chunks
-
-
-def frame_chunk(chunk: list[int], enc: TextEncoder) -> list[int]:
-    """[BOS] + tokens + EOS padding + [EOS]; OpenCLIP then replaces everything after the first EOS by 0."""
-    tokens = [enc.id_start] + chunk + [enc.id_end] * (CHUNK_LENGTH - len(chunk)) + [enc.id_end]
-    if enc.id_pad != enc.id_end:
-        first_end = tokens.index(enc.id_end)
-        tokens = tokens[:first_end + 1] + [enc.id_pad] * (len(tokens) - first_end - 1)
-    return tokens
-
-
 def token_batch(captions: list[str], enc: TextEncoder, max_token_length: int) -> torch.Tensor:
-    """(B, k, 77) token ids; k = the most chunks any caption needs, capped by max_token_length;
-    shorter captions are padded with empty chunks as the WebUI does."""
-    max_chunks = max(1, max_token_length // CHUNK_LENGTH)
-    per_caption = [split_into_chunks(ids, enc.comma_id)[:max_chunks] for ids in enc.tokenize(captions)]
-    count = max(len(chunks) for chunks in per_caption)
-    framed = [[frame_chunk(c, enc) for c in chunks + [[]] * (count - len(chunks))] for chunks in per_caption]
-    return torch.tensor(framed, dtype=torch.long)
+    """(B, k, 77) token ids chunked as the WebUI does (text_chunks, shared with the diffusers path)."""
+    return text_chunks.chunk_id_lists(enc.tokenize(captions), max_token_length, bos=enc.id_start,
+                                      eos=enc.id_end, pad=enc.id_pad, comma_id=enc.comma_id)
 
 
 def run_encoder(enc: TextEncoder, tokens: torch.Tensor, clip_skip: int,

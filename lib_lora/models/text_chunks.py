@@ -1,51 +1,81 @@
 """Captions -> token chunks the way the WebUI feeds its text encoders, minus emphasis parsing.
 
-The WebUI splits a prompt into 75-token pieces and encodes each as its own
-77-token chunk ([BOS] + 75 tokens padded + [EOS]), then concatenates the hidden
-states (sd_hijack_clip.py). We do the same so a LoRA sees at training time what
-the WebUI gives it at generation time. Unlike the WebUI we never parse `(a:1.2)`
-emphasis: booru tags such as `shimakaze (azur lane)` are text, not syntax.
-Every caption of a batch gets `max_token_length / 75` chunks so they stack.
+One implementation for both backends (diffusers_adapter and ldm_text), following
+the WebUI's sd_hijack_clip: token ids are cut into pieces of at most 75; when a
+cut falls within 20 tokens after a comma, the words after that comma move to the
+next piece (the WebUI's comma_padding_backtrack), so a tag is not split across
+chunks. Each piece is framed as [BOS] + tokens + EOS padding + [EOS] = 77 ids;
+encoders whose pad id differs (OpenCLIP pads with 0) get it after the first EOS.
+A batch gets as many chunks as its longest caption needs, capped by
+max_token_length / 75; shorter captions get empty chunks, as in the WebUI.
+Unlike the WebUI we never parse `(a:1.2)` emphasis or BREAK: booru tags such as
+`shimakaze (azur lane)` are text, not syntax.
 """
 from __future__ import annotations
 
 import torch
 
-CHUNK = 75
-_CACHE_LIMIT = 100_000  # captions remembered per tokenizer (shuffled captions repeat across epochs)
+CHUNK = 75                   # tokens per chunk between BOS and EOS
+COMMA_BACKTRACK = 20         # the WebUI's default opts.comma_padding_backtrack
 
 
-def _token_ids(tokenizer, caption: str) -> list[int]:
-    """Token ids of one caption without specials, memoised per tokenizer: BPE in Python costs
-    about a millisecond per caption, which is noticeable next to a small model's step."""
-    cache = tokenizer.__dict__.setdefault("_lib_lora_token_ids", {})
-    ids = cache.get(caption)
-    if ids is None:
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        ids = cache[caption] = tokenizer(caption, add_special_tokens=False, truncation=False,
-                                         verbose=False)["input_ids"]
-    return ids
+def split_into_chunks(ids: list[int], comma_id: int | None, backtrack: int = COMMA_BACKTRACK) -> list[list[int]]:
+    """Split token ids into chunks of at most 75, moving the words after the last comma to the
+    next chunk when the cut falls within `backtrack` tokens of that comma (WebUI semantics)."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    last_comma = -1
+    for token in ids:
+        if comma_id is not None and token == comma_id:
+            last_comma = len(current)
+        elif (backtrack and len(current) == CHUNK and last_comma != -1
+              and len(current) - last_comma <= backtrack):
+            cut = last_comma + 1
+            chunks.append(current[:cut])
+            current, last_comma = current[cut:], -1
+        if len(current) == CHUNK:
+            chunks.append(current)
+            current, last_comma = [], -1
+        current.append(token)
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+def frame_chunk(chunk: list[int], bos: int, eos: int, pad: int | None = None) -> list[int]:
+    """[BOS] + tokens + EOS padding + [EOS]; with a pad id other than EOS (OpenCLIP: 0) every
+    id after the first EOS becomes that pad id, as the WebUI does."""
+    tokens = [bos] + chunk + [eos] * (CHUNK - len(chunk)) + [eos]
+    if pad is not None and pad != eos:
+        first_end = tokens.index(eos)
+        tokens = tokens[:first_end + 1] + [pad] * (len(tokens) - first_end - 1)
+    return tokens
+
+
+def chunk_id_lists(id_lists: list[list[int]], max_token_length: int, *, bos: int, eos: int,
+                   pad: int | None = None, comma_id: int | None = None) -> torch.Tensor:
+    """Token ids per caption (no special tokens) -> (B, k, 77); k = the most chunks any caption
+    needs, at most max_token_length / 75. Captions beyond the cap are cut."""
+    max_chunks = max(1, max_token_length // CHUNK)
+    per_caption = [split_into_chunks(ids, comma_id)[:max_chunks] for ids in id_lists]
+    count = max(len(chunks) for chunks in per_caption)
+    framed = [[frame_chunk(c, bos, eos, pad) for c in chunks + [[]] * (count - len(chunks))]
+              for chunks in per_caption]
+    return torch.tensor(framed, dtype=torch.long)
+
+
+def comma_id_of(tokenizer) -> int | None:
+    """The CLIP BPE id of a comma ending a word, or None for a tokenizer without one."""
+    token_id = tokenizer.convert_tokens_to_ids(",</w>")   # get_vocab() would copy the whole vocabulary
+    return None if token_id is None or token_id == tokenizer.unk_token_id else token_id
 
 
 def chunk_token_ids(tokenizer, captions: list[str], max_token_length: int,
                     pad_id: int | None = None) -> torch.Tensor:
-    """Returns (B, n_chunks, 77) token ids; captions longer than max_token_length are cut."""
-    n_chunks = max(1, max_token_length // CHUNK)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    pad = eos if pad_id is None else pad_id
-    rows = []
-    for caption in captions:
-        ids = _token_ids(tokenizer, caption)[: n_chunks * CHUNK]
-        chunks = []
-        for c in range(n_chunks):
-            piece = ids[c * CHUNK:(c + 1) * CHUNK]
-            # After the caption's EOS the WebUI pads with EOS (SD1) or id_pad (OpenCLIP).
-            body = piece + [eos] if len(piece) < CHUNK else piece
-            body = body + [pad] * (CHUNK - len(body))
-            chunks.append([bos] + body[:CHUNK] + [eos])
-        rows.append(chunks)
-    return torch.tensor(rows, dtype=torch.long)
+    """Returns (B, n_chunks, 77) token ids for a transformers CLIP tokenizer; see chunk_id_lists."""
+    ids = tokenizer(list(captions), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return chunk_id_lists(ids, max_token_length, bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id,
+                          pad=pad_id, comma_id=comma_id_of(tokenizer))
 
 
 def encode_hf_clip(text_encoder, ids: torch.Tensor, clip_skip: int, *, final_norm: bool = True,

@@ -2,7 +2,8 @@
 
 A run waits for the WebUI's queue lock (so a generation in progress finishes
 first, and generations started meanwhile wait), borrows the loaded model through
-model_bridge.training_session, trains with lib_lora.training.train, and writes
+model_bridge.training_session, refuses a run whose VRAM need exceeds what is free
+(vram.py, naming settings that fit), trains with lib_lora.training.train, and writes
 each epoch into the WebUI's Lora folder (cmd_opts.lora_dir), where the Lora tab
 finds it at once. Runs go on a background thread so the UI and the HTTP API stay
 responsive; `run_sync` runs in the caller's thread (tests, Gradio handlers).
@@ -15,7 +16,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from lib_lora.errors import LoraError
 
@@ -56,6 +57,7 @@ class RunManager:
         self.runs: dict[str, RunRecord] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+        self._extras: dict[str, tuple[list, Any, str]] = {}    # run id -> (hooks, sampler, task id)
 
     def new_record(self, cfg: Any) -> RunRecord:
         with self._lock:
@@ -64,8 +66,16 @@ class RunManager:
             self.runs[run_id] = record
         return record
 
-    def start(self, cfg: Any, background: bool = True) -> RunRecord:
+    def start(self, cfg: Any, background: bool = True, *, extra_hooks: Sequence[Any] = (),
+              sampler: Callable[[Any], Any] | None = None, task_id: str = "") -> RunRecord:
+        """Queue a run. extra_hooks: more TrainHooks (the tab's loss history); sampler: a function
+        of the borrowed model returning the per-epoch sample renderer (the model exists only inside
+        the run); task_id: the WebUI progress-API task, so its progress bar follows the run."""
         record = self.new_record(cfg)
+        self._extras[record.run_id] = (list(extra_hooks), sampler, task_id)
+        if task_id:
+            from modules import progress
+            progress.add_task_to_queue(task_id)
         if background:
             threading.Thread(target=self.run_sync, args=(cfg, record), name=f"train-lora-{record.run_id}",
                              daemon=True).start()
@@ -94,6 +104,11 @@ class RunManager:
         with call_queue.queue_lock:
             if record.cancel_requested:
                 record.state = "cancelled"
+                _hooks, _sampler, task_id = self._extras.pop(record.run_id, ([], None, ""))
+                if task_id:   # the WebUI's queue must not keep waiting for a run that never starts
+                    from modules import progress
+                    progress.start_task(task_id)
+                    progress.finish_task(task_id)
                 return record
             shared.state.begin(job=f"train_lora:{record.run_id}")
             record.state = "running"
@@ -109,13 +124,29 @@ class RunManager:
         return record
 
     def _train(self, cfg: Any, record: RunRecord, shared: Any) -> None:
+        from modules import progress
+
         from lib_lora.training import train
+        from lib_lora.training.trainer import plan_run
+        from lib_lora.webui import vram
         from lib_lora.webui.model_bridge import training_session
         from lib_lora.webui.progress import WebUIProgress
+        hooks, make_sampler, task_id = self._extras.pop(record.run_id, ([], None, ""))
         cfg.output.output_dir = shared.cmd_opts.lora_dir
         os.makedirs(cfg.output.output_dir, exist_ok=True)
-        with training_session(shared.sd_model, shared.opts, cfg) as model:
-            result = train(cfg, model, [WebUIProgress(shared.state, record)])
+        if task_id:
+            progress.start_task(task_id)
+        try:
+            with training_session(shared.sd_model, shared.opts, cfg) as model:
+                if getattr(shared.opts, "train_lora_check_vram", True):
+                    need = vram.check_run(cfg, model, plan_run(cfg, model))
+                    if need is not None:
+                        record.log(f"Estimated extra VRAM for this run: {need:.0f} MiB")
+                sampler = make_sampler(model) if make_sampler is not None else None
+                result = train(cfg, model, [WebUIProgress(shared.state, record), *hooks], sampler=sampler)
+        finally:
+            if task_id:
+                progress.finish_task(task_id)
         record.files = [str(f) for f in result.files]
         record.stopped_reason = result.stopped_reason
         record.loss = result.final_loss

@@ -141,13 +141,26 @@ def clear_builtin_lora(sd_model: nn.Module) -> int:
             if restore_fn is not None:
                 restore_fn(module)
             else:   # the module is gone (extension disabled) but its backups are still here
-                if isinstance(weights, torch.Tensor):
-                    module.weight.copy_(weights)
-                if isinstance(bias, torch.Tensor):
-                    module.bias.copy_(bias)
+                _restore_by_hand(module, weights, bias)
             module.network_current_names = ()
             restored += 1
     return restored
+
+
+def _restore_by_hand(module: nn.Module, weights: Any, bias: Any) -> None:
+    """What the built-in Lora's network_restore_weights_from_backup does: a MultiheadAttention
+    keeps (in_proj_weight, out_proj.weight) and out_proj's bias; other layers weight and bias."""
+    if isinstance(module, nn.MultiheadAttention):
+        if isinstance(weights, (tuple, list)):
+            module.in_proj_weight.copy_(weights[0])
+            module.out_proj.weight.copy_(weights[1])
+        if isinstance(bias, torch.Tensor):
+            module.out_proj.bias.copy_(bias)
+        return
+    if isinstance(weights, torch.Tensor):
+        module.weight.copy_(weights)
+    if isinstance(bias, torch.Tensor):
+        module.bias.copy_(bias)
 
 
 def _disable_block_checkpointing(snap: _Snapshot) -> None:

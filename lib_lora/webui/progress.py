@@ -9,6 +9,7 @@ The same hook also fills the run's record that the HTTP API reports.
 from __future__ import annotations
 
 import html
+import math
 from typing import Any
 
 from lib_lora.training.hooks import EpochResult, Progress, TrainHooks
@@ -34,7 +35,8 @@ class WebUIProgress(TrainHooks):
     def on_progress(self, p: Progress) -> None:
         self.state.job_count = p.total_steps
         self.state.job_no = p.step
-        eta = f"{int(p.eta_s // 60)}m {int(p.eta_s % 60)}s" if p.eta_s == p.eta_s else "?"
+        # the trainer reports inf (no rate yet) or nan before the first timed step
+        eta = f"{int(p.eta_s // 60)}m {int(p.eta_s % 60)}s" if math.isfinite(p.eta_s) else "?"
         self.state.textinfo = (f"<p>Train LoRA: step {p.step}/{p.total_steps}, epoch {p.epoch}/{p.total_epochs}"
                                f"<br/>Loss: {p.loss:.4f}, {p.it_per_s:.2f} it/s, ETA {eta}</p>")
         if self.record is not None:

@@ -4,50 +4,24 @@ jobs.RunManager queues a run behind txt2img, borrows the loaded model and
 reports through shared.state. The tab also wants the loss/LR history, sample
 images, pause and save-now, and the WebUI's progress protocol (a task id that
 /internal/progress knows, so requestProgress draws the progress bar). This
-adapter adds exactly that by extending the run's hooks; runs it starts are also
-listed by the HTTP API, which reads jobs.manager.
+adapter passes exactly that to jobs.RunManager.start (extra hooks, sampler, task
+id), so a tab run takes the same path as an API run, VRAM check included; runs
+it starts are also listed by the HTTP API, which reads jobs.manager.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from lib_lora.webui.jobs import RunManager, RunRecord, manager as api_manager
+from lib_lora.webui.jobs import RunManager, manager as api_manager
 from lib_lora.webui.runs import RunHistory, RunView
 
 
 class TabRunManager(RunManager):
+    """jobs.RunManager plus each run's history (loss/LR, samples, pause, save-now)."""
+
     def __init__(self):
         super().__init__()
         self.histories: dict[str, RunHistory] = {}
-        self.task_ids: dict[str, str] = {}
-
-    def _train(self, cfg: Any, record: RunRecord, shared: Any) -> None:
-        from modules import progress
-
-        from lib_lora.evaluation.samples import make_sampler
-        from lib_lora.training import train
-        from lib_lora.webui.model_bridge import training_session
-        from lib_lora.webui.progress import WebUIProgress
-        task_id = self.task_ids.get(record.run_id)
-        if task_id:
-            progress.start_task(task_id)
-        history = self.histories[record.run_id]
-        cfg.output.output_dir = shared.cmd_opts.lora_dir
-        os.makedirs(cfg.output.output_dir, exist_ok=True)
-        try:
-            with training_session(shared.sd_model, shared.opts, cfg) as model:
-                sampler = make_sampler(model, cfg.output.output_dir, cfg.output.output_name, cfg.model.clip_skip,
-                                       cfg.dataset.max_token_length, on_images=history.add_samples)
-                result = train(cfg, model, [WebUIProgress(shared.state, record), history], sampler=sampler)
-        finally:
-            if task_id:
-                progress.finish_task(task_id)
-        record.files = [str(f) for f in result.files]
-        record.stopped_reason, record.loss = result.stopped_reason, result.final_loss
-        record.state = "cancelled" if result.stopped_reason == "cancelled" else "finished"
-        if result.stopped_reason == "nan":
-            record.state, record.error = "failed", "The loss became NaN; the last good epoch was kept"
 
 
 class WebUIRunner:
@@ -61,16 +35,16 @@ class WebUIRunner:
         return {run_id: self._view(run_id) for run_id in self.manager.runs}
 
     def start(self, cfg: Any, task_id: str = "") -> RunView:
-        from modules import progress
-        record = self.manager.new_record(cfg)
-        self.manager.histories[record.run_id] = RunHistory(cfg.output.output_dir, cfg.output.output_name)
-        if task_id:
-            self.manager.task_ids[record.run_id] = task_id
-            progress.add_task_to_queue(task_id)
+        from lib_lora.evaluation.samples import make_sampler
+        history = RunHistory(cfg.output.output_dir, cfg.output.output_name)
+
+        def sampler(model):   # called inside the run, after output_dir became the Lora folder
+            return make_sampler(model, cfg.output.output_dir, cfg.output.output_name, cfg.model.clip_skip,
+                                cfg.dataset.max_token_length, on_images=history.add_samples)
+
+        record = self.manager.start(cfg, extra_hooks=[history], sampler=sampler, task_id=task_id)
+        self.manager.histories[record.run_id] = history
         api_manager.runs[record.run_id] = record
-        import threading
-        threading.Thread(target=self.manager.run_sync, args=(cfg, record), name=f"train-lora-{record.run_id}",
-                         daemon=True).start()
         return self._view(record.run_id)
 
     def _view(self, run_id: str) -> RunView:

@@ -105,3 +105,30 @@ def test_interrupt_stops_and_cancel_of_queued_run(fresh_state):
     record = manager.new_record(cfg)
     manager.cancel(record.run_id)
     assert manager.run_sync(cfg, record).state == "cancelled"
+
+
+def test_start_takes_the_tabs_hooks_sampler_and_task_id(fresh_state):
+    """What the tab's WebUIRunner passes: extra hooks, a sampler made from the borrowed model,
+    and the WebUI progress task that the run starts and finishes."""
+    from lib_lora import options
+    from lib_lora.config import TrainConfig
+    from lib_lora.training.hooks import TrainHooks
+    from lib_lora.webui.jobs import RunManager
+    from modules import progress
+    webui = fresh_state
+    load_family(webui, "sd1")
+    cfg = options.from_dict(TrainConfig, _config(_dataset(webui.root))["config"])
+    cfg.training.max_train_steps, cfg.training.epochs = 1, 1
+
+    class Seen(TrainHooks):
+        plans = []
+
+        def on_plan(self, plan):
+            self.plans.append(plan.total_steps)
+
+    models = []
+    record = RunManager().start(cfg, background=False, extra_hooks=[Seen()],
+                                sampler=lambda model: models.append(model) or None, task_id="task(train1)")
+    assert record.state == "finished", record.error
+    assert Seen.plans == [1] and type(models[0]).__name__ == "LdmModel"
+    assert "task(train1)" in progress.finished_tasks and "task(train1)" not in progress.pending_tasks

@@ -100,10 +100,10 @@ def test_checkpointing_gives_lora_params_gradients(models, family):
         cond = model.encode_text(["a cat"], 1, 75)
         out = model.predict(torch.randn(1, 4, 8, 8), torch.tensor([100]), cond)
         out.float().pow(2).mean().backward()
-        # SD2's encoder and SDXL's CLIP-L stop at the penultimate layer (as in the WebUI), so a
-        # LoRA on their last layer never gets a gradient; everything else must
-        unused = {"sd2": "te_text_model_encoder_layers_1_", "sdxl": "te1_text_model_encoder_layers_1_"}.get(
-            family, "never")
+        # SDXL's CLIP-L stops at the penultimate layer (as in the WebUI), so a LoRA on its last
+        # layer never gets a gradient; sd-scripts writes it all the same (12 CLIP-L layers), so do
+        # we. SD2's unused last block gets no LoRA at all (as in sd-scripts); everything else must
+        unused = {"sdxl": "te1_text_model_encoder_layers_1_"}.get(family, "never")
         grads = {n: p.grad for n, p in network.named_parameters() if unused not in n.replace(".", "_")}
         missing = [n for n, g in grads.items() if g is None]
         assert not missing and sum(g.abs().sum() for g in grads.values()) > 0
@@ -131,3 +131,58 @@ def test_sdxl_and_sd2_targets_use_webui_names(models):
     assert any(k.startswith("lora_te2_text_model_encoder_layers_0_self_attn_q_proj") for k in sdxl_keys)
     sd2_keys = create_network(models["sd2"].network_targets(True, True), NetworkConfig(dim=2)).module_names()
     assert "lora_te_text_model_encoder_layers_0_mlp_fc1" in sd2_keys
+    # SD2 stops at the penultimate block: like sd-scripts (a 23-layer CLIP), no keys for the last
+    assert not any(k.startswith("lora_te_text_model_encoder_layers_1_") for k in sd2_keys)
+    assert any(k.startswith("lora_te1_text_model_encoder_layers_1_") for k in sdxl_keys)
+
+
+def _diffusers_keys(unet, encoders) -> set[str]:
+    from lib_lora.models.protocol import NetworkTarget
+    targets = [NetworkTarget("lora_unet", unet, "diffusers", "unet")]
+    targets += [NetworkTarget(prefix, te, "hf_clip", "text_encoder") for prefix, te in encoders]
+    return set(create_network(targets, NetworkConfig(dim=2, alpha=1.0)).module_names())
+
+
+def _hf_clip(width: int, layers: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+    return CLIPTextModel(CLIPTextConfig(hidden_size=width, intermediate_size=37, num_attention_heads=4,
+                                        num_hidden_layers=layers, vocab_size=100))
+
+
+@pytest.mark.parametrize("family", ["sd2", "sdxl"])
+def test_sd2_and_sdxl_keys_match_the_diffusers_path(models, family):
+    """The same architecture in diffusers form (SD2's text encoder without its unused last block,
+    as diffusers and sd-scripts hold it) gives exactly the keys of the ldm/sgm path."""
+    from diffusers import UNet2DConditionModel
+    if family == "sd2":
+        unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=48,
+                                    attention_head_dim=8, use_linear_projection=True, norm_num_groups=32)
+        encoders = [("lora_te", _hf_clip(48, 1))]
+    else:
+        unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+                                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                                    cross_attention_dim=80, attention_head_dim=8, use_linear_projection=True,
+                                    addition_embed_type="text_time", addition_time_embed_dim=8,
+                                    projection_class_embeddings_input_dim=96, norm_num_groups=32)
+        encoders = [("lora_te1", _hf_clip(32, 2)), ("lora_te2", _hf_clip(48, 2))]
+    cfg = NetworkConfig(dim=2, alpha=1.0)
+    ldm_keys = set(create_network(models[family].network_targets(True, True), cfg).module_names())
+    assert ldm_keys == _diffusers_keys(unet, encoders)
+
+
+def test_both_backends_share_the_webui_chunker(models):
+    """text_chunks.chunk_token_ids (diffusers path) gives the ldm path's ids: comma backtrack,
+    and as many chunks as the longest caption of the batch needs, up to max_token_length."""
+    from lib_lora.models.text_chunks import chunk_token_ids
+    enc = models["sd1"]._encoders[0]
+    captions = [", ".join(["long tag"] * 40), "short"]
+    ours = chunk_token_ids(ldm_text.unwrap(models["sd1"].sd_model.cond_stage_model).tokenizer, captions, 225)
+    assert torch.equal(ours, ldm_text.token_batch(captions, enc, 225))
+    assert ours.shape[:2] == (2, 2)                     # 2 chunks needed, 3 allowed
+    first = ours[0, 0].tolist()
+    assert first[first.index(enc.id_end) - 1] == enc.comma_id     # the cut moved back to a comma
+    assert chunk_token_ids(ldm_text.unwrap(models["sd1"].sd_model.cond_stage_model).tokenizer,
+                           ["short"], 225).shape == (1, 1, 77)

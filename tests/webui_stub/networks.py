@@ -6,6 +6,11 @@ model's Linear/Conv weights in place, with the originals kept in `network_weight
 merges lazily inside patched forwards; this one merges when `apply_networks(sd_model)` is
 called (processing does that before sampling), which leaves the same state behind.
 Only plain LoRA (lora_up/lora_down/alpha) is read; unknown keys go to `unmatched_keys`.
+OpenCLIP attention (SD2, SDXL's bigG) is an nn.MultiheadAttention with one fused
+in_proj_weight: as in the real loader, `..._attn_q_proj/k_proj/v_proj` keys attach to the
+attention module and are merged into in_proj_weight (with `..._attn_out_proj` into
+out_proj.weight) only when all four are present; MultiheadAttention never calls its
+out_proj's forward, so out_proj is not merged as a Linear of its own.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ loaded_networks: list = []
 available_networks: dict = {}
 unmatched_keys: list[str] = []
 
+RE_X_PROJ = re.compile(r"(.*)_([qkv]_proj)$")
 RESNET_SUFFIXES = {"conv1": "in_layers_2", "conv2": "out_layers_3", "norm1": "in_layers_0",
                    "norm2": "out_layers_0", "time_emb_proj": "emb_layers_1", "conv_shortcut": "skip_connection"}
 
@@ -95,6 +101,9 @@ def _module_for(key, mapping, is_sd2, per_level):
                       key.replace("lora_te1_text_model", "transformer_text_model", 1)):
         if candidate in mapping:
             return candidate
+        fused = RE_X_PROJ.match(candidate)     # q/k/v of a MultiheadAttention
+        if fused and isinstance(mapping.get(fused.group(1)), torch.nn.MultiheadAttention):
+            return candidate
     return None
 
 
@@ -135,26 +144,43 @@ def network_restore_weights_from_backup(self):
     bias_backup = getattr(self, "network_bias_backup", None)
     if weights_backup is None and bias_backup is None:
         return
+    if isinstance(self, torch.nn.MultiheadAttention):   # backup = (in_proj_weight, out_proj.weight)
+        self.in_proj_weight.copy_(weights_backup[0])
+        self.out_proj.weight.copy_(weights_backup[1])
+        return
     if weights_backup is not None:
         self.weight.copy_(weights_backup)
     if bias_backup is not None:
         self.bias.copy_(bias_backup)
 
 
-def _updown(module, parts, multiplier):
+def _updown(shape, parts, multiplier):
     up, down = parts["lora_up.weight"].float(), parts["lora_down.weight"].float()
     scale = float(parts["alpha"]) / down.shape[0] if "alpha" in parts else 1.0
     if up.dim() == 4 and down.shape[2:] != (1, 1):
         delta = torch.nn.functional.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
     else:
-        delta = (up.flatten(1) @ down.flatten(1)).reshape(module.weight.shape)
+        delta = (up.flatten(1) @ down.flatten(1)).reshape(shape)
     return delta * scale * multiplier
+
+
+def _merge_attention(self, name, net, mult):
+    """q/k/v stacked into in_proj_weight, out into out_proj.weight; all four or nothing."""
+    parts = [net.modules.get(f"{name}_{p}_proj") for p in ("q", "k", "v", "out")]
+    if not all(part and "lora_up.weight" in part for part in parts):
+        return
+    e = self.embed_dim
+    qkv = torch.vstack([_updown((e, e), part, mult) for part in parts[:3]])
+    self.in_proj_weight += qkv.to(self.in_proj_weight.device, self.in_proj_weight.dtype)
+    out = self.out_proj.weight
+    out += _updown(out.shape, parts[3], mult).to(out.device, out.dtype)
 
 
 def network_apply_weights(self):
     """Merge the wanted networks into this layer's weight, restoring from backup first."""
     name = getattr(self, "network_layer_name", None)
-    if name is None or not isinstance(self, (torch.nn.Linear, torch.nn.Conv2d)):
+    is_attention = isinstance(self, torch.nn.MultiheadAttention)
+    if name is None or not (is_attention or isinstance(self, (torch.nn.Linear, torch.nn.Conv2d))):
         return
     current = getattr(self, "network_current_names", ())
     wanted = tuple((n.name, n.te_multiplier, n.unet_multiplier, n.dyn_dim) for n in loaded_networks)
@@ -162,13 +188,18 @@ def network_apply_weights(self):
         return
     with torch.no_grad():
         if getattr(self, "network_weights_backup", None) is None and wanted:
-            self.network_weights_backup = self.weight.to(devices.cpu, copy=True)
+            self.network_weights_backup = ((self.in_proj_weight.to(devices.cpu, copy=True),
+                                            self.out_proj.weight.to(devices.cpu, copy=True)) if is_attention
+                                           else self.weight.to(devices.cpu, copy=True))
         network_restore_weights_from_backup(self)
         for net in loaded_networks:
+            mult = net.te_multiplier if "transformer" in name[:20] else net.unet_multiplier
+            if is_attention:
+                _merge_attention(self, name, net, mult)
+                continue
             parts = net.modules.get(name)
             if parts and "lora_up.weight" in parts:
-                mult = net.te_multiplier if "transformer" in name[:20] else net.unet_multiplier
-                self.weight += _updown(self, parts, mult).to(self.weight.device, self.weight.dtype)
+                self.weight += _updown(self.weight.shape, parts, mult).to(self.weight.device, self.weight.dtype)
     self.network_current_names = wanted
 
 
@@ -176,5 +207,8 @@ def apply_networks(sd_model):
     """Stand-in only: what the real patched forwards do on the next generation."""
     if not hasattr(sd_model, "network_layer_mapping"):
         assign_network_names_to_compvis_modules(sd_model)
-    for module in sd_model.network_layer_mapping.values():
-        network_apply_weights(module)
+    mapping = sd_model.network_layer_mapping.values()
+    attention_outputs = {id(m.out_proj) for m in mapping if isinstance(m, torch.nn.MultiheadAttention)}
+    for module in mapping:
+        if id(module) not in attention_outputs:    # merged by its MultiheadAttention instead
+            network_apply_weights(module)

@@ -3,7 +3,8 @@
 Keeps the real flow where Train LoRA depends on it: reload_model_weights() first, `<lora:..>`
 parsed out of the prompt and activated through extra_networks (which, with no LoRA in the
 prompt, restores merged weights), conditioning through sd_model.get_learned_conditioning,
-seeded noise, images decoded by the VAE, shared.state updated per step."""
+seeded noise, images decoded by the VAE, shared.state updated per step. Unlike the real one,
+Processed also carries the sampled latents (tests measure learning in latent space)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -153,7 +154,7 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
         shared.state.job_count = p.n_iter
     factor = _latent_factor(sd_model)
     seed = p.seed if p.seed >= 0 else int(torch.randint(0, 2 ** 31, ()).item())
-    images_out = []
+    images_out, latents_out = [], []
     for n in range(p.n_iter):
         prompts = [prompt] * p.batch_size
         cond = _conditioning(sd_model, prompts, p.width, p.height)
@@ -161,6 +162,7 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
         generator = torch.Generator().manual_seed(seed + n)
         shape = (p.batch_size, 4, p.height // factor, p.width // factor)
         latents = _ddim_sample(p, sd_model, cond, uncond, shape, generator)
+        latents_out.append(latents)
         with torch.no_grad():
             decoded = sd_model.decode_first_stage(latents.to(devices.device)).float().cpu()
         for image in ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy():
@@ -169,4 +171,6 @@ def process_images(p: StableDiffusionProcessing) -> Processed:
     if not p.disable_extra_networks:
         extra_networks.deactivate(p, extra_data)
     info = f"{p.prompt}\nSteps: {p.steps}, Sampler: DDIM, CFG scale: {p.cfg_scale}, Seed: {seed}"
-    return Processed(p, images_out, seed, info, all_seeds=[seed + n for n in range(p.n_iter)])
+    processed = Processed(p, images_out, seed, info, all_seeds=[seed + n for n in range(p.n_iter)])
+    processed.latents = torch.cat(latents_out)   # stand-in only: lets tests measure in latent space
+    return processed
