@@ -127,7 +127,7 @@ class TrainingConfig:
 @dataclass
 class OutputConfig:
     output_dir: str = opt("output", "Folder for the LoRA files, state and logs (inside the WebUI: its Lora folder)")
-    output_name: str = opt("my_lora", "File name stem: <name>-000001.safetensors per epoch, <name>.safetensors last")
+    output_name: str = opt("my_lora", "File name stem: one <name>-000001.safetensors per saved epoch")
     save_every_n_epochs: int = opt(1, "Save a LoRA file every N epochs", min=1, max=10000)
     save_last_n_epochs: int = opt(0, "Keep only the last N epoch files (0: keep all)", min=0, max=10000)
     save_precision: str = opt("fp16", "Precision of saved LoRA files", choices=SAVE_PRECISIONS)
