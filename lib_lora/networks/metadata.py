@@ -15,7 +15,7 @@ from typing import Any
 from ..config import NetworkConfig
 
 MODELSPEC_VERSION = "1.0.1"
-_ARCHITECTURES = {("sd1", "eps"): "stable-diffusion-v1", ("sd1", "v"): "stable-diffusion-v1",
+ARCHITECTURES = {("sd1", "eps"): "stable-diffusion-v1", ("sd1", "v"): "stable-diffusion-v1",
                   ("sd2", "eps"): "stable-diffusion-v2-512", ("sd2", "v"): "stable-diffusion-v2-768-v",
                   ("sdxl", "eps"): "stable-diffusion-xl-v1-base", ("sdxl", "v"): "stable-diffusion-xl-v1-base"}
 
@@ -84,7 +84,7 @@ def build_metadata(cfg: NetworkConfig, family: str, parameterization: str = "eps
         "ss_v2": str(family == "sd2"),
         "ss_resolution": meta.get("ss_resolution", str((width, height))),
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
-        "modelspec.architecture": f"{_ARCHITECTURES[(family, parameterization)]}/lora",
+        "modelspec.architecture": f"{ARCHITECTURES[(family, parameterization)]}/lora",
         "modelspec.implementation": ("https://github.com/Stability-AI/generative-models"
                                      if family == "sdxl" else "diffusers"),
         "modelspec.title": title,

@@ -17,10 +17,9 @@ import torch
 
 from .. import fileio
 from ..errors import NetworkFileError
+from ..networks.metadata import ARCHITECTURES, base_model_version
 from .checkpoint_io import PRECISIONS
 
-BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-ARCHITECTURE = {"sd1": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512", "sdxl": "stable-diffusion-xl-v1-base"}
 RESOLUTION = {"sd1": "512x512", "sd2": "512x512", "sdxl": "1024x1024"}
 
 
@@ -68,10 +67,9 @@ def lora_metadata(family: str, output: str | Path, dim: str, alpha: str, *, conv
                   v_parameterization: bool = False, comment: str = "", base_name: str = "") -> dict[str, str]:
     """sd-scripts-style metadata for a LoRA the ops wrote (extracted, merged or resized)."""
     stem = Path(output).stem
-    version = BASE_MODEL_VERSION[family] + ("_v" if v_parameterization and family != "sdxl" else "")
-    architecture = ARCHITECTURE[family]
-    if family == "sd2" and v_parameterization:
-        architecture = "stable-diffusion-v2-768-v"
+    parameterization = "v" if v_parameterization else "eps"
+    version = base_model_version(family, parameterization)
+    architecture = ARCHITECTURES[(family, parameterization)]
     meta = {
         "ss_output_name": stem,
         "ss_network_module": "networks.lora",

@@ -22,9 +22,6 @@ from ..dataset.tags import split_tags
 from ..fileio import write_text, write_with
 from .plan import TrainPlan
 
-BASE_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-
-
 def epoch_file(out_dir: Path, name: str, epoch: int) -> Path:
     return out_dir / f"{name}-{epoch:06d}.safetensors"
 
@@ -46,10 +43,9 @@ def tag_frequency(plan: TrainPlan) -> dict[str, dict[str, int]]:
 
 def training_metadata(cfg: TrainConfig, plan: TrainPlan, model, epoch: int, step: int,
                       started_at: float) -> dict[str, str]:
-    """The ss_* fields sd-scripts writes about the run (all strings)."""
+    """The ss_* fields sd-scripts writes about the run (all strings); the model-family and network
+    fields are added by networks.build_metadata."""
     t, d, n = cfg.training, cfg.dataset, cfg.network
-    family = model.family
-    base = BASE_VERSION[family] + ("_v" if model.parameterization == "v" and family != "sdxl" else "")
     dirs = {f"{s.repeats}_{s.concept}": {"n_repeats": s.repeats, "img_count": 0} for s in plan.train}
     for s in plan.train:
         dirs[f"{s.repeats}_{s.concept}"]["img_count"] += 1
@@ -66,7 +62,6 @@ def training_metadata(cfg: TrainConfig, plan: TrainPlan, model, epoch: int, step
         "ss_gradient_accumulation_steps": str(t.gradient_accumulation_steps),
         "ss_max_train_steps": str(plan.total_steps), "ss_lr_warmup_steps": str(t.lr_warmup),
         "ss_lr_scheduler": t.lr_scheduler, "ss_mixed_precision": t.mixed_precision,
-        "ss_v2": str(family == "sd2"), "ss_base_model_version": base,
         "ss_resolution": f"({d.resolution}, {d.resolution})", "ss_clip_skip": str(cfg.model.clip_skip),
         "ss_max_token_length": str(d.max_token_length), "ss_color_aug": str(d.color_aug),
         "ss_flip_aug": str(d.flip_aug), "ss_random_crop": "False", "ss_shuffle_caption": str(d.shuffle_caption),
