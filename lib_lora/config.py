@@ -192,6 +192,9 @@ class TaggingConfig:
     batch_size: int = opt(8, "Images per tagger batch", min=1, max=256)
     models_dir: str = opt("", "Where downloaded tagger models are kept (inside the WebUI: models/wd14_tagger)")
     decode_workers: int = opt(2, "Threads decoding images while the tagger runs", min=1, max=32)
+    captioner: str = opt("wd14", "Who writes the captions: wd14 (ONNX tagger, anywhere); deepdanbooru or blip "
+                         "(the WebUI's own interrogators, only inside the WebUI)",
+                         choices=("wd14", "deepdanbooru", "blip"))
 
 
 @dataclass
@@ -206,6 +209,8 @@ class PrepConfig:
     max_aspect: float = opt(2.0, "Flag images whose long side exceeds this ratio of the short side",
                             min=1.0, max=10.0)
     caption_extension: str = opt(".txt", "Extension of caption files (copied, and rewritten when alpha is flattened)")
+    upscaler: str = opt("lanczos", "Upscaler for small images: lanczos anywhere, or inside the WebUI one of its "
+                        "upscalers by name (e.g. R-ESRGAN 4x+)")
 
 
 def default_train_config() -> TrainConfig:
