@@ -58,6 +58,9 @@ def add_prep_args(parser: argparse.ArgumentParser) -> None:
                              "split (oversized images into overlapping squares)")
     parser.add_argument("--resolution", type=int, default=512, help="Target size in pixels")
     parser.add_argument("--no-upscale", action="store_true", help="Do not upscale small images (else at most 2x)")
+    parser.add_argument("--upscaler", default=PrepConfig().upscaler,
+                        help="Upscaler for small images; only lanczos here (the WebUI's own upscalers, such as "
+                             "ESRGAN, run when you preprocess from the Train LoRA tab inside the WebUI)")
     parser.add_argument("--no-flatten", action="store_true", help="Keep transparency")
     parser.add_argument("--no-dedupe", action="store_true", help="Keep exact and near duplicates")
     parser.add_argument("--in-place", action="store_true", help="Overwrite the originals (not advised)")
@@ -68,7 +71,7 @@ def add_prep_args(parser: argparse.ArgumentParser) -> None:
 def run_prep(args: argparse.Namespace) -> int:
     cfg = PrepConfig(crop=args.crop, resolution=args.resolution, upscale_small=not args.no_upscale,
                      flatten_alpha=not args.no_flatten, dedupe=not args.no_dedupe, in_place=args.in_place,
-                     max_aspect=args.max_aspect, caption_extension=args.caption_extension)
+                     max_aspect=args.max_aspect, caption_extension=args.caption_extension, upscaler=args.upscaler)
     try:
         from ..options import validate
         validate(cfg)
@@ -79,6 +82,10 @@ def run_prep(args: argparse.Namespace) -> int:
           f"{result.flattened} flattened, {result.upscaled} upscaled, {len(result.skipped)} skipped")
     for path, why in result.skipped:
         print(f"  skipped {path}: {why}")
+    if result.renamed:
+        print(f"{len(result.renamed)} outputs renamed so that no two images share a name (and a caption):")
+    for source, output in result.renamed:
+        print(f"  {source} -> {output.name}")
     return 0
 
 

@@ -6,7 +6,10 @@ centre square, focal square, split oversized), 4) downscale what is far larger
 than training needs and upscale what is smaller, at most 2x, 5) save beside a
 copy of its caption under DST with the same relative path. Images that need
 none of this are copied byte for byte. Duplicates (exact and near) keep only
-the largest of each group.
+the largest of each group. Output names are unique (output_names.py): `a.gif`
+beside `a.png` becomes `a_gif.png`, and the result lists every rename.
+Upscaling uses the `upscaler` hook when given (the WebUI's upscalers, chosen by
+`cfg.upscaler`); without one only Lanczos is available.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from ..fileio import write_bytes, write_text, write_with
 from .crop import Box, centre_square, focal_square, split_boxes
 from .dedupe import duplicates_to_skip
 from .images import ImageReadError, flatten_to_rgb, has_transparency, load_image, read_header
+from .output_names import OutputNames
 from .resize import Upscaler, fit_area, scale_to, upscale_factor
 from .scan import normalize_extension
 from .tag_rewrite import rewrite_transparent_background
@@ -40,6 +44,7 @@ class PrepResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     flattened: int = 0
     upscaled: int = 0
+    renamed: list[tuple[Path, Path]] = field(default_factory=list)   # (source, output) when names clashed
     cancelled: bool = False
 
 
@@ -85,13 +90,18 @@ def _target_size(size: tuple[int, int], cfg: PrepConfig) -> tuple[int, int]:
     return width, height
 
 
-def _output_path(src_root: Path, dst_root: Path, image: Path, fmt: str, index: int | None, in_place: bool) -> Path:
-    rel = image.relative_to(src_root)
-    if in_place:
-        return image
-    suffix = ".jpg" if fmt == "JPEG" else ".png"
+def check_upscaler(cfg: PrepConfig, upscaler: Upscaler | None) -> None:
+    """Without a hook (headless) only Lanczos exists; say so before any file is written."""
+    if upscaler is None and cfg.upscale_small and cfg.upscaler.strip().lower() not in ("", "lanczos"):
+        raise ConfigError("prep.upscaler", cfg.upscaler,
+                          "'lanczos' outside the WebUI (its upscalers, such as ESRGAN, run only inside it: "
+                          "preprocess from the Train LoRA tab there)")
+
+
+def _output_path(dst_root: Path, rel: Path, suffix: str, index: int | None, names: OutputNames | None) -> Path:
     stem = rel.stem if index is None else f"{rel.stem}_part{index + 1}"
-    return dst_root / rel.parent / (stem + suffix)
+    wanted = rel.parent / (stem + suffix)
+    return dst_root / (names.claim(rel, wanted) if names else wanted)
 
 
 def _save(img: Image.Image, target: Path, fmt: str) -> None:
@@ -128,7 +138,7 @@ def _prepare_pixels(image: Path, cfg: PrepConfig, result: PrepResult) -> tuple[I
 
 
 def _process_image(image: Path, src: Path, dst: Path, cfg: PrepConfig, upscaler: Upscaler | None,
-                   result: PrepResult) -> None:
+                   result: PrepResult, names: OutputNames | None) -> None:
     header = read_header(image)
     img, flattened = _prepare_pixels(image, cfg, result)
     boxes = _pieces(img, cfg)
@@ -142,16 +152,19 @@ def _process_image(image: Path, src: Path, dst: Path, cfg: PrepConfig, upscaler:
         pieces.append(scale_to(piece, size, upscaler))
     ext = normalize_extension(cfg.caption_extension)
     unchanged = full and not flattened and header.orientation == 1 and pieces[0].size == img.size
+    rel = image.relative_to(src)
     if unchanged:
-        target = _output_path(src, dst, image, header.format, None, cfg.in_place).with_suffix(image.suffix)
+        target = image if cfg.in_place else _output_path(dst, rel, image.suffix, None, names)
         if target != image:
             write_bytes(target, image.read_bytes())
             result.copied.append(target)
         _copy_caption(image, [target], ext, False)
         return
     outputs = []
+    suffix = ".jpg" if header.format == "JPEG" else ".png"
     for index, piece in enumerate(pieces):
-        target = _output_path(src, dst, image, header.format, None if len(pieces) == 1 else index, cfg.in_place)
+        part = None if len(pieces) == 1 else index
+        target = image if cfg.in_place else _output_path(dst, rel, suffix, part, names)
         _save(piece, target, header.format)
         outputs.append(target)
     result.written += outputs
@@ -178,20 +191,24 @@ def run_prep(src: str | os.PathLike, dst: str | os.PathLike | None, cfg: PrepCon
     from .files import find_images
     src = Path(src)
     dst_root = _check_paths(src, Path(dst) if dst else None, cfg)
+    check_upscaler(cfg, upscaler)
     result = PrepResult()
     images = find_images(src)
     if cfg.dedupe and not cfg.in_place:
         images = _dedupe(images, cfg, result, workers)
+    names = None if cfg.in_place else OutputNames([p.relative_to(src) for p in images])
     for done, image in enumerate(images, start=1):
         if should_stop and should_stop():
             result.cancelled = True
             break
         try:
-            _process_image(image, src, dst_root, cfg, upscaler, result)
+            _process_image(image, src, dst_root, cfg, upscaler, result, names)
         except ImageReadError as e:
             result.skipped.append((image, e.reason))
         except OSError as e:
             result.skipped.append((image, f"Cannot read or write: {e.strerror or e}"))
         if progress:
             progress(done, len(images), str(image))
+    if names:
+        result.renamed = [(src / source, dst_root / rel) for source, rel in names.renamed]
     return result

@@ -6,7 +6,7 @@ from PIL import Image
 from lib_lora.config import PrepConfig
 from lib_lora.dataset.crop import focal_point, split_boxes
 from lib_lora.dataset.prep import run_prep
-from lib_lora.errors import DatasetError
+from lib_lora.errors import ConfigError, DatasetError
 from tests.fixtures.data.datagen import make_bad_corpus, make_dataset, noise_image, save_image, tree_hash, write_caption
 
 
@@ -85,3 +85,52 @@ def test_destination_rules_and_in_place(tmp_path):
     run_prep(src, None, PrepConfig(in_place=True, resolution=64))
     assert Image.open(src / "1_a/img_000.png").mode == "RGB"
     assert (src / "1_a/img_000.txt").read_text(encoding="utf-8") == "white background, simple background"
+
+
+def test_clashing_names_get_unique_outputs_and_are_reported(tmp_path, capsys):
+    src = tmp_path / "s" / "2_a"
+    save_image(src / "a.png", Image.new("RGB", (64, 64), (255, 0, 0)))
+    save_image(src / "a.gif", Image.new("RGB", (64, 64), (0, 255, 0)).convert("P"))   # upscaled: becomes PNG
+    save_image(src / "A.webp", Image.new("RGB", (64, 64), (0, 0, 255)))               # same stem, case aside
+    save_image(src / "b.jpeg", noise_image(80, 64, seed=4))
+    save_image(src / "b.jpg", noise_image(64, 80, seed=5))
+    write_caption(src / "a.txt", "shared caption")
+    before = tree_hash(tmp_path / "s")
+    result = run_prep(tmp_path / "s", tmp_path / "d", PrepConfig(resolution=128, dedupe=False))
+    out = tmp_path / "d" / "2_a"
+    stems = [p.stem.casefold() for p in out.iterdir() if p.suffix != ".txt"]
+    assert len(stems) == 5 and len(set(stems)) == 5
+    centre = lambda name: Image.open(out / name).convert("RGB").getpixel((64, 64))  # noqa: E731
+    assert centre("a.png") == (255, 0, 0) and centre("a_gif.png") == (0, 255, 0)   # a.png keeps its name
+    assert centre("A_webp.png")[2] > 250
+    assert (out / "a_gif.txt").read_text(encoding="utf-8") == "shared caption"      # each output has its caption
+    assert {(s.name, o.name) for s, o in result.renamed} == {("a.gif", "a_gif.png"), ("A.webp", "A_webp.png"),
+                                                              ("b.jpeg", "b_jpeg.jpg")}
+    assert tree_hash(tmp_path / "s") == before
+
+    import argparse
+
+    from lib_lora.dataset.commands import add_prep_args, run_prep as cli_prep
+    parser = argparse.ArgumentParser()
+    add_prep_args(parser)
+    assert cli_prep(parser.parse_args([str(tmp_path / "s"), str(tmp_path / "d2"), "--no-dedupe"])) == 0
+    printed = capsys.readouterr().out
+    assert "3 outputs renamed" in printed and "a.gif -> a_gif.png" in printed
+
+
+def test_upscaler_other_than_lanczos_needs_the_webui(tmp_path, capsys):
+    src = make_dataset(tmp_path / "s", {"1_a": 1}, size=(40, 40))
+    with pytest.raises(ConfigError, match="lanczos"):
+        run_prep(src, tmp_path / "d", PrepConfig(resolution=64, upscaler="R-ESRGAN 4x+"))
+    assert not (tmp_path / "d").exists()
+    run_prep(src, tmp_path / "d", PrepConfig(resolution=64, upscaler="Lanczos"))
+    assert Image.open(tmp_path / "d/1_a/img_000.png").size == (64, 64)
+
+    import argparse
+
+    from lib_lora.dataset.commands import add_prep_args, run_prep as cli_prep
+    parser = argparse.ArgumentParser()
+    add_prep_args(parser)
+    assert cli_prep(parser.parse_args([str(src), str(tmp_path / "d3"), "--upscaler", "SwinIR 4x"])) == 2
+    err = capsys.readouterr().err
+    assert "prep.upscaler" in err and "'SwinIR 4x'" in err and "outside the WebUI" in err
