@@ -40,6 +40,8 @@ def add_tag_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--caption-extension", default=d.caption_extension)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--workers", type=int, default=d.decode_workers, help="Image decoding threads")
+    parser.add_argument("--captioner", choices=("wd14", "deepdanbooru", "blip"), default=d.captioner,
+                        help="wd14 here; deepdanbooru and blip are the WebUI's interrogators (Train LoRA tab)")
 
 
 def run_tag(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def run_tag(args: argparse.Namespace) -> int:
                         exclude_tags=split_tags(args.exclude), remove_junk_tags=not args.keep_junk,
                         replace_underscores=not args.keep_underscores, trigger_word=args.trigger,
                         write_mode=args.write_mode, caption_extension=args.caption_extension,
-                        batch_size=args.batch_size, decode_workers=args.workers)
+                        batch_size=args.batch_size, decode_workers=args.workers, captioner=args.captioner)
 
     def progress(done: int, total: int, _path: str) -> None:
         print(f"\rtagged {done}/{total}", end="", file=sys.stderr, flush=True)

@@ -62,14 +62,16 @@ def pretty_tag(name: str, replace_underscores: bool = True) -> str:
 
 def caption_tags(scores: dict[str, tuple[float, int]], flt: TagFilter) -> list[str]:
     """Ordered, filtered tags for one image (trigger first)."""
-    excluded = {tag_key(t) for t in flt.exclude_tags}
     ranked = sorted(scores.items(), key=lambda kv: (kv[1][1] != CHARACTER, -kv[1][0], kv[0]))
-    tags = []
-    for name, _score in ranked:
-        if tag_key(name) in excluded or (flt.remove_junk_tags and is_junk_tag(name)):
-            continue
-        tags.append(pretty_tag(name, flt.replace_underscores))
-    return put_trigger_first(tags, flt.trigger_word)
+    return filter_tags([name for name, _score in ranked], flt)
+
+
+def filter_tags(tags: list[str], flt: TagFilter) -> list[str]:
+    """Tags already in order (any captioner's) -> exclusions and junk dropped, underscores, trigger first."""
+    excluded = {tag_key(t) for t in flt.exclude_tags}
+    kept = [pretty_tag(name, flt.replace_underscores) for name in tags
+            if tag_key(name) not in excluded and not (flt.remove_junk_tags and is_junk_tag(name))]
+    return put_trigger_first(kept, flt.trigger_word)
 
 
 def put_trigger_first(tags: list[str], trigger: str) -> list[str]:

@@ -4,6 +4,9 @@ write captions by mode, report progress, stop when asked.
 Decoding (JPEG/PNG inflate, resize) releases the GIL, so a few threads keep the
 ONNX session fed; only the next batch is decoded ahead, so memory stays at two
 batches whatever the folder size. Unreadable images are listed, not fatal.
+Captions come from a Captioner (captioner.py): the WD1.4 models by default, or
+the WebUI's DeepDanbooru / BLIP passed in by lib_lora/webui; either way the
+same write modes, trigger word, filters, undo, progress and cancel apply.
 """
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ from PIL import Image
 from ..config import TaggingConfig
 from ..dataset.files import find_images
 from ..dataset.images import ImageReadError, load_image_rgb
-from ..errors import DatasetError
+from ..errors import DatasetError, TaggerError
 from .caption_writer import caption_path_for, write_tags
+from .captioner import NAMES, Captioner, Wd14Captioner
 from .model_files import resolve_model
-from .postprocess import TagFilter, caption_tags, scores_above_threshold, union_scores
+from .postprocess import TagFilter
 from .snapshot import save_snapshot
 from .wd14 import Wd14Model
 from .wd14_input import wd14_batch, wd14_input
@@ -59,28 +63,38 @@ def _decode(path: Path) -> Image.Image | str:
         return f"Cannot read the file: {e.strerror or e}"
 
 
-def _tag_batch(images: list[Image.Image], models: list[Wd14Model], flt: TagFilter) -> list[list[str]]:
-    per_model = []
-    for model in models:
-        batch = wd14_batch([wd14_input(img, model.input_size) for img in images])
-        probs = model.predict(batch)
-        per_model.append([scores_above_threshold(row, model.labels, flt) for row in probs])
-    return [caption_tags(union_scores([scores[i] for scores in per_model]), flt) for i in range(len(images))]
-
-
 def _batches(items: list[Path], size: int) -> list[list[Path]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def _default_captioner(cfg: TaggingConfig, models: list[Wd14Model] | None) -> Captioner:
+    if cfg.captioner != "wd14":
+        raise TaggerError(f"{NAMES.get(cfg.captioner, cfg.captioner)} is one of the WebUI's own interrogators",
+                          where=f"tagging.captioner = {cfg.captioner}",
+                          fix="Tag with wd14 here, or from the Train LoRA tab inside the WebUI")
+    return Wd14Captioner(models if models is not None else load_models(cfg))
+
+
 def run_tagging(target: str | os.PathLike | list[Path], cfg: TaggingConfig, progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None, models: list[Wd14Model] | None = None) -> TagRunResult:
-    """Tag every image of a folder (recursive) or of a list; a snapshot allows one undo."""
+                should_stop: StopFn | None = None, models: list[Wd14Model] | None = None,
+                captioner: Captioner | None = None) -> TagRunResult:
+    """Tag every image of a folder (recursive) or of a list; a snapshot allows one undo.
+
+    The captioner is closed when the run ends (done, cancelled or failed)."""
     paths = list(target) if isinstance(target, list) else find_images(Path(target))
     if not paths:
         raise DatasetError("No images to tag", where=str(target), fix="Choose a folder that holds images")
-    models = models if models is not None else load_models(cfg)
+    captioner = captioner or _default_captioner(cfg, models)
+    try:
+        return _run(paths, target, cfg, captioner, progress, should_stop)
+    finally:
+        captioner.close()
+
+
+def _run(paths: list[Path], target: str | os.PathLike | list[Path], cfg: TaggingConfig, captioner: Captioner,
+         progress: ProgressFn | None, should_stop: StopFn | None) -> TagRunResult:
     flt = tag_filter_from_config(cfg)
-    result = TagRunResult(providers={m.name: m.active_provider for m in models}, total=len(paths))
+    result = TagRunResult(providers=dict(captioner.providers), total=len(paths))
     root = Path(target) if not isinstance(target, list) else Path(os.path.commonpath([p.parent for p in paths]))
     save_snapshot(root, [caption_path_for(p, cfg.caption_extension) for p in paths], "tagging")
     batches = _batches(paths, cfg.batch_size)
@@ -93,19 +107,19 @@ def run_tagging(target: str | os.PathLike | list[Path], cfg: TaggingConfig, prog
             if should_stop and should_stop():
                 result.cancelled = True
                 break
-            _write_batch(batch, decoded, models, flt, cfg, result)
+            _write_batch(batch, decoded, captioner, flt, cfg, result)
             if progress:
                 progress(result.written + result.skipped + len(result.failed), len(paths), str(batch[-1]))
     return result
 
 
-def _write_batch(batch: list[Path], decoded: list, models: list[Wd14Model], flt: TagFilter, cfg: TaggingConfig,
+def _write_batch(batch: list[Path], decoded: list, captioner: Captioner, flt: TagFilter, cfg: TaggingConfig,
                  result: TagRunResult) -> None:
     good = [(p, img) for p, img in zip(batch, decoded) if isinstance(img, Image.Image)]
     result.failed += [(p, img) for p, img in zip(batch, decoded) if isinstance(img, str)]
     if not good:
         return
-    all_tags = _tag_batch([img for _, img in good], models, flt)
+    all_tags = captioner.caption([img for _, img in good], flt)
     for (path, _img), tags in zip(good, all_tags):
         if write_tags(path, tags, cfg.write_mode, cfg.caption_extension, cfg.trigger_word):
             result.written += 1

@@ -125,3 +125,43 @@ def test_download_into_models_dir_then_reuse(tmp_path, model_dirs, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", refused)
     with pytest.raises(OfflineError, match="owner/other"):
         model_files.resolve_model("owner/other", tmp_path / "models")
+
+
+def test_webui_captioners_are_refused_headless_with_a_clear_error(tmp_path, capsys):
+    import argparse
+
+    from lib_lora.tagging.commands import add_tag_args, run_tag
+    _images(tmp_path, {"x": (0, 0, 255)})
+    with pytest.raises(TaggerError, match="inside the WebUI|Train LoRA tab"):
+        run_tagging(tmp_path, TaggingConfig(captioner="blip"))
+    parser = argparse.ArgumentParser()
+    add_tag_args(parser)
+    assert run_tag(parser.parse_args([str(tmp_path), "--captioner", "deepdanbooru"])) == 2
+    err = capsys.readouterr().err
+    assert "DeepDanbooru (WebUI)" in err and "tagging.captioner" in err
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_any_captioner_gets_filters_modes_trigger_and_is_closed(tmp_path):
+    """A captioner that is not WD14 (as the WebUI's are) goes through the same filters and write modes."""
+    from lib_lora.tagging.postprocess import filter_tags
+    _images(tmp_path, {"a": (255, 0, 0), "b": (0, 255, 0)})
+    write_caption(tmp_path / "b.txt", "old tag")
+
+    class Colours:
+        providers = {"colours": "cpu"}
+        closed = 0
+
+        def caption(self, images, flt):
+            raw = [["red_theme" if img.getpixel((0, 0))[0] else "green_theme", "absurdres", "solo"] for img in images]
+            return [filter_tags(tags, flt) for tags in raw]
+
+        def close(self):
+            self.closed += 1
+
+    captioner = Colours()
+    cfg = TaggingConfig(trigger_word="zq", write_mode="append", exclude_tags=["solo"])
+    result = run_tagging(tmp_path, cfg, captioner=captioner)
+    assert result.written == 2 and result.providers == {"colours": "cpu"} and captioner.closed == 1
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "zq, red theme"
+    assert (tmp_path / "b.txt").read_text(encoding="utf-8") == "zq, old tag, green theme"
