@@ -47,7 +47,9 @@ def on_ui_tabs():
 
 
 def script_text() -> str:
-    return (EXTENSION_ROOT / "javascript" / "train_lora.js").read_text(encoding="utf-8")
+    """Every file of javascript/, as the WebUI loads them (the standalone page has no loader of its own)."""
+    files = sorted((EXTENSION_ROOT / "javascript").glob("*.js"))
+    return "\n".join(f.read_text(encoding="utf-8") for f in files)
 
 
 def style_text() -> str:

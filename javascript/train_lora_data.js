@@ -1,0 +1,49 @@
+// Train LoRA tab, dataset jobs (check, import, preprocess, tag): a task id for each start, a timer that
+// clicks the section's hidden poll button while its job is queued or running, and - inside the WebUI,
+// for jobs that wait for its queue - the WebUI's own progress bar (requestProgress) on that task id.
+(function () {
+    const ACTIVE = ["queued", "running"];
+    // [job state box, poll button, WebUI task id box, progress bar container]
+    const JOBS = [
+        ["train_lora_data_state", "train_lora_data_poll", "train_lora_data_webui_task", "train_lora_data_progressbar"],
+        ["train_lora_tagjob_state", "train_lora_tagjob_poll", "train_lora_tagjob_webui_task",
+            "train_lora_tagjob_progressbar"],
+    ];
+    const PERIOD_MS = 1000;
+    const barsShown = new Set();
+
+    function root() {
+        if (typeof gradioApp === "function") return gradioApp();
+        const app = document.querySelector("gradio-app");
+        return (app && app.shadowRoot) || document;
+    }
+
+    function valueOf(id) {
+        const box = root().querySelector("#" + id + " textarea, #" + id + " input");
+        return box ? box.value : "";
+    }
+
+    function tick() {
+        for (const [stateId, pollId, taskBoxId, barId] of JOBS) {
+            if (!ACTIVE.includes(valueOf(stateId))) continue;
+            const button = root().querySelector("#" + pollId);
+            if (button) button.click();
+            const task = valueOf(taskBoxId);
+            const bar = root().querySelector("#" + barId);
+            if (task && bar && !barsShown.has(task) && typeof requestProgress === "function") {
+                barsShown.add(task);
+                requestProgress(task, bar, null, function () {});
+            }
+        }
+    }
+
+    // Gradio calls this with a start button's inputs; the first (a hidden box) gets a fresh task id.
+    window.trainLoraJobStart = function (...args) {
+        args[0] = typeof randomId === "function" ? randomId() : "task(train_lora_" + Date.now().toString(36) + ")";
+        return args;
+    };
+
+    if (!window.trainLoraJobPolling) {
+        window.trainLoraJobPolling = setInterval(tick, PERIOD_MS);
+    }
+})();
