@@ -1,4 +1,4 @@
-// Train LoRA tab: start a run with a task id and keep the tab's live views fresh.
+// Train LoRA tab: start a run with a task id, keep the tab's live views fresh, remember the form.
 // In the WebUI, requestProgress (progressbar.js) draws the progress bar from /internal/progress;
 // everywhere (WebUI and standalone) a timer clicks the tab's hidden refresh buttons while a run or
 // a grid is active, so the loss chart, samples and grid arrive without reloading the page.
@@ -6,6 +6,11 @@
     const ACTIVE = ["queued", "running", "paused"];
     const POLLS = [["train_lora_run_state", "train_lora_poll"], ["train_lora_grid_state", "train_lora_grid_poll"]];
     const PERIOD_MS = 1500;
+    // The form is saved as a whole by one hidden button, a moment after the user stops editing:
+    // one request per pause instead of one per field and keystroke.
+    const FORM_AREAS = ["#train_lora_basic_options", "#train_lora_advanced_options", "#train_lora_dataset_dir"];
+    const SAVE_DELAY_MS = 700;
+    let saveTimer = null;
 
     function root() {
         if (typeof gradioApp === "function") return gradioApp();
@@ -32,6 +37,20 @@
         return "task(train_lora_" + Date.now().toString(36) + ")";
     }
 
+    function saveForm() {
+        saveTimer = null;
+        const button = root().querySelector("#train_lora_form_save");
+        if (button) button.click();
+    }
+
+    function onEdit(event) {
+        // composedPath()[0]: the element really edited, also when Gradio renders into a shadow root
+        const target = event.composedPath ? event.composedPath()[0] : event.target;
+        if (!target || !target.closest || !FORM_AREAS.some((area) => target.closest(area))) return;
+        clearTimeout(saveTimer);
+        saveTimer = setTimeout(saveForm, SAVE_DELAY_MS);
+    }
+
     // Called by Gradio with the Start button's inputs; the first is replaced by a fresh task id.
     window.trainLoraStart = function (...args) {
         args[0] = taskId();
@@ -44,5 +63,15 @@
 
     if (!window.trainLoraPolling) {
         window.trainLoraPolling = setInterval(tick, PERIOD_MS);
+        // dropdown choices are picked with the mouse and fire no input event: mouseup covers them
+        for (const type of ["input", "change", "mouseup", "keyup"]) {
+            document.addEventListener(type, onEdit, true);
+        }
+        document.addEventListener("visibilitychange", function () {
+            if (document.visibilityState === "hidden" && saveTimer) {
+                clearTimeout(saveTimer);
+                saveForm();
+            }
+        });
     }
 })();

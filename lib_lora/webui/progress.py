@@ -1,14 +1,15 @@
 """Training progress through the WebUI's own `shared.state`: progress bar, Interrupt and Skip.
 
-Like the WebUI's hypernetwork trainer: job_count = total steps, job_no = the step,
-textinfo = a short HTML status. Interrupt stops the run after the current step
-(the last saved epoch is kept). Skip has no meaning for a training run in the
-WebUI, so we give it a useful one: save a LoRA file now and keep training.
+Like the WebUI's hypernetwork trainer: job_count = total steps, job_no = the step.
+textinfo is one line of plain text, because the WebUI's progress bar (requestProgress)
+shows a one-line textinfo as text beside the percentage: markup would appear literally.
+Interrupt stops the run after the current step (the last saved epoch is kept). Skip
+has no meaning for a training run in the WebUI, so we give it a useful one: save a
+LoRA file now and keep training.
 The same hook also fills the run's record that the HTTP API reports.
 """
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -28,7 +29,7 @@ class WebUIProgress(TrainHooks):
             self.record.total_epochs = int(getattr(plan, "epochs", 0))
 
     def on_status(self, text: str) -> None:
-        self.state.textinfo = html.escape(text.splitlines()[0] if text else "")
+        self.state.textinfo = "Train LoRA: " + (text.splitlines()[0] if text else "")
         if self.record is not None:
             self.record.log(text)
 
@@ -37,8 +38,8 @@ class WebUIProgress(TrainHooks):
         self.state.job_no = p.step
         # the trainer reports inf (no rate yet) or nan before the first timed step
         eta = f"{int(p.eta_s // 60)}m {int(p.eta_s % 60)}s" if math.isfinite(p.eta_s) else "?"
-        self.state.textinfo = (f"<p>Train LoRA: step {p.step}/{p.total_steps}, epoch {p.epoch}/{p.total_epochs}"
-                               f"<br/>Loss: {p.loss:.4f}, {p.it_per_s:.2f} it/s, ETA {eta}</p>")
+        self.state.textinfo = (f"Train LoRA: step {p.step}/{p.total_steps}, epoch {p.epoch}/{p.total_epochs}, "
+                               f"loss {p.loss:.4f}, {p.it_per_s:.2f} it/s, ETA {eta}")
         if self.record is not None:
             self.record.step, self.record.epoch, self.record.loss = p.step, p.epoch, p.loss
             self.record.total_steps, self.record.total_epochs = p.total_steps, p.total_epochs

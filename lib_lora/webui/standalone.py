@@ -27,6 +27,7 @@ def build_app(data_dir: str | Path):
     """The standalone page: the tab plus its script and styles."""
     import gradio as gr
 
+    from lib_lora.webui import gradio_compat
     from lib_lora.webui.backend import standalone_backend
     from lib_lora.webui.tab import TAB_TITLE, build_tab, script_text, style_text
     backend = standalone_backend(data_dir)
@@ -37,13 +38,15 @@ def build_app(data_dir: str | Path):
         with gr.Tabs(elem_id="tabs"):
             with gr.TabItem(TAB_TITLE, id="train_lora", elem_id="tab_train_lora"):
                 tab.render()
-        app.load(None, None, None, _js="() => {" + script_text() + "}")
+        app.load(None, None, None, **gradio_compat.js_kwargs("() => {" + script_text() + "}"))
     return app, backend
 
 
 def run_ui(args: argparse.Namespace) -> int:
+    from lib_lora.webui import gradio_compat
     app, backend = build_app(args.data_dir)
     print(f"Train LoRA: serving on http://{args.host}:{args.port} (data in {backend.data_dir}); Ctrl+C stops")
-    app.queue(concurrency_count=4).launch(server_name=args.host, server_port=args.port, show_api=False,
-                                          inbrowser=False, prevent_thread_lock=False, quiet=True)
+    app.queue(**gradio_compat.queue_kwargs(4)).launch(**gradio_compat.launch_kwargs(
+        server_name=args.host, server_port=args.port, show_api=False, inbrowser=False, prevent_thread_lock=False,
+        quiet=True))
     return 0

@@ -9,7 +9,7 @@ from lib_lora.config import SampleConfig, TaggingConfig
 from lib_lora.errors import LoraError
 from lib_lora.evaluation.best_epoch import best_epoch_hint, recalls_from_samples
 from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of, run_names
-from lib_lora.webui import form
+from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.runs import BackgroundTask, read_epochs
 from lib_lora.webui.tab_common import TabContext, elem, guarded
 from lib_lora.webui.ui_render import message_html
@@ -120,7 +120,8 @@ def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
         return gr.update(choices=names_now, value=names_now[0] if names_now else None)
 
     c["draw"].click(on_draw, [c["run"]] + c["components"], [c["status"], c["task_id"], c["task_state"], c["grid"]])
-    c["poll"].click(on_poll, [c["task_id"]], [c["status"], c["task_state"], c["grid"]], show_progress=False)
+    c["poll"].click(on_poll, [c["task_id"]], [c["status"], c["task_state"], c["grid"]],
+                    show_progress=gradio_compat.HIDE_PROGRESS)
     c["suggest"].click(on_suggest, [c["run"], ctx.tagger_model], [c["status"], c["hint"], c["table"]])
     c["refresh"].click(on_refresh, [], [c["run"]])
     ctx.load_outputs.append((on_refresh, [c["run"]]))

@@ -9,7 +9,7 @@ from typing import Any
 from lib_lora import options, presets
 from lib_lora.config import TrainConfig
 from lib_lora.errors import LoraError
-from lib_lora.webui import form
+from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.tab_common import TabContext, elem, guarded, no_change
 from lib_lora.webui.ui_render import loss_chart, message_html, progress_html
 
@@ -114,6 +114,7 @@ def build_train_section(ctx: TabContext) -> None:
         run_id = gr.Textbox(label="run id", elem_id=elem("run_id"))
         run_state = gr.Textbox(label="run state", elem_id=elem("run_state"))
         poll = gr.Button("refresh", elem_id=elem("poll"))
+        form_save = gr.Button("save form", elem_id=elem("form_save"))     # clicked by train_lora.js
     with gr.Row():
         chart = gr.Image(label="Loss and learning rate", type="pil", interactive=False, elem_id=elem("loss_chart"))
         samples = gr.Gallery(label="Samples", columns=4, height=300, elem_id=elem("samples"))
@@ -157,7 +158,7 @@ def _wire_presets(ctx: TabContext, c: dict) -> None:
     def on_import(upload: Any, *values):
         if upload is None:
             return [message_html("")] + no_change(n_form)
-        imported = presets.load_preset(getattr(upload, "name", upload))
+        imported = presets.load_preset(gradio_compat.uploaded_path(upload))
         save_form(backend.form_file, options.flatten(imported.config))
         return [message_html(imported.summary())] + form.values_from_config(imported.config, specs)
 
@@ -193,7 +194,7 @@ def _wire_run_controls(ctx: TabContext, c: dict) -> None:
         return run
 
     c["start"].click(on_start, [c["task_id"]] + comps, [c["status"], c["run_id"], c["run_state"]],
-                     _js="trainLoraStart")
+                     **gradio_compat.js_kwargs("trainLoraStart"))
     for name, action in (("pause", "pause"), ("resume", "resume"), ("save_now", "save"), ("cancel", "cancel")):
         c[name].click(control(action), [c["run_id"]], [c["status"], c["run_state"]])
 
@@ -226,28 +227,37 @@ def _wire_progress(ctx: TabContext, c: dict) -> None:
         return html, chart_value, gallery, view.state, listing
 
     c["poll"].click(on_poll, [c["run_id"]], [c["progress"], c["chart"], c["samples"], c["run_state"], c["files"]],
-                    show_progress=False)
+                    show_progress=gradio_compat.HIDE_PROGRESS)
     step_inputs = [ctx.component(n) for n in STEP_INPUTS]
     for comp in step_inputs:
-        comp.change(steps_text, step_inputs, [c["steps"]], show_progress=False)
+        comp.change(steps_text, step_inputs, [c["steps"]], show_progress=gradio_compat.HIDE_PROGRESS)
+
+
+def merge_form_values(saved: dict, specs: list, values: list) -> dict:
+    """The remembered form updated with every value that parses; a half-typed number keeps its last
+    good value, so a save in the middle of typing loses nothing."""
+    flat = dict(saved)
+    for spec, value in zip(specs, values):
+        try:
+            flat[spec.name] = form.from_component_value(spec, value)
+        except LoraError:
+            continue
+    return flat
 
 
 def _wire_form_memory(ctx: TabContext, c: dict) -> None:
-    """Every edit is remembered, and the form comes back as it was after a page reload."""
+    """Edits are remembered and the form comes back as it was after a page reload.
+
+    One handler saves the whole form: javascript/train_lora.js clicks the hidden save button a
+    moment after the user stops editing (one request per pause in typing, instead of one listener
+    and one request per field and keystroke)."""
     backend, specs, comps = ctx.backend, ctx.train_specs, ctx.train_components
 
-    def save_field(name: str):
-        spec = next(s for s in specs if s.name == name)
-
-        def run(value: Any) -> None:
-            try:
-                typed = form.from_component_value(spec, value)
-            except LoraError:       # half-typed numbers are saved once they are valid
-                return
-            flat = load_saved_form(backend.form_file)
-            flat[name] = typed
+    def on_save(*values) -> None:
+        saved = load_saved_form(backend.form_file)
+        flat = merge_form_values(saved, specs, list(values))
+        if flat != saved:
             save_form(backend.form_file, flat)
-        return run
 
     def on_load():
         import gradio as gr
@@ -256,7 +266,6 @@ def _wire_form_memory(ctx: TabContext, c: dict) -> None:
         run_values = [active[-1].run_id, active[-1].state] if active else [gr.update(), gr.update()]
         return form.values_from_flat(saved, specs, TrainConfig()) + run_values
 
-    for spec, comp in zip(specs, comps):
-        comp.input(save_field(spec.name), [comp], None, queue=False, show_progress=False)
+    c["form_save"].click(on_save, comps, None, queue=False, show_progress=gradio_compat.HIDE_PROGRESS)
     ctx.dataset_dir.change(lambda v: v, [ctx.dataset_dir], [ctx.component("dataset.train_dir")], queue=False)
     ctx.load_outputs.append((on_load, comps + [c["run_id"], c["run_state"]]))
