@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 from ..errors import DatasetError
 from ..fileio import write_bytes
@@ -116,8 +117,11 @@ def _lay_out(staging: Path, target_root: Path, default_folder: str, caption_ext:
 
 def import_dataset(sources: list[str | os.PathLike], datasets_root: str | os.PathLike, name: str,
                    concept: str = "", repeats: int = 10, is_reg: bool = False, caption_extension: str = ".txt",
-                   limits: ExtractLimits = ExtractLimits()) -> ImportResult:
-    """Copy `sources` into `<datasets_root>/<name>/(train|reg)/<repeats>_<concept>/`."""
+                   limits: ExtractLimits = ExtractLimits(),
+                   progress: Callable[[int, int, str], None] | None = None) -> ImportResult:
+    """Copy `sources` into `<datasets_root>/<name>/(train|reg)/<repeats>_<concept>/`.
+
+    progress(done, total, source) after each source; it may raise to stop (nothing is laid out then)."""
     if repeats < 1:
         raise DatasetError(f"Repeats must be at least 1, not {repeats}", where="import",
                            fix="Use 5-10 for most datasets")
@@ -128,8 +132,10 @@ def import_dataset(sources: list[str | os.PathLike], datasets_root: str | os.Pat
     dataset_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=dataset_dir))
     try:
-        for source in sources:
+        for done, source in enumerate(sources, start=1):
             _stage_source(Path(source), staging, _wanted(ext), limits, result)
+            if progress:
+                progress(done, len(sources), str(source))
         _lay_out(staging, target_root, f"{repeats}_{safe_name(concept or name)}", ext, result)
     finally:
         shutil.rmtree(staging, ignore_errors=True)   # our own staging folder only

@@ -10,6 +10,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image, ImageOps
 
@@ -54,6 +55,13 @@ def probe_image(path: Path) -> ImageFacts:
     return facts
 
 
-def probe_images(paths: list[Path], workers: int = 2) -> list[ImageFacts]:
+def probe_images(paths: list[Path], workers: int = 2,
+                 progress: Callable[[int, int, str], None] | None = None) -> list[ImageFacts]:
+    """Facts of every image, in order; progress(done, total, path) after each (it may raise to stop)."""
+    facts = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(probe_image, paths))
+        for done, fact in enumerate(pool.map(probe_image, paths), start=1):
+            facts.append(fact)
+            if progress:
+                progress(done, len(paths), str(fact.path))
+    return facts

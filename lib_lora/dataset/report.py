@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .balance import KIND_TARGETS, KINDS, ConceptShare, suggest_repeats, total_steps
 from .checks_balance import (balance_findings, bucket_findings, bucket_preview, bucket_rows, count_findings,
@@ -96,11 +97,12 @@ def _concept_findings(dataset: Dataset, facts: dict, options: ReportOptions) -> 
     return out
 
 
-def report_for_dataset(dataset: Dataset, options: ReportOptions) -> Report:
+def report_for_dataset(dataset: Dataset, options: ReportOptions,
+                       progress: Callable[[int, int, str], None] | None = None) -> Report:
     """All checks over an already scanned dataset."""
     _check_options(options)
     items = dataset.items
-    facts = {f.path: f for f in probe_images([i.path for i in items], options.workers)}
+    facts = {f.path: f for f in probe_images([i.path for i in items], options.workers, progress)}
     shares = suggest_repeats([(c.name, len(c.items), c.repeats) for c in dataset.concepts])
     tag_sets = caption_tag_sets([i.caption for i in items])
     pairs = strongest_pairs(tag_sets)
@@ -118,6 +120,8 @@ def report_for_dataset(dataset: Dataset, options: ReportOptions) -> Report:
         co_occurrence=[p.to_dict() for p in pairs], images=len(items))
 
 
-def build_report(train_dir: str | os.PathLike, options: ReportOptions | None = None) -> Report:
+def build_report(train_dir: str | os.PathLike, options: ReportOptions | None = None,
+                 progress: Callable[[int, int, str], None] | None = None) -> Report:
+    """progress(done, total, path) per image read (the slow part); it may raise to stop the check."""
     options = options or ReportOptions()
-    return report_for_dataset(scan_dataset(train_dir, options.caption_extension), options)
+    return report_for_dataset(scan_dataset(train_dir, options.caption_extension), options, progress)

@@ -1,16 +1,33 @@
-"""Dataset section: choose a folder on the server or upload files / a folder / a zip, see the report, preprocess."""
+"""Dataset section: choose a folder on the server or upload files / a folder / a zip, see the report, preprocess.
+
+Check, import and preprocess run as background jobs (data_jobs.py): the button
+returns at once, a hidden poll button brings the progress and, at the end, the
+report; Cancel stops the job after the current image. Inside the WebUI the
+prep section offers the WebUI's upscalers; elsewhere Lanczos.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
 from lib_lora.webui import form
+from lib_lora.webui.data_jobs import ACTIVE, DataJob, jobs_for, job_progress_html, stoppable
 from lib_lora.webui.tab_common import TabContext, elem, guarded
-from lib_lora.webui.ui_render import message_html, report_html
+from lib_lora.webui.ui_render import error_html, message_html, report_html
 
 KINDS = ("character", "style", "concept")
+
+
+@dataclass
+class DatasetOutcome:
+    """What a finished dataset job shows: a message, maybe a new dataset folder, maybe a report."""
+    message: str
+    folder: str | None = None
+    report: dict | None = None
+    cancelled: bool = False
 
 
 def _uploaded_paths(files: Any) -> list[str]:
@@ -21,26 +38,88 @@ def _uploaded_paths(files: Any) -> list[str]:
     return [getattr(f, "name", f) for f in items if f]
 
 
-def dataset_report(folder: str, kind: str, epochs: float, batch_size: float) -> dict:
-    from lib_lora.dataset.report import ReportOptions, build_report
+def _chosen_folder(folder: str) -> str:
     folder = (folder or "").strip()
     if not folder:
         raise DatasetError("No dataset folder is chosen", where="Dataset folder",
                            fix="Type the folder that holds the <repeats>_<name> folders, or upload images")
+    return folder
+
+
+def dataset_report(folder: str, kind: str, epochs: float, batch_size: float, progress=None) -> dict:
+    from lib_lora.dataset.report import ReportOptions, build_report
     options = ReportOptions(kind=kind or "character", epochs=max(1, int(epochs or 1)),
                             batch_size=max(1, int(batch_size or 1)))
-    return build_report(folder, options).to_dict()
+    return build_report(_chosen_folder(folder), options, progress).to_dict()
 
 
-def import_upload(backend: Any, name: str, concept: str, repeats: float, files: Any, folder_files: Any) -> Path:
+def import_upload(backend: Any, name: str, concept: str, repeats: float, files: Any, folder_files: Any,
+                  progress=None) -> Path:
     from lib_lora.dataset.importer import import_dataset
     sources = _uploaded_paths(files) + _uploaded_paths(folder_files)
     if not sources:
         raise DatasetError("Nothing was uploaded", where="Upload",
                            fix="Drop images, a folder or a zip into one of the upload boxes first")
     result = import_dataset(sources, backend.datasets_root, (name or "dataset").strip(), concept=concept or "",
-                            repeats=int(repeats or 10))
+                            repeats=int(repeats or 10), progress=progress)
     return result.train_dir
+
+
+def prep_outcome(job: DataJob, backend: Any, folder: str, out: str, cfg: PrepConfig) -> DatasetOutcome:
+    """Preprocess `folder` (the job's work): copies into `out` (default: beside it, with _prep added)."""
+    from lib_lora.dataset.prep import run_prep
+    src = Path(_chosen_folder(folder))
+    dst = Path(out.strip()) if out and out.strip() else src.with_name(src.name + "_prep")
+    hook = None
+    if backend.kind == "webui" and cfg.upscale_small:
+        from lib_lora.webui.upscalers import upscale_hook
+        hook = upscale_hook(cfg.upscaler)
+    result = run_prep(src, None if cfg.in_place else dst, cfg, upscaler=hook, progress=job.progress,
+                      should_stop=job.should_stop)
+    target = src if cfg.in_place else dst
+    text = (f"Preprocessed into {target}: {len(result.written)} images changed, {len(result.copied)} copied, "
+            f"{len(result.skipped)} skipped, {result.upscaled} upscaled ({cfg.upscaler})")
+    if result.renamed:
+        text += (f". {len(result.renamed)} renamed so no two images share a name: "
+                 + ", ".join(f"{s.name} -> {o.name}" for s, o in result.renamed[:5])
+                 + (" ..." if len(result.renamed) > 5 else ""))
+    if result.cancelled:
+        return DatasetOutcome("Cancelled. " + text, str(target), None, cancelled=True)
+    return DatasetOutcome(text, str(target), dataset_report(str(target), "character", 10, 2))
+
+
+def uses_gpu(backend: Any, cfg: PrepConfig) -> bool:
+    """Model upscalers run on the GPU: inside the WebUI such a prep waits for its queue."""
+    return backend.kind == "webui" and cfg.upscale_small and cfg.upscaler.strip().lower() != "lanczos"
+
+
+def upscaler_choices(backend: Any) -> list[str]:
+    if backend.kind == "webui":
+        from lib_lora.webui.upscalers import upscaler_names
+        return upscaler_names()
+    return [PrepConfig().upscaler]
+
+
+def started(job: DataJob) -> tuple:
+    """[status, job id, job state, WebUI task id] right after a start; the page polls from here."""
+    return message_html(f"{job.name.capitalize()} started ..."), job.job_id, job.state, job.task_id
+
+
+def poll_outputs(jobs: Any, job_id: str) -> list:
+    """[status, dataset folder, report, job state] for the hidden poll button."""
+    import gradio as gr
+    if not job_id:
+        return [gr.update(), gr.update(), gr.update(), ""]
+    job = jobs.get(job_id)
+    if job.state in ACTIVE:
+        return [job_progress_html(job), gr.update(), gr.update(), job.state]
+    outcome = job.result if isinstance(job.result, DatasetOutcome) else None
+    if outcome is None:
+        text = job.error if job.state == "failed" else f"The {job.name} was cancelled"
+        return [error_html(text) if job.state == "failed" else message_html(text), gr.update(), gr.update(),
+                job.state]
+    report = report_html(outcome.report) if outcome.report is not None else gr.update()
+    return [message_html(outcome.message), outcome.folder or gr.update(), report, job.state]
 
 
 def build_dataset_section(ctx: TabContext) -> None:
@@ -60,46 +139,85 @@ def build_dataset_section(ctx: TabContext) -> None:
             files = gr.File(label="Files or a zip", file_count="multiple", elem_id=elem("upload_files"))
             folder = gr.File(label="A folder", file_count="directory", elem_id=elem("upload_folder"))
         upload = gr.Button("Import upload", variant="primary", elem_id=elem("upload_button"))
-    status = gr.HTML(elem_id=elem("dataset_status"))
+    with gr.Row():
+        status = gr.HTML(elem_id=elem("dataset_status"))
+        cancel = gr.Button("Cancel", variant="stop", elem_id=elem("data_cancel"), scale=0)
+    gr.HTML(elem_id=elem("data_progressbar"))
+    with gr.Row(elem_classes=["train-lora-hidden"]):
+        task_id = gr.Textbox(elem_id=elem("data_task"))
+        job_id = gr.Textbox(elem_id=elem("data_job"))
+        job_state = gr.Textbox(elem_id=elem("data_state"))
+        webui_task = gr.Textbox(elem_id=elem("data_webui_task"))
+        poll = gr.Button("refresh dataset job", elem_id=elem("data_poll"))
     report = gr.HTML(elem_id=elem("dataset_report"))
     with gr.Accordion("Preprocess (writes fixed copies; originals stay untouched)", open=False,
                       elem_id=elem("prep_accordion")):
         prep_specs = form.field_specs(PrepConfig)
-        prep_components = [form.make_component(s, getattr(PrepConfig(), s.name), prefix="train_lora_prep_")
-                           for s in prep_specs]
+        prep_components = [_prep_component(ctx, s) for s in prep_specs]
         prep_out = gr.Textbox(label="Write the copies to", elem_id=elem("prep_out"),
                               info="Empty: next to the dataset, with _prep added")
         prep = gr.Button("Preprocess", elem_id=elem("prep_button"))
+    _wire_dataset(ctx, prep_specs, locals())
+
+
+def _prep_component(ctx: TabContext, spec: form.FieldSpec):
+    import gradio as gr
+    if spec.name != "upscaler":
+        return form.make_component(spec, getattr(PrepConfig(), spec.name), prefix="train_lora_prep_")
+    choices = upscaler_choices(ctx.backend)
+    return gr.Dropdown(choices, value=choices[0], label="Upscaler", elem_id=elem("prep_upscaler"),
+                       info="For images smaller than the target (at most 2x): the WebUI's upscalers inside it, "
+                            "Lanczos elsewhere")
+
+
+def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
+    """Event handlers of the Dataset section; `c` holds its components by name."""
+    backend, jobs = ctx.backend, jobs_for(ctx.backend)
 
     def epochs_batch() -> tuple[float, float]:
         return ctx.saved_form.get("training.epochs", 10), ctx.saved_form.get("training.batch_size", 2)
 
-    @guarded(2, "The dataset check")
-    def on_check(folder_text: str, kind_value: str):
+    @guarded(4, "The dataset check")
+    def on_check(task: str, folder_text: str, kind_value: str):
+        folder = _chosen_folder(folder_text)
         epochs, batch = epochs_batch()
-        return message_html("Report ready"), report_html(dataset_report(folder_text, kind_value, epochs, batch))
+        return started(jobs.start("check", lambda job: DatasetOutcome(
+            "Report ready", None, dataset_report(folder, kind_value, epochs, batch, stoppable(job)))))
 
-    @guarded(3, "The import")
-    def on_upload(name_v, concept_v, repeats_v, files_v, folder_v, kind_value):
-        train_dir = import_upload(ctx.backend, name_v, concept_v, repeats_v, files_v, folder_v)
+    @guarded(4, "The import")
+    def on_upload(task: str, name_v, concept_v, repeats_v, files_v, folder_v, kind_value):
+        if not (_uploaded_paths(files_v) or _uploaded_paths(folder_v)):
+            import_upload(backend, name_v, concept_v, repeats_v, files_v, folder_v)   # says what is missing
         epochs, batch = epochs_batch()
-        report_dict = dataset_report(str(train_dir), kind_value, epochs, batch)
-        return (message_html(f"Imported {report_dict['images']} images into {train_dir}"), str(train_dir),
-                report_html(report_dict))
 
-    @guarded(3, "Preprocessing")
-    def on_prep(folder_text: str, out_text: str, *prep_values):
-        from lib_lora.dataset.prep import run_prep
+        def work(job: DataJob) -> DatasetOutcome:
+            train_dir = import_upload(backend, name_v, concept_v, repeats_v, files_v, folder_v, stoppable(job))
+            report_dict = dataset_report(str(train_dir), kind_value, epochs, batch, stoppable(job))
+            return DatasetOutcome(f"Imported {report_dict['images']} images into {train_dir}", str(train_dir),
+                                  report_dict)
+        return started(jobs.start("import", work))
+
+    @guarded(4, "Preprocessing")
+    def on_prep(task: str, folder_text: str, out_text: str, *prep_values):
         cfg = form.config_from_values(PrepConfig, prep_specs, list(prep_values))
-        src = Path((folder_text or "").strip())
-        dst = Path(out_text.strip()) if out_text and out_text.strip() else src.with_name(src.name + "_prep")
-        result = run_prep(src, None if cfg.in_place else dst, cfg)
-        target = src if cfg.in_place else dst
-        text = (f"Preprocessed into {target}: {len(result.written)} images changed, {len(result.copied)} copied, "
-                f"{len(result.skipped)} skipped")
-        return message_html(text), str(target), report_html(dataset_report(str(target), "character", 10, 2))
+        folder = _chosen_folder(folder_text)
+        return started(jobs.start("prep", lambda job: prep_outcome(job, backend, folder, out_text, cfg),
+                                  uses_gpu=uses_gpu(backend, cfg), task_id=task))
 
-    check.click(on_check, [ctx.dataset_dir, kind], [status, report])
-    upload.click(on_upload, [name, concept, repeats, files, folder, kind], [status, ctx.dataset_dir, report])
-    prep.click(on_prep, [ctx.dataset_dir, prep_out] + prep_components, [status, ctx.dataset_dir, report])
+    @guarded(1, "Cancel")
+    def on_cancel(job_id_v: str):
+        if not job_id_v or jobs.get(job_id_v).state not in ACTIVE:
+            return message_html("Nothing is running")
+        jobs.cancel(job_id_v)
+        return message_html("Stopping after the current image ...")
 
+    job_outputs = [c["status"], c["job_id"], c["job_state"], c["webui_task"]]
+    start_js = "trainLoraJobStart"
+    c["check"].click(on_check, [c["task_id"], ctx.dataset_dir, c["kind"]], job_outputs, _js=start_js)
+    c["upload"].click(on_upload, [c["task_id"], c["name"], c["concept"], c["repeats"], c["files"], c["folder"],
+                                  c["kind"]], job_outputs, _js=start_js)
+    c["prep"].click(on_prep, [c["task_id"], ctx.dataset_dir, c["prep_out"]] + c["prep_components"], job_outputs,
+                    _js=start_js)
+    c["cancel"].click(on_cancel, [c["job_id"]], [c["status"]], queue=False)
+    c["poll"].click(lambda job_id_v: poll_outputs(jobs, job_id_v), [c["job_id"]],
+                    [c["status"], ctx.dataset_dir, c["report"], c["job_state"]], show_progress=False, queue=False)

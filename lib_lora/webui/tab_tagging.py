@@ -1,13 +1,22 @@
-"""Tagging section: caption with a WD1.4 tagger, bulk tag edits with undo, per-image caption edits."""
+"""Tagging section: caption with a WD1.4 tagger (or, inside the WebUI, its DeepDanbooru or BLIP),
+bulk tag edits with undo, per-image caption edits.
+
+Tagging runs as a background job (data_jobs.py) with progress and Cancel; inside
+the WebUI it waits for the WebUI's queue and shows on its progress bar.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lib_lora.config import TaggingConfig
 from lib_lora.errors import DatasetError
+from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
 from lib_lora.webui import form
+from lib_lora.webui.data_jobs import ACTIVE, DataJob, jobs_for, job_progress_html
 from lib_lora.webui.tab_common import TabContext, elem, guarded
-from lib_lora.webui.ui_render import message_html
+from lib_lora.webui.ui_render import error_html, message_html
 
 TAGGING_FIELDS = ("general_threshold", "character_threshold", "trigger_word", "write_mode", "remove_junk_tags",
                   "replace_underscores", "exclude_tags")
@@ -70,20 +79,89 @@ def gallery_items(folder: Path) -> list[tuple[str, str]]:
     return [(str(image), caption_text(image)[:120]) for image in find_images(folder)[:GALLERY_LIMIT]]
 
 
+def captioner_choices(backend: Any) -> list[str]:
+    """WD14 everywhere; the WebUI's interrogators only inside it."""
+    names = ("wd14", "deepdanbooru", "blip") if backend.kind == "webui" else ("wd14",)
+    return [CAPTIONER_NAMES[n] for n in names]
+
+
+def captioner_key(label: str) -> str:
+    return next((key for key, name in CAPTIONER_NAMES.items() if name == label), label or "wd14")
+
+
+def tag_folder(job: DataJob, backend: Any, folder: Path, cfg: TaggingConfig):
+    """The tagging job's work: the chosen captioner over the folder, with the job's progress and cancel."""
+    from lib_lora.tagging.run import run_tagging
+    captioner = None
+    if cfg.captioner != "wd14":
+        from lib_lora.webui.interrogators import make_captioner
+        captioner = make_captioner(cfg.captioner)
+    return run_tagging(folder, cfg, progress=job.progress, should_stop=job.should_stop, captioner=captioner)
+
+
+@dataclass
+class TagOutcome:
+    result: Any                 # tagging.run.TagRunResult
+    folder: Path
+    cfg: TaggingConfig
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self.result.cancelled)
+
+
+def tag_poll_outputs(jobs: Any, job_id: str) -> list:
+    """[status, tag summary, gallery, job state] for the hidden poll button."""
+    import gradio as gr
+    if not job_id:
+        return [gr.update(), gr.update(), gr.update(), ""]
+    job = jobs.get(job_id)
+    if job.state in ACTIVE:
+        return [job_progress_html(job), gr.update(), gr.update(), job.state]
+    if not isinstance(job.result, TagOutcome):
+        text = job.error if job.state == "failed" else "Tagging was cancelled before it began"
+        return [error_html(text) if job.state == "failed" else message_html(text), gr.update(), gr.update(),
+                job.state]
+    out = job.result
+    return [message_html(tagging_message(out.result, out.cfg)), tag_summary(out.folder), gallery_items(out.folder),
+            job.state]
+
+
+def tagging_message(result: Any, cfg: TaggingConfig) -> str:
+    where = ", ".join(f"{name} on {provider}" for name, provider in result.providers.items())
+    text = (f"Tagged {result.written + result.skipped + len(result.failed)} images: {result.written} captions "
+            f"written, {result.skipped} kept (write mode {cfg.write_mode}; {where})"
+            + (f", {len(result.failed)} failed" if result.failed else ""))
+    return ("Cancelled. " + text) if result.cancelled else text
+
+
 def build_tagging_section(ctx: TabContext) -> None:
     import gradio as gr
     specs = [s for s in form.field_specs(TaggingConfig) if s.name in TAGGING_FIELDS]
     defaults = TaggingConfig()
     with gr.Row():
+        captioners = captioner_choices(ctx.backend)
+        captioner = gr.Dropdown(captioners, value=captioners[0], label="Captioner", elem_id=elem("captioner"),
+                                visible=len(captioners) > 1,
+                                info="DeepDanbooru and BLIP are the WebUI's interrogators (its Interrogate "
+                                     "settings apply); filters, trigger word and write mode apply to all")
         choices = ctx.backend.tagger_choices()
         ctx.tagger_model = gr.Dropdown(choices, value=choices[0], label="Tagger model", allow_custom_value=True,
                                        elem_id=elem("tagger_model"),
                                        info="A local folder with model.onnx + selected_tags.csv, or a Hub repo id")
         tag_button = gr.Button("Tag images", variant="primary", elem_id=elem("tag_button"))
+        tag_cancel = gr.Button("Cancel", variant="stop", elem_id=elem("tag_cancel"), scale=0)
     with gr.Accordion("Tagger options", open=False):
         components = [form.make_component(s, getattr(defaults, s.name), prefix="train_lora_tagging_")
                       for s in specs]
     status = gr.HTML(elem_id=elem("tagging_status"))
+    gr.HTML(elem_id=elem("tagjob_progressbar"))
+    with gr.Row(elem_classes=["train-lora-hidden"]):
+        task_id = gr.Textbox(elem_id=elem("tagjob_task"))
+        job_id = gr.Textbox(elem_id=elem("tagjob_id"))
+        job_state = gr.Textbox(elem_id=elem("tagjob_state"))
+        webui_task = gr.Textbox(elem_id=elem("tagjob_webui_task"))
+        poll = gr.Button("refresh tagging job", elem_id=elem("tagjob_poll"))
     summary = gr.Textbox(label="Tags", interactive=False, lines=3, elem_id=elem("tag_summary"))
     with gr.Row():
         action = gr.Dropdown(list(BULK_ACTIONS), value=BULK_ACTIONS[0], label="Bulk edit", elem_id=elem("bulk_action"))
@@ -107,17 +185,24 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
     """Event handlers of the Tagging section; `c` holds its components by name."""
     import gradio as gr
 
-    @guarded(3, "Tagging")
-    def on_tag(folder_text: str, model: str, *values):
-        from lib_lora.tagging.run import run_tagging
+    jobs = jobs_for(ctx.backend)
+
+    @guarded(4, "Tagging")
+    def on_tag(task: str, folder_text: str, captioner_label: str, model: str, *values):
         folder = _folder(folder_text)
         cfg = form.config_from_values(TaggingConfig, specs, list(values))
-        cfg.models = [model]
+        cfg.models, cfg.captioner = [model], captioner_key(captioner_label)
         cfg.models_dir = str(ctx.backend.tagger_models_dir)
-        result = run_tagging(folder, cfg)
-        text = (f"Tagged {result.total} images: {result.written} captions written, {result.skipped} kept "
-                f"(write mode {cfg.write_mode})" + (f", {len(result.failed)} failed" if result.failed else ""))
-        return message_html(text), tag_summary(folder), gallery_items(folder)
+        job = jobs.start("tagging", lambda j: TagOutcome(tag_folder(j, ctx.backend, folder, cfg), folder, cfg),
+                         uses_gpu=True, task_id=task)
+        return message_html(f"Tagging with {CAPTIONER_NAMES[cfg.captioner]} ..."), job.job_id, job.state, job.task_id
+
+    @guarded(1, "Cancel")
+    def on_cancel(job_id_v: str):
+        if not job_id_v or jobs.get(job_id_v).state not in ACTIVE:
+            return message_html("Nothing is running")
+        jobs.cancel(job_id_v)
+        return message_html("Stopping after the current batch ...")
 
     @guarded(3, "The bulk edit")
     def on_apply(folder_text: str, action_v: str, tags_v: str, with_v: str):
@@ -156,7 +241,11 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
 
     on_select.__annotations__ = {"evt": gr.SelectData}   # how Gradio knows to pass the selection
     listing = [c["status"], c["summary"], c["gallery"]]
-    c["tag_button"].click(on_tag, [ctx.dataset_dir, ctx.tagger_model] + c["components"], listing)
+    c["tag_button"].click(on_tag, [c["task_id"], ctx.dataset_dir, c["captioner"], ctx.tagger_model] + c["components"],
+                          [c["status"], c["job_id"], c["job_state"], c["webui_task"]], _js="trainLoraJobStart")
+    c["tag_cancel"].click(on_cancel, [c["job_id"]], [c["status"]], queue=False)
+    c["poll"].click(lambda job_id_v: tag_poll_outputs(jobs, job_id_v), [c["job_id"]], listing + [c["job_state"]],
+                    show_progress=False, queue=False)
     c["apply"].click(on_apply, [ctx.dataset_dir, c["action"], c["tags"], c["replacement"]], listing)
     c["undo"].click(on_undo, [ctx.dataset_dir], listing)
     c["refresh"].click(on_refresh, [ctx.dataset_dir], listing)

@@ -46,3 +46,11 @@ class Shared(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = Shared
+
+# Set at start-up in the WebUI (shared_init.initialize and modelloader.load_upscalers); here once the
+# module is complete, because both modules read shared.
+from modules import interrogate as _interrogate, upscaler as _upscaler  # noqa: E402
+
+interrogator = _interrogate.InterrogateModels("interrogate")
+sd_upscalers = [data for cls in (_upscaler.UpscalerNone, _upscaler.UpscalerLanczos, _upscaler.UpscalerNearest)
+                for data in cls().scalers]

@@ -38,3 +38,21 @@ options_templates.update(options_section(('extra_networks', "Extra Networks", "s
     "lora_in_memory_limit": OptionInfo(0, "Number of Lora networks to keep cached in memory"),
     "sd_lora": OptionInfo("None", "Add network to prompt"),
 }))
+options_templates.update(options_section(('upscaling', "Upscaling", "postprocessing"), {
+    "ESRGAN_tile": OptionInfo(192, "Tile size for ESRGAN upscalers."),
+    "ESRGAN_tile_overlap": OptionInfo(8, "Tile overlap for ESRGAN upscalers."),
+}))
+options_templates.update(options_section(('interrogate', "Interrogate"), {
+    "interrogate_keep_models_in_memory": OptionInfo(False, "Keep models in VRAM"),
+    "interrogate_return_ranks": OptionInfo(False, "Include ranks of model tags matches in results."),
+    "interrogate_clip_num_beams": OptionInfo(1, "BLIP: num_beams"),
+    "interrogate_clip_min_length": OptionInfo(24, "BLIP: minimum description length"),
+    "interrogate_clip_max_length": OptionInfo(48, "BLIP: maximum description length"),
+    "interrogate_clip_dict_limit": OptionInfo(1500, "CLIP: maximum number of lines in text file"),
+    "interrogate_clip_skip_categories": OptionInfo([], "CLIP: skip inquire categories"),
+    "interrogate_deepbooru_score_threshold": OptionInfo(0.5, "deepbooru: score threshold"),
+    "deepbooru_sort_alpha": OptionInfo(True, "deepbooru: sort tags alphabetically"),
+    "deepbooru_use_spaces": OptionInfo(True, "deepbooru: use spaces in tags"),
+    "deepbooru_escape": OptionInfo(True, "deepbooru: escape (\\) brackets"),
+    "deepbooru_filter_tags": OptionInfo("", "deepbooru: filter out those tags"),
+}))
