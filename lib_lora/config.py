@@ -117,6 +117,9 @@ class TrainingConfig:
     zero_terminal_snr: bool = opt(False, "Rescale the noise schedule to zero terminal SNR (use with v-prediction)")
     debiased_estimation: bool = opt(False, "Debiased estimation loss weighting")
     cache_text_encoder_outputs: bool = opt(False, "Cache text-encoder outputs (needs a frozen TE and no shuffling)")
+    offload_after_caching: bool = opt(False, "Move the VAE (and a frozen text encoder whose outputs are cached) to "
+                                      "the CPU once latents are cached, freeing their VRAM for the training "
+                                      "steps; they come back for samples and at the end. Needs cached latents")
     ema: bool = opt(False, "Keep an exponential moving average of the LoRA weights and save that")
     ema_decay: float = opt(0.999, "EMA decay per step", min=0.0, max=1.0)
     seed: int = opt(42, "Random seed (fixed seed + no shuffle = reproducible)", min=0, max=2**32 - 1)

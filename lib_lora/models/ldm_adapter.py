@@ -112,6 +112,13 @@ class LdmModel:
         vae_param = next(self._vae().parameters())
         return self.sd_model.decode_first_stage(latents.to(vae_param.device, vae_param.dtype)).float()
 
+    def offload_parts(self) -> dict[str, list[nn.Module]]:
+        """The parts training needs no more once latents and text-encoder outputs are cached
+        (training/offload.py moves them to the CPU and back). SDXL's whole conditioner goes: its
+        size embedders hold no weights."""
+        encoders = self.sd_model.conditioner if self.family == "sdxl" else self.sd_model.cond_stage_model
+        return {"vae": [self._vae()], "text_encoder": [encoders]}
+
     def vae_fingerprint(self) -> str:
         if self._vae_fingerprint is None:
             digest = hashlib.sha1()

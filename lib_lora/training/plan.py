@@ -15,6 +15,7 @@ from ..dataset.buckets import assign_bucket
 from ..dataset.scan import Dataset, scan_dataset
 from ..errors import DatasetError
 from .batches import Sample, optimizer_steps_per_epoch
+from .memory import MemoryEstimate, ModelSizes, estimate
 
 
 @dataclass
@@ -29,7 +30,7 @@ class TrainPlan:
     total_steps: int
     buckets: dict[str, int] = field(default_factory=dict)
     concepts: dict[str, dict] = field(default_factory=dict)
-    estimated_memory_mb: float = 0.0
+    memory: MemoryEstimate | None = None   # known when the plan was made for a model
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -47,8 +48,8 @@ class TrainPlan:
         lines.append(f"  {self.epochs} epoch{'s' if self.epochs != 1 else ''} x {self.steps_per_epoch} steps = "
                      f"{uncapped} steps{capped} (batch {self.batch_size}, gradient accumulation {self.grad_accum})")
         lines.append("  buckets: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.buckets.items())))
-        if self.estimated_memory_mb:
-            lines.append(f"  estimated memory: {self.estimated_memory_mb:.0f} MiB")
+        if self.memory is not None:
+            lines.append(f"  estimated memory: {self.memory.describe()}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -79,15 +80,8 @@ def split_validation(samples: list[Sample], share: float, seed: int) -> tuple[li
     return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
 
 
-def estimate_memory_mb(cfg: TrainConfig, n_params_model: int = 0, largest_bucket: int = 512 * 512) -> float:
-    """Rough peak: weights + activations by pixel count x batch. Good to a factor ~1.5; used to warn, not block."""
-    bytes_per = 2 if cfg.training.mixed_precision != "no" else 4
-    weights = n_params_model * bytes_per
-    act_per_sample = (largest_bucket / (512 * 512)) * (1.2e9 if not cfg.training.gradient_checkpointing else 0.3e9)
-    return (weights + act_per_sample * cfg.training.batch_size * bytes_per / 2) / 2 ** 20
-
-
-def make_plan(cfg: TrainConfig, n_params_model: int = 0) -> TrainPlan:
+def make_plan(cfg: TrainConfig, sizes: ModelSizes | None = None) -> TrainPlan:
+    """Scan and plan; `sizes` (training.memory.model_sizes of the model) adds the memory estimate."""
     d, t = cfg.dataset, cfg.training
     ds = scan_dataset(d.train_dir, d.caption_extension)
     samples = _samples(ds, cfg, is_reg=False)
@@ -109,6 +103,6 @@ def make_plan(cfg: TrainConfig, n_params_model: int = 0) -> TrainPlan:
     buckets = Counter(f"{s.bucket[0]}x{s.bucket[1]}" for s in train)
     largest = max(s.bucket[0] * s.bucket[1] for s in train)
     plan = TrainPlan(train, val, reg, epochs, t.batch_size, t.gradient_accumulation_steps, spe, total,
-                     dict(buckets), concepts, estimate_memory_mb(cfg, n_params_model, largest))
+                     dict(buckets), concepts, estimate(cfg, sizes, largest) if sizes is not None else None)
     plan.warnings = [str(issue) for issue in ds.issues]
     return plan

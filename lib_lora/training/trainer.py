@@ -26,13 +26,14 @@ from .. import options
 from ..config import TrainConfig
 from ..networks import create_network
 from . import distributed as dist
-from . import saving
+from . import offload, saving
 from .batches import epoch_batches
 from .hooks import HookCaller, Progress, TrainHooks
 from .latents import LatentCache
 from .loop_parts import RunContext, RunState, build_optimization, end_epoch, make_inputs
 from .noise import rescale_zero_terminal_snr
 from .optim import evaluation_weights
+from .memory import model_sizes
 from .plan import TrainPlan, make_plan
 from .precision import Precision
 from .step import TextEncoderCache, compute_loss, draw_noise
@@ -58,14 +59,15 @@ def _as_caller(hooks) -> HookCaller:
 
 
 def plan_run(cfg: TrainConfig, model=None) -> TrainPlan:
-    n_params = sum(p.numel() for p in model.unet.parameters()) if model is not None and hasattr(model, "unet") else 0
-    return make_plan(cfg, n_params)
+    """The plan, with its memory estimate when the model is known."""
+    return make_plan(cfg, model_sizes(cfg, model) if model is not None else None)
 
 
 def train(cfg: TrainConfig, model, hooks: TrainHooks | list[TrainHooks] | None = None,
           resume_dir: str | Path | None = None, sampler=None, dry_run: bool = False) -> TrainResult:
     """Run (or, with dry_run, only plan) a training run; returns what was written and why it ended."""
     options.validate(cfg)
+    offload.check_offload(cfg)
     caller = _as_caller(hooks)
     plan = plan_run(cfg, model)
     caller.on_plan(plan)
@@ -109,9 +111,7 @@ def _caches(cfg: TrainConfig, model, out_dir: Path, caller: HookCaller) -> tuple
                          "not cached (slower)")
     latents = LatentCache(model, "off" if d.color_aug else d.cache_latents, out_dir / ".cache" / "latents",
                           batch_size=max(1, t.batch_size))
-    te_frozen = not (cfg.network.train_text_encoder and t.text_encoder_lr > 0)
-    captions_fixed = not d.shuffle_caption and d.caption_dropout_rate == 0 and d.caption_tag_dropout_rate == 0
-    use_te_cache = t.cache_text_encoder_outputs and te_frozen and captions_fixed
+    use_te_cache = offload.te_output_cache_usable(cfg)
     if t.cache_text_encoder_outputs and not use_te_cache:
         caller.on_status("Text-encoder outputs are not cached: that needs a frozen text encoder "
                          "(train_text_encoder off or its LR 0) and fixed captions (no shuffle or dropout)")
@@ -132,13 +132,16 @@ def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler
     latent_cache, te_cache = _caches(cfg, model, out_dir, caller)
     caller.on_status("Caching latents")
     latent_cache.prepare(plan.train + plan.reg + plan.validation, (False, True) if cfg.dataset.flip_aug else (False,))
+    offloader = offload.offload_after_caching(cfg, model, plan, te_cache, precision, caller.on_status)
     run = RunContext(cfg, model, network, plan, caller, result, state, latent_cache, te_cache, alphas, optimizer,
-                     scheduler, precision, sampler, torch.Generator(device=model.device), random.Random())
+                     scheduler, precision, offloader.around(sampler), torch.Generator(device=model.device),
+                     random.Random())
     try:
         for epoch in range(state.epoch + 1, plan.epochs + 1):
             if _run_epoch(run, epoch):
                 break
     finally:
+        offloader.restore()   # every way out: the parts go back to their devices before anything else
         state.close()
     result.steps, result.epochs_done = state.step, state.epoch
     if result.losses:

@@ -137,3 +137,56 @@ def test_no_model_is_refused(fresh_state):
 def test_conditioning_type(fresh_state):
     with training_session(load_family(fresh_state, "sd1"), fresh_state.shared.opts, TrainConfig()) as model:
         assert isinstance(model.encode_text(["x"], 1, 75), Conditioning)
+
+
+def _offload_config(train_dir: str) -> TrainConfig:
+    cfg = TrainConfig()
+    d, n, t, o = cfg.dataset, cfg.network, cfg.training, cfg.output
+    d.train_dir, d.resolution, d.enable_bucket, d.shuffle_caption = train_dir, 64, False, False
+    n.dim, n.alpha, n.train_text_encoder = 4, 4.0, False
+    t.epochs, t.batch_size, t.optimizer, t.mixed_precision = 2, 1, "AdamW", "no"
+    t.offload_after_caching, t.cache_text_encoder_outputs = True, True
+    o.output_name, o.save_state, o.tensorboard = "offcat", False, False
+    cfg.sample.every_n_epochs = 1
+    return cfg
+
+
+@pytest.mark.parametrize("family, moves", [("sd1", "real"), ("sdxl", "watched")])
+def test_run_with_offload_after_caching_gives_the_model_back(fresh_state, monkeypatch, family, moves):
+    """A run that offloads the VAE and the cached text encoders: the ldm path never calls them during
+    the steps, the WebUI's own sampler gets them back, and the model comes back bit for bit. On this
+    CPU-only machine a real move is a no-op ('real'); 'watched' puts a recorder in place of the move."""
+    from lib_lora.training import offload
+    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_jobs_api import _dataset
+    webui = fresh_state
+    sd_model = load_family(webui, family)
+    before, image_before = fingerprint(sd_model), _generate(webui)
+    parts = {"vae": sd_model.first_stage_model,
+             "text_encoder": sd_model.conditioner if family == "sdxl" else sd_model.cond_stage_model}
+    ids = {kind: {id(t) for t in [*m.parameters(), *m.buffers()]} for kind, m in parts.items()}
+    away, used_while_away, away_when_sampling = set(), [], []
+    if moves == "watched":
+        monkeypatch.setattr(offload, "OFFLOAD_DEVICE", "meta")
+        monkeypatch.setattr(offload, "_move", lambda module, kind, name, device: (
+            away.add if device.type == "meta" else away.discard)(id(getattr(module, kind)[name])))
+    handles = [m.register_forward_pre_hook(lambda mod, args, kind=kind: used_while_away.append(kind)
+                                           if away & ids[kind] else None) for kind, m in parts.items()]
+
+    def make_sampler(model):
+        def sampler(network, sample_cfg, epoch):
+            away_when_sampling.append(len(away))
+            return [_generate(webui, "zkcat")]
+        return sampler
+
+    try:
+        record = RunManager().start(_offload_config(_dataset(webui.root)), background=False, sampler=make_sampler)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert record.state == "finished", (record.error, record.messages[-3:])
+    assert used_while_away == [] and away == set() and away_when_sampling == [0, 0]
+    said = "Moved the vae and the text encoder to the CPU" if moves == "watched" else "Nothing was moved"
+    assert any(said in m for m in record.messages), record.messages
+    assert differences(before, fingerprint(sd_model)) == []
+    assert _generate(webui) == image_before
