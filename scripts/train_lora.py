@@ -1,10 +1,14 @@
 """WebUI entry point of Train LoRA: registers the tab, settings, HTTP API and X/Y/Z axes.
 
-Thin on purpose: every piece of logic lives in lib_lora (importable here because the
-WebUI puts the extension root on sys.path while it loads this file); lib_lora and the
-WebUI's modules are imported inside functions, the heavy parts only when a callback runs.
+Thin on purpose: every piece of logic lives in lib_lora. The WebUI puts the extension root
+on sys.path only while it loads this file, so the lib_lora package is imported here, at load
+time (it is light: no torch, gradio or WebUI imports); its submodules are then found through
+the package when a callback runs. The WebUI's modules and the heavy parts are imported inside
+functions.
 """
 from __future__ import annotations
+
+import lib_lora  # noqa: F401  (must happen while the extension root is on sys.path)
 
 
 def _ui_tabs():

@@ -16,7 +16,9 @@ from lib_lora import options
 from lib_lora.errors import ConfigError
 
 ELEM_PREFIX = "train_lora_"
-LINE_LIST_FIELDS = {"sample.prompts"}     # free text that may contain commas: one entry per line
+# free text that may contain commas: one entry per line. Matched on the field's own name, so the
+# Train form's sample.prompts and the grid form's prompts (SampleConfig on its own) agree.
+LINE_LIST_FIELDS = {"prompts"}
 
 
 @dataclass
@@ -36,6 +38,10 @@ class FieldSpec:
     def is_list(self) -> bool:
         return typing.get_origin(self.typ) is list
 
+    @property
+    def one_per_line(self) -> bool:
+        return self.name.split(".")[-1] in LINE_LIST_FIELDS
+
 
 def field_specs(cls: type) -> list[FieldSpec]:
     return [FieldSpec(name, typ, meta) for name, (typ, meta) in options.field_info(cls).items()]
@@ -43,7 +49,7 @@ def field_specs(cls: type) -> list[FieldSpec]:
 
 def to_component_value(spec: FieldSpec, value: Any) -> Any:
     if spec.is_list:
-        sep = "\n" if spec.name in LINE_LIST_FIELDS else ", "
+        sep = "\n" if spec.one_per_line else ", "
         return sep.join(_plain(v) for v in value)
     if spec.meta.get("choices") and not isinstance(value, str):
         return str(value)                 # dropdowns hold strings (max_token_length 75/150/225)
@@ -58,7 +64,7 @@ def from_component_value(spec: FieldSpec, value: Any) -> Any:
     """Component value -> the field's type; raises ConfigError naming the field."""
     if spec.is_list:
         text = "" if value is None else str(value)
-        parts = text.splitlines() if spec.name in LINE_LIST_FIELDS else text.replace("\n", ",").split(",")
+        parts = text.splitlines() if spec.one_per_line else text.replace("\n", ",").split(",")
         return options._coerce([p.strip() for p in parts if p.strip()], spec.typ, spec.name)
     if value is None or (isinstance(value, str) and not value.strip() and spec.typ in (int, float)):
         raise ConfigError(spec.name, value, "a number")
@@ -107,7 +113,7 @@ def make_component(spec: FieldSpec, value: Any, prefix: str = ELEM_PREFIX):
     if spec.meta.get("choices"):
         return gr.Dropdown(choices=[str(c) for c in spec.meta["choices"]], value=shown, **common)
     if spec.is_list:
-        lines = 3 if spec.name in LINE_LIST_FIELDS else 1
+        lines = 3 if spec.one_per_line else 1
         return gr.Textbox(value=shown, lines=lines, **common)
     if spec.typ is int:
         return gr.Number(value=shown, precision=0, **common)

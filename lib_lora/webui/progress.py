@@ -10,7 +10,6 @@ The same hook also fills the run's record that the HTTP API reports.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from lib_lora.training.hooks import EpochResult, Progress, TrainHooks
@@ -36,10 +35,9 @@ class WebUIProgress(TrainHooks):
     def on_progress(self, p: Progress) -> None:
         self.state.job_count = p.total_steps
         self.state.job_no = p.step
-        # the trainer reports inf (no rate yet) or nan before the first timed step
-        eta = f"{int(p.eta_s // 60)}m {int(p.eta_s % 60)}s" if math.isfinite(p.eta_s) else "?"
+        # no ETA here: the progress bar adds its own, from job_no / job_count
         self.state.textinfo = (f"Train LoRA: step {p.step}/{p.total_steps}, epoch {p.epoch}/{p.total_epochs}, "
-                               f"loss {p.loss:.4f}, {p.it_per_s:.2f} it/s, ETA {eta}")
+                               f"loss {p.loss:.4f}, {p.it_per_s:.2f} it/s")
         if self.record is not None:
             self.record.step, self.record.epoch, self.record.loss = p.step, p.epoch, p.loss
             self.record.total_steps, self.record.total_epochs = p.total_steps, p.total_epochs

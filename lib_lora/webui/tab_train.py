@@ -79,7 +79,7 @@ def build_option_components(ctx: TabContext) -> None:
     with gr.Accordion("Advanced options", open=False, elem_id=elem("advanced_options")):
         for section, title in SECTION_TITLES.items():
             rest = [n for n in specs if n.startswith(section + ".") and n not in made]
-            with gr.Accordion(title, open=False):
+            with gr.Accordion(title, open=False, elem_id=elem(f"options_{section}")):
                 for pair in range(0, len(rest), 3):
                     with gr.Row():
                         for name in rest[pair:pair + 3]:

@@ -7,44 +7,17 @@ best-epoch hint -> the form survives a reload. Screenshots go to tests/artifacts
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "tests" / "artifacts" / "browser"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.browser.helpers import (HAVE_CHROMIUM, NO_CHROMIUM, REPO, free_port, launch_chromium, shot, stop,
+                                   wait_for_server, wait_text)
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed "
-                                 "(apt-get install -y chromium); CI installs it")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return port if port not in (7860, 7861) else free_port()
-
-
-def wait_for_server(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the ui server exited: {proc.stdout.read()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError("the ui server did not start")
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)]
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +37,7 @@ def served(tmp_path_factory):
         wait_for_server(port, proc)
         yield f"http://127.0.0.1:{port}/", data, photos
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def wait_text(page, selector: str, text: str, timeout_s: float = 60) -> None:
-    page.locator(selector).filter(has_text=text).first.wait_for(timeout=timeout_s * 1000)
+        stop(proc)
 
 
 def sd_scripts_toml(path: Path, train_dir: str) -> Path:
@@ -105,7 +68,7 @@ def test_whole_flow(served, tmp_path):
     from playwright.sync_api import sync_playwright
     url, data, photos = served
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         page.locator("#train_lora_dataset_dir").wait_for(timeout=60_000)

@@ -141,3 +141,12 @@ def test_unreadable_preset_says_what_to_do(tmp_path):
     bad.write_text("{nope", encoding="utf-8")
     with pytest.raises(LoraError, match="kohya_ss"):
         presets.load_preset(bad)
+
+
+def test_grid_prompts_keep_their_commas():
+    """The Evaluate form edits SampleConfig on its own: its prompts are one per line, like the Train form's."""
+    from lib_lora.config import SampleConfig
+    specs = [s for s in form.field_specs(SampleConfig) if s.name == "prompts"]
+    cfg = form.config_from_values(SampleConfig, specs, ["lrsq, smile\nlrsq, hat\n"])
+    assert cfg.prompts == ["lrsq, smile", "lrsq, hat"]
+    assert form.values_from_config(cfg, specs) == ["lrsq, smile\nlrsq, hat"]

@@ -4,7 +4,9 @@ Keeps the real flow where Train LoRA depends on it: reload_model_weights() first
 parsed out of the prompt and activated through extra_networks (which, with no LoRA in the
 prompt, restores merged weights), conditioning through sd_model.get_learned_conditioning,
 seeded noise, images decoded by the VAE, shared.state updated per step. Unlike the real one,
-Processed also carries the sampled latents (tests measure learning in latent space)."""
+Processed also carries the sampled latents (tests measure learning in latent space), and
+`processed_prompts` lists every prompt generated (the browser test asks the stand-in server
+which prompts the grid sent through here)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ import torch
 from PIL import Image
 
 from modules import devices, extra_networks, prompt_parser, sd_models, shared
+
+processed_prompts: list[str] = []     # stand-in only, see above
 
 
 @dataclass(repr=False)
@@ -145,6 +149,7 @@ def _ddim_sample(p, sd_model, cond, uncond, shape, generator):
 
 
 def process_images(p: StableDiffusionProcessing) -> Processed:
+    processed_prompts.append(p.prompt)
     sd_models.reload_model_weights()
     sd_model = p.sd_model
     prompt, extra_data = extra_networks.parse_prompt(p.prompt)

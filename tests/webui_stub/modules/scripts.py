@@ -13,6 +13,10 @@ ScriptFile = namedtuple("ScriptFile", ["basedir", "filename", "path"])
 ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
 scripts_data: list[ScriptClassData] = []
 current_basedir = paths.script_path
+# The WebUI's own script.js, javascript/ and style.css: in the stand-in they live beside modules/
+# (paths.script_path is a temp data folder). Extension roots are added as load_scripts_from loads them.
+webui_files_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+extension_roots: list[str] = []
 
 
 class Script:
@@ -68,6 +72,8 @@ def load_scripts_from(extension_root: str) -> list:
     root prepended to sys.path only while it loads; Script subclasses registered."""
     global current_basedir
     script_callbacks.clear_callbacks()
+    if extension_root not in extension_roots:
+        extension_roots.append(extension_root)
     modules = []
     scripts_dir = os.path.join(extension_root, "scripts")
     for filename in sorted(os.listdir(scripts_dir)):
@@ -89,3 +95,22 @@ def load_scripts_from(extension_root: str) -> list:
             sys.path = syspath
             current_basedir = paths.script_path
     return modules
+
+
+def list_scripts(scriptdirname, extension, *, include_extensions=True):
+    """ScriptFile for each `<root>/<scriptdirname>/*<extension>`: the WebUI's own first, then each
+    loaded extension's, files sorted by name within a root (the WebUI's load order)."""
+    roots = [webui_files_dir] + (extension_roots if include_extensions else [])
+    found = []
+    for root in roots:
+        folder = os.path.join(root, scriptdirname)
+        if os.path.isdir(folder):
+            found += [ScriptFile(root, name, os.path.join(folder, name)) for name in sorted(os.listdir(folder))
+                      if os.path.splitext(name)[1].lower() == extension]
+    return found
+
+
+def list_files_with_name(filename):
+    """`filename` in the WebUI root and in each loaded extension root, where it exists."""
+    return [os.path.join(root, filename) for root in [webui_files_dir] + extension_roots
+            if os.path.isfile(os.path.join(root, filename))]
