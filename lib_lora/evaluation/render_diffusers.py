@@ -12,32 +12,20 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..config import NetworkConfig, SampleConfig
+from ..config import SampleConfig
 from ..networks import create_network, load_network_file
+from ..networks.detect import conv3x3_keys, network_config_for
 
 
-def network_config_for(tensors: dict[str, torch.Tensor]) -> NetworkConfig:
-    """Infer algorithm, ranks and targets from a file's tensors (any of ours, sd-scripts' or LyCORIS')."""
-    keys = list(tensors)
-    cfg = NetworkConfig()
-    if any(k.endswith(".hada_w1_a") for k in keys):
-        cfg.algo = "loha"
-    elif any(".lokr_" in k for k in keys):
-        cfg.algo = "lokr"
-    downs = {k: v for k, v in tensors.items() if k.endswith(("lora_down.weight", "hada_w1_b"))}
-    convs = [v for v in downs.values() if v.dim() == 4 and v.shape[-1] == 3]
-    if cfg.algo == "lora" and convs:
-        cfg.algo = "locon"
-    linear = [v for v in downs.values() if not (v.dim() == 4 and v.shape[-1] == 3)]
-    if linear:
-        cfg.dim = int(linear[0].shape[0])
-    if convs:
-        cfg.conv_dim = int(convs[0].shape[0])
-    cfg.targets = "attn_ff_conv" if convs else "attn_ff"
-    cfg.train_text_encoder = any(k.startswith("lora_te") for k in keys)
-    cfg.train_unet = any(k.startswith("lora_unet") for k in keys)
-    cfg.dora = any(k.endswith(".dora_scale") for k in keys)
-    return cfg
+def load_file_network(model, path: Path):
+    """A network shaped like the file's modules (algorithm and ranks read from the file) on
+    `model`, holding the file's tensors, on the model's device; not attached yet."""
+    tensors, _ = load_network_file(path)
+    cfg = network_config_for(tensors, conv3x3_keys(model.network_targets(True, False)))
+    network = create_network(model.network_targets(cfg.train_unet, cfg.train_text_encoder), cfg)
+    network.load_trainable_state(tensors, strict=False)
+    network.to(model.device)
+    return network
 
 
 @contextlib.contextmanager
@@ -46,11 +34,7 @@ def lora_applied(model, path: Path | None, weight: float):
     if path is None or weight == 0:
         yield
         return
-    tensors, _ = load_network_file(path)
-    cfg = network_config_for(tensors)
-    network = create_network(model.network_targets(cfg.train_unet, cfg.train_text_encoder), cfg)
-    network.load_trainable_state(tensors, strict=False)
-    network.to(model.device)
+    network = load_file_network(model, path)
     network.set_multiplier(weight)
     network.attach()
     try:
@@ -87,11 +71,7 @@ class AttachedLoraRenderer:
             return
         self.close()
         if path is not None:
-            tensors, _ = load_network_file(path)
-            cfg = network_config_for(tensors)
-            network = create_network(self.model.network_targets(cfg.train_unet, cfg.train_text_encoder), cfg)
-            network.load_trainable_state(tensors, strict=False)
-            network.to(self.model.device)
+            network = load_file_network(self.model, path)
             network.attach()
             self.network = network
         self.path = path

@@ -20,13 +20,14 @@ import torch
 from ..config import NetworkConfig
 from ..errors import ModelError
 from . import keys
+from .detect import group_parts, module_kind
 from .network_file import load_network_file
 
 
 @dataclass
 class ModuleSummary:
     key: str            # module part of the file keys, e.g. 'lora_unet_..._to_q'
-    algo: str           # 'lora' | 'locon' | 'loha' | 'lokr' (+ '+dora')
+    algo: str           # detect.ModuleKind.label: 'lora' | 'locon' | 'loha' | 'lokr' | ... (+ '+dora')
     rank: int | None    # None: full-matrix LoKr (no rank; the WebUI then ignores alpha)
     alpha: float | None
 
@@ -57,32 +58,15 @@ class InspectReport:
 
 def summarise_module(key: str, parts: dict[str, torch.Tensor]) -> ModuleSummary:
     """Algorithm, rank and alpha of one module from its tensors (by weight-part name)."""
-    alpha = float(parts["alpha"].float().item()) if "alpha" in parts else None
-    if "lora_down.weight" in parts:
-        down = parts["lora_down.weight"]
-        algo, rank = ("locon" if down.dim() == 4 and down.shape[-1] > 1 else "lora"), down.shape[0]
-    elif "hada_w1_b" in parts:
-        algo, rank = "loha", parts["hada_w1_b"].shape[0]
-    elif any(p.startswith("lokr_") for p in parts):
-        low = parts.get("lokr_w2_b", parts.get("lokr_w1_b"))
-        algo, rank = "lokr", (None if low is None else low.shape[0])
-    else:
-        algo, rank = "+".join(sorted(p.split(".")[0] for p in parts if p != "alpha")) or "unknown", None
-    if "dora_scale" in parts:
-        algo += "+dora"
-    return ModuleSummary(key, algo, None if rank is None else int(rank), alpha)
+    kind = module_kind(parts)
+    return ModuleSummary(key, kind.label, kind.rank, kind.alpha)
 
 
 def inspect_file(path: str | Path, base_keys: Iterable[str] | None = None) -> InspectReport:
     """Read `path` and describe it; with `base_keys` (every LoRA key the base model offers), also
     list which of the file's modules match the model and which do not."""
     tensors, metadata = load_network_file(path)
-    grouped: dict[str, dict[str, torch.Tensor]] = {}
-    for full_key, tensor in tensors.items():
-        if full_key.startswith("bundle_emb."):
-            continue
-        module, _, part = full_key.partition(".")
-        grouped.setdefault(module, {})[part] = tensor
+    grouped = group_parts(tensors)
     modules = [summarise_module(k, grouped[k]) for k in sorted(grouped)]
     report = InspectReport(str(path), modules, metadata, num_tensors=len(tensors),
                            dtypes=sorted({str(t.dtype).replace("torch.", "") for t in tensors.values()}))

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import NetworkFileError
+from ..networks.detect import module_kind
 
 PEFT_NAMES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
-UNSUPPORTED_PARTS = {"dora_scale": "DoRA", "oft_blocks": "OFT", "oft_diag": "OFT", "on_input": "IA3",
-                     "a1.weight": "GLoRA", "w_norm": "norm", "b_norm": "norm"}
 
 
 @dataclass
@@ -32,26 +31,12 @@ class ModuleWeights:
 
     @property
     def algo(self) -> str:
-        p = self.parts
-        if "lora_up.weight" in p and "lora_down.weight" in p:
-            return "lora"
-        if "hada_w1_a" in p:
-            return "loha"
-        if any(k.startswith("lokr_w1") for k in p):
-            return "lokr"
-        if "diff" in p:
-            return "full"
-        for part, name in UNSUPPORTED_PARTS.items():
-            if part in p:
-                return name
-        return "unknown"
+        """networks.detect's algorithm, with LoCon as 'lora' (the same up/down math on a conv)."""
+        algo = module_kind(self.parts).algo
+        return "lora" if algo == "locon" else algo
 
     def dim(self) -> int | None:
-        p = self.parts
-        for name in ("lora_down.weight", "hada_w1_b", "lokr_w1_b", "lokr_w2_b"):
-            if name in p:
-                return int(p[name].shape[0])
-        return None
+        return module_kind(self.parts).rank
 
     def scale(self) -> float:
         """alpha / dim when both exist, else the module's `scale`, else 1.0 (the WebUI's rule)."""
