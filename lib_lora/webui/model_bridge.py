@@ -37,28 +37,39 @@ LDM_CHECKPOINT_FLAGS = ("use_checkpoint", "checkpoint")
 FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
 
+def _headless_hint(sd_model: Any) -> str:
+    info = getattr(sd_model, "sd_checkpoint_info", None)
+    name = getattr(info, "name", None) or getattr(info, "filename", None) or "this checkpoint"
+    return ("or train headless with the same settings: save them with the Train tab's Save preset, then run "
+            "`python -m lib_lora train --config <that preset's .toml> --set model.pretrained=<a diffusers folder "
+            f"of {name}>` in the extension's folder. Nothing was changed on the loaded model")
+
+
 def check_supported(sd_model: Any, cmd_opts: Any, fp8_enabled: bool) -> None:
-    """Refuse what cannot train, with what to do instead."""
+    """Refuse what cannot train, with what to do instead; runs before the model is touched."""
     if sd_model is None or not hasattr(sd_model, "model"):
         raise ModelError("No checkpoint is loaded in the WebUI", where="Stable Diffusion checkpoint",
                          fix="Pick a checkpoint at the top of the page, wait for it to load, then start training")
-    is_sdxl = bool(getattr(sd_model, "is_sdxl", False))
+    # --medvram-sdxl applies to SDXL models only (the WebUI's lowvram.is_needed): SD1/SD2 train under it
+    is_sdxl = bool(getattr(sd_model, "is_sdxl", False)) or hasattr(sd_model, "conditioner")
     low_modes = [flag for flag, on in (("--lowvram", getattr(cmd_opts, "lowvram", False)),
                                        ("--medvram", getattr(cmd_opts, "medvram", False)),
                                        ("--medvram-sdxl", is_sdxl and getattr(cmd_opts, "medvram_sdxl", False)))
                  if on]
     if low_modes or getattr(sd_model, "lowvram", False):
-        flags = ", ".join(low_modes) or "a low-VRAM mode"
+        flags = " and ".join(low_modes) or "a low-VRAM mode"
         raise ModelError(
-            f"The WebUI runs with {flags}, which moves model parts between CPU and GPU during every step; "
+            f"The WebUI runs with {flags}, which moves model parts between CPU and GPU at every step; "
             "training needs the whole model on the GPU", where="WebUI command line",
-            fix=f"Restart the WebUI without {flags} to train (the VRAM check then suggests batch size, "
-                "gradient checkpointing and an 8-bit optimizer that fit), or train headless with "
-                "`python -m lib_lora train`")
+            fix=f"Restart the WebUI without {flags} (remove it from COMMANDLINE_ARGS in webui-user.bat or "
+                "webui-user.sh) and start the run again; the VRAM check then names the settings that fit "
+                "(offloading after caching, gradient checkpointing, an 8-bit optimizer, smaller batches); "
+                + _headless_hint(sd_model))
     if fp8_enabled or any(p.dtype in FP8_DTYPES for p in sd_model.model.diffusion_model.parameters()):
         raise ModelError("The checkpoint is stored in FP8, which cannot be trained",
                          where="Settings > Stable Diffusion > FP8 weight",
-                         fix="Set FP8 weight to Disable, reload the checkpoint, then start training")
+                         fix="Set FP8 weight to Disable, reload the checkpoint, then start the run again; "
+                             + _headless_hint(sd_model))
 
 
 @dataclass

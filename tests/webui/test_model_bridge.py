@@ -104,24 +104,52 @@ def test_merged_builtin_lora_is_cleared_and_regenerates_identically(fresh_state)
     assert _generate(webui, "a cat <lora:merged:1>") == with_lora
 
 
-@pytest.mark.parametrize("flag", ["lowvram", "medvram"])
-def test_low_vram_modes_are_refused_with_what_to_do(fresh_state, flag):
+@pytest.mark.parametrize("family, flag", [("sd1", "lowvram"), ("sd1", "medvram"), ("sdxl", "medvram_sdxl")])
+def test_low_vram_modes_are_refused_with_what_to_do_and_the_model_untouched(fresh_state, family, flag):
     webui = fresh_state
-    sd_model = load_family(webui, "sd1")
+    sd_model = load_family(webui, family)
+    opts = webui.shared.opts
+    from tests.webui.test_stub import _write_lora
+    layer = (sd_model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn1.to_q if family == "sd1"
+             else None)
+    if layer is not None:    # a LoRA the WebUI merged stays merged: the refusal comes before any change
+        _write_lora(webui, "kept", layer.weight.shape)
+        _generate(webui, "a cat <lora:kept:1>")
+        assert webui.networks.loaded_networks
+    before, loaded = fingerprint(sd_model), list(webui.networks.loaded_networks)
+    clip_skip, optimizer = opts.CLIP_stop_at_last_layers, webui.sd_hijack.current_optimizer
+    cfg = TrainConfig()
+    cfg.model.clip_skip = clip_skip + 1
     setattr(webui.shared.cmd_opts, flag, True)
     try:
-        with pytest.raises(ModelError, match="Restart the WebUI without --" + flag):
-            with training_session(sd_model, webui.shared.opts, TrainConfig()):
+        with pytest.raises(ModelError) as err:
+            with training_session(sd_model, opts, cfg):
                 pass
     finally:
         setattr(webui.shared.cmd_opts, flag, False)
+    text, shown = str(err.value), "--" + flag.replace("_", "-")
+    assert f"Restart the WebUI without {shown} (remove it from COMMANDLINE_ARGS" in text
+    assert "python -m lib_lora train --config <that preset's .toml> --set model.pretrained=" in text
+    assert differences(before, fingerprint(sd_model)) == [] and webui.networks.loaded_networks == loaded
+    assert (opts.CLIP_stop_at_last_layers, webui.sd_hijack.current_optimizer) == (clip_skip, optimizer)
+
+
+def test_medvram_sdxl_does_not_refuse_sd1(fresh_state):
+    """--medvram-sdxl only changes how the WebUI runs SDXL models: an SD1 model is whole on the GPU."""
+    webui = fresh_state
+    webui.shared.cmd_opts.medvram_sdxl = True
+    try:
+        with training_session(load_family(webui, "sd1"), webui.shared.opts, TrainConfig()) as model:
+            assert model.family == "sd1"
+    finally:
+        webui.shared.cmd_opts.medvram_sdxl = False
 
 
 def test_fp8_is_refused(fresh_state):
     webui = fresh_state
     webui.devices.fp8 = True
     try:
-        with pytest.raises(ModelError, match="FP8 weight to Disable"):
+        with pytest.raises(ModelError, match="FP8 weight to Disable.*python -m lib_lora train"):
             with training_session(load_family(webui, "sd1"), webui.shared.opts, TrainConfig()):
                 pass
     finally:
