@@ -22,7 +22,6 @@ import html
 import itertools
 import re
 import threading
-import time
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
@@ -39,7 +38,6 @@ class DataJob(BackgroundTask):
         super().__init__(name, fn)
         self.job_id, self.webui_queue, self.task_id = job_id, webui_queue, task_id
         self.state = "queued"
-        self.started = time.time()
         self._state = None           # modules.shared.state while this job holds the WebUI's queue
 
     def should_stop(self) -> bool:
@@ -58,10 +56,14 @@ class DataJob(BackgroundTask):
             self._state.interrupt()
 
     def _run(self) -> None:
-        if not self.webui_queue:
+        if self.webui_queue:
+            self._run_in_webui_queue()
+        else:
             self.state = "running"
-            self._finish_with(super()._run)
-            return
+            super()._run()
+        self._settle()
+
+    def _run_in_webui_queue(self) -> None:
         from modules import call_queue, progress, shared
         self.text = "waiting for the WebUI to finish the current generation or training"
         with call_queue.queue_lock:
@@ -70,20 +72,13 @@ class DataJob(BackgroundTask):
             shared.state.begin(job=f"train_lora_{self.name}")
             self._state, self.state = shared.state, "running"
             try:
-                if self.cancel_requested:
-                    self.finished = True
-                else:
-                    self._finish_with(super()._run)
+                if not self.cancel_requested:     # cancelled while it waited: nothing to do
+                    super()._run()
             finally:
-                self._state = None
+                self._state, self.finished = None, True
                 shared.state.end()
                 if self.task_id:
                     progress.finish_task(self.task_id)
-        self._settle()
-
-    def _finish_with(self, run: Callable[[], None]) -> None:
-        run()
-        self._settle()
 
     def _settle(self) -> None:
         if self.cancel_requested or getattr(self.result, "cancelled", False):

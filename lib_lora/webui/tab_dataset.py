@@ -141,7 +141,7 @@ def build_dataset_section(ctx: TabContext) -> None:
         upload = gr.Button("Import upload", variant="primary", elem_id=elem("upload_button"))
     with gr.Row():
         status = gr.HTML(elem_id=elem("dataset_status"))
-        cancel = gr.Button("Cancel", variant="stop", elem_id=elem("data_cancel"), scale=0)
+        cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=elem("data_cancel"), scale=0)
     gr.HTML(elem_id=elem("data_progressbar"))
     with gr.Row(elem_classes=["train-lora-hidden"]):
         task_id = gr.Textbox(elem_id=elem("data_task"))

@@ -150,7 +150,7 @@ def build_tagging_section(ctx: TabContext) -> None:
                                        elem_id=elem("tagger_model"),
                                        info="A local folder with model.onnx + selected_tags.csv, or a Hub repo id")
         tag_button = gr.Button("Tag images", variant="primary", elem_id=elem("tag_button"))
-        tag_cancel = gr.Button("Cancel", variant="stop", elem_id=elem("tag_cancel"), scale=0)
+        tag_cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=elem("tag_cancel"), scale=0)
     with gr.Accordion("Tagger options", open=False):
         components = [form.make_component(s, getattr(defaults, s.name), prefix="train_lora_tagging_")
                       for s in specs]
