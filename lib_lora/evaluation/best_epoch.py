@@ -7,8 +7,10 @@ Two signals per epoch, each optional:
   captions: the share of the dataset's common tags (in at least `common_share`
   of the captions) that the tagger finds in the samples. It rises while the
   LoRA learns the subject.
-Each signal is scaled to 0..1 across epochs and averaged; on a near tie the
-earlier epoch wins, because later epochs are the ones more likely overtrained.
+Either signal alone is enough. With both, each is scaled to 0..1 across epochs
+and averaged; on a near tie the earlier epoch wins, because later epochs are the
+ones more likely overtrained. The explanation names the signals used, why the
+others were not, and why that epoch.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Callable, Iterable
 
 TagsFor = Callable[[list], list[set[str]]]   # images (paths or PIL) -> tags found in each
 TIE = 0.02
+VALIDATION, RECALL = "validation loss", "tag recall of the samples"
 
 
 @dataclass
@@ -34,6 +37,8 @@ class BestEpochHint:
     best: int | None
     scores: list[EpochScore] = field(default_factory=list)
     explanation: str = ""
+    used: list[str] = field(default_factory=list)               # the signals the choice rests on
+    unused: dict[str, str] = field(default_factory=dict)        # signal -> why it was not there
 
     def to_rows(self) -> list[list]:
         return [[s.epoch, _fmt(s.validation_loss), _fmt(s.tag_recall), f"{s.score:.2f}",
@@ -76,48 +81,56 @@ def _scaled(values: dict[int, float], higher_is_better: bool) -> dict[int, float
 
 
 def best_epoch_hint(epochs: list[int], validation_losses: dict[int, float] | None = None,
-                    recalls: dict[int, float] | None = None) -> BestEpochHint:
+                    recalls: dict[int, float] | None = None, unused: dict[str, str] | None = None) -> BestEpochHint:
+    """`unused`: for a signal that has no values, why (said in the explanation instead of a generic hint)."""
     validation_losses = {e: v for e, v in (validation_losses or {}).items()
                          if e in epochs and v is not None and v == v}
     recalls = {e: v for e, v in (recalls or {}).items() if e in epochs and v is not None}
+    reasons = {VALIDATION: "the run has no validation loss (set dataset.validation_split, e.g. 0.1)",
+               RECALL: "no tag recall (needs sample images every epoch and a tagger)"}
+    reasons.update(unused or {})
+    missing = {name: why for name, why in reasons.items()
+               if not (validation_losses if name == VALIDATION else recalls)}
     if not epochs:
-        return BestEpochHint(None, [], "No saved epochs yet: train first.")
+        return BestEpochHint(None, [], "No saved epochs yet: train first.", [], missing)
     loss_part, recall_part = _scaled(validation_losses, False), _scaled(recalls, True)
     scores = []
     for epoch in sorted(epochs):
         parts = [p[epoch] for p in (loss_part, recall_part) if epoch in p]
         scores.append(EpochScore(epoch, validation_losses.get(epoch), recalls.get(epoch),
                                  sum(parts) / len(parts) if parts else 0.0))
-    if not loss_part and not recall_part:
+    used = [name for name, part in ((VALIDATION, loss_part), (RECALL, recall_part)) if part]
+    if not used:
         return BestEpochHint(max(epochs), scores, (
-            f"No validation loss and no sample tags to compare, so the last epoch ({max(epochs)}) is suggested. "
-            "Set dataset.validation_split (e.g. 0.1) and sample prompts every epoch to get a real hint."))
+            f"No signal to compare epochs, so the last epoch ({max(epochs)}) is suggested. "
+            + " ".join(f"{name.capitalize()}: {why}." for name, why in missing.items())), used, missing)
     top = max(s.score for s in scores)
     best = min(s.epoch for s in scores if s.score >= top - TIE)
-    return BestEpochHint(best, scores, _explain(best, scores, validation_losses, recalls))
+    return BestEpochHint(best, scores, _explain(best, scores, validation_losses, recalls, used, missing),
+                         used, missing)
 
 
-def _explain(best: int, scores: list[EpochScore], losses: dict[int, float], recalls: dict[int, float]) -> str:
+def _explain(best: int, scores: list[EpochScore], losses: dict[int, float], recalls: dict[int, float],
+             used: list[str], missing: dict[str, str]) -> str:
     chosen = next(s for s in scores if s.epoch == best)
+    basis = (f"Based on the {used[0]} only." if len(used) == 1 else
+             f"Based on the {used[0]} and the {used[1]}, each scaled to 0..1 across epochs and averaged.")
     reasons = []
     if chosen.validation_loss is not None:
         low = min(losses, key=losses.get)
         reasons.append(f"its validation loss is {chosen.validation_loss:.4f}" +
-                       (" (the lowest)" if low == best else f" (lowest {losses[low]:.4f} at epoch {low})"))
+                       (" (the lowest: it fits held-out images best)" if low == best
+                        else f" (lowest {losses[low]:.4f} at epoch {low})"))
     if chosen.tag_recall is not None:
         high = max(recalls, key=recalls.get)
         reasons.append(f"its samples show {chosen.tag_recall:.0%} of the dataset's common tags" +
-                       (" (the most)" if high == best else f" (most: {recalls[high]:.0%} at epoch {high})"))
+                       (" (the most: it has learned the subject best)" if high == best
+                        else f" (most: {recalls[high]:.0%} at epoch {high})"))
     later = [s.epoch for s in scores if s.epoch > best]
-    tail = (f" Later epochs ({', '.join(map(str, later))}) score no better and are more likely overtrained."
-            if later else "")
-    missing = []
-    if not losses:
-        missing.append("no validation loss (set dataset.validation_split)")
-    if not recalls:
-        missing.append("no tag recall (sample prompts every epoch and a tagger are needed)")
-    note = f" Based on one signal only: {'; '.join(missing)}." if missing else ""
-    return (f"Try epoch {best} first: " + " and ".join(reasons) + "." + tail + note +
+    tail = (f" Later epochs ({', '.join(map(str, later))}) score no better and are more "
+            "likely overtrained." if later else "")
+    note = "".join(f" The {name} was not used: {why}." for name, why in missing.items())
+    return (f"{basis} Try epoch {best} first: " + " and ".join(reasons) + "." + tail + note +
             " Check it in the grid at weights 0.6-1.0: a healthy LoRA holds up at 0.9.")
 
 

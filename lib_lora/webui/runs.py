@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
+from lib_lora.evaluation.run_hint import epochs_file
 from lib_lora.training.hooks import EpochResult, Progress, TrainHooks
 
 log = logging.getLogger(__name__)
@@ -79,18 +80,6 @@ class RunHistory(TrainHooks):
             write_text(epochs_file(self.output_dir, self.output_name), json.dumps(self.epochs, indent=1))
         except OSError:      # the hint is a convenience; never stop training for it
             log.warning("Train LoRA: cannot write the epoch log", exc_info=True)
-
-
-def epochs_file(output_dir: str | Path, name: str) -> Path:
-    return Path(output_dir) / f"{name}-epochs.json"
-
-
-def read_epochs(output_dir: str | Path, name: str) -> list[dict]:
-    path = epochs_file(output_dir, name)
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
-    except (OSError, ValueError):
-        return []
 
 
 @dataclass

@@ -2,50 +2,18 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
 
-from lib_lora.config import SampleConfig, TaggingConfig
+from lib_lora.config import SampleConfig
 from lib_lora.errors import LoraError
-from lib_lora.evaluation.best_epoch import best_epoch_hint, recalls_from_samples
 from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of, run_names
+from lib_lora.evaluation.run_hint import hint_for_run
 from lib_lora.webui import form, gradio_compat
-from lib_lora.webui.runs import BackgroundTask, read_epochs
+from lib_lora.webui.runs import BackgroundTask
 from lib_lora.webui.tab_common import TabContext, elem, guarded
-from lib_lora.webui.ui_render import message_html
+from lib_lora.webui.ui_render import best_epoch_html, message_html
 
 GRID_FIELDS = ("prompts", "negative_prompt", "grid_weights", "seed", "steps", "cfg_scale", "width", "height",
                "sampler")
-
-
-def run_captions(lora_dir: Path, name: str) -> tuple[list[str], str]:
-    """Training captions of a run (from the TOML written beside it) and its trigger word."""
-    from lib_lora.config import load_train_config
-    from lib_lora.dataset.scan import scan_dataset
-    toml = Path(lora_dir) / f"{name}.toml"
-    if not toml.is_file():
-        return [], ""
-    cfg = load_train_config(toml)
-    try:
-        dataset = scan_dataset(cfg.dataset.train_dir, cfg.dataset.caption_extension)
-    except LoraError:
-        return [], cfg.dataset.trigger_word
-    return [item.caption for item in dataset.items], cfg.dataset.trigger_word
-
-
-def hint_for_run(lora_dir: Path, name: str, tagger: str = "", models_dir: str = ""):
-    from lib_lora.evaluation.samples import saved_samples
-    epochs = [e for e in (epoch_of(p) for p in epoch_files(lora_dir, name)) if e is not None]
-    losses = {row["epoch"]: row["validation_loss"] for row in read_epochs(lora_dir, name)
-              if row.get("validation_loss") is not None}
-    recalls: dict[int, float] = {}
-    samples = saved_samples(lora_dir, name)
-    captions, trigger = run_captions(lora_dir, name)
-    if tagger and samples and captions:
-        from lib_lora.evaluation.wd14_recall import wd14_tags_for
-        cfg = TaggingConfig(models=[tagger], models_dir=models_dir)
-        recalls = recalls_from_samples(samples, captions, wd14_tags_for(cfg), skip=[trigger])
-    return best_epoch_hint(epochs, losses, recalls)
 
 
 def build_evaluate_section(ctx: TabContext) -> None:
@@ -110,9 +78,7 @@ def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
     @guarded(3, "The best-epoch hint")
     def on_suggest(name: str, tagger: str):
         result = hint_for_run(backend.lora_dir, (name or "").strip(), tagger or "", str(backend.tagger_models_dir))
-        text = (f"<p class='train-lora-best'><b>Recommended: epoch {result.best}</b></p>" if result.best else "")
-        import html
-        return message_html(""), text + f"<p>{html.escape(result.explanation)}</p>", result.to_rows()
+        return message_html(""), best_epoch_html(result), result.to_rows()
 
     def on_refresh():
         import gradio as gr

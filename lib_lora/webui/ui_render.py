@@ -65,6 +65,16 @@ def progress_html(state: str, step: int, total: int, epoch: int, epochs: int, lo
     return f"<div class='train-lora-progress' data-state='{html.escape(state)}'>{bar}{line}{extra}{err}</div>"
 
 
+def best_epoch_html(hint) -> str:
+    """The recommended epoch, the signals it rests on, and why (an evaluation.best_epoch.BestEpochHint)."""
+    head = ""
+    if hint.best is not None:
+        basis = " and ".join(hint.used) if hint.used else "no signal: the last epoch"
+        head = (f"<p class='train-lora-best'><b>Recommended: epoch {hint.best}</b> "
+                f"<small>(based on {html.escape(basis)})</small></p>")
+    return f"<div class='train-lora-hint'>{head}<p>{html.escape(hint.explanation)}</p></div>"
+
+
 def _font(size: int):
     try:
         return ImageFont.load_default(size=size)
