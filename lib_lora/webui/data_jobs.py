@@ -162,3 +162,32 @@ def jobs_for(backend: Any) -> DataJobs:
     if key not in _registries or _registries[key][0] is not backend:
         _registries[key] = (backend, DataJobs(inside_webui=getattr(backend, "kind", "") == "webui"))
     return _registries[key][1]
+
+
+def poll_view(jobs: DataJobs, job_id: str, outcome_type: type, n_outputs: int,
+              finished: Callable[[Any], list]) -> list:
+    """[status, *n_outputs section outputs, job state] for a section's hidden poll button.
+
+    While the job runs: its progress, outputs unchanged. At the end: finished(outcome) gives the status
+    and outputs; a failure or a cancel before any outcome leaves the outputs as they were."""
+    import gradio as gr
+
+    from lib_lora.webui.ui_render import error_html, message_html
+    keep = [gr.update() for _ in range(n_outputs)]
+    if not job_id:
+        return [gr.update(), *keep, ""]
+    job = jobs.get(job_id)
+    if job.state in ACTIVE:
+        return [job_progress_html(job), *keep, job.state]
+    if not isinstance(job.result, outcome_type):
+        status = error_html(job.error) if job.state == "failed" else message_html(f"The {job.name} was cancelled")
+        return [status, *keep, job.state]
+    return [*finished(job.result), job.state]
+
+
+def cancel_text(jobs: DataJobs, job_id: str) -> str:
+    """Cancel the section's job if it runs; the words for its status line."""
+    if not job_id or jobs.get(job_id).state not in ACTIVE:
+        return "Nothing is running"
+    jobs.cancel(job_id)
+    return "Stopping after the current image or batch ..."

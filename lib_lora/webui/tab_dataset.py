@@ -14,9 +14,9 @@ from typing import Any
 from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
 from lib_lora.webui import form
-from lib_lora.webui.data_jobs import ACTIVE, DataJob, jobs_for, job_progress_html, stoppable
+from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view, stoppable
 from lib_lora.webui.tab_common import TabContext, elem, guarded
-from lib_lora.webui.ui_render import error_html, message_html, report_html
+from lib_lora.webui.ui_render import message_html, report_html
 
 KINDS = ("character", "style", "concept")
 
@@ -108,18 +108,11 @@ def started(job: DataJob) -> tuple:
 def poll_outputs(jobs: Any, job_id: str) -> list:
     """[status, dataset folder, report, job state] for the hidden poll button."""
     import gradio as gr
-    if not job_id:
-        return [gr.update(), gr.update(), gr.update(), ""]
-    job = jobs.get(job_id)
-    if job.state in ACTIVE:
-        return [job_progress_html(job), gr.update(), gr.update(), job.state]
-    outcome = job.result if isinstance(job.result, DatasetOutcome) else None
-    if outcome is None:
-        text = job.error if job.state == "failed" else f"The {job.name} was cancelled"
-        return [error_html(text) if job.state == "failed" else message_html(text), gr.update(), gr.update(),
-                job.state]
-    report = report_html(outcome.report) if outcome.report is not None else gr.update()
-    return [message_html(outcome.message), outcome.folder or gr.update(), report, job.state]
+
+    def shown(outcome: DatasetOutcome) -> list:
+        report = report_html(outcome.report) if outcome.report is not None else gr.update()
+        return [message_html(outcome.message), outcome.folder or gr.update(), report]
+    return poll_view(jobs, job_id, DatasetOutcome, 2, shown)
 
 
 def build_dataset_section(ctx: TabContext) -> None:
@@ -206,10 +199,7 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
 
     @guarded(1, "Cancel")
     def on_cancel(job_id_v: str):
-        if not job_id_v or jobs.get(job_id_v).state not in ACTIVE:
-            return message_html("Nothing is running")
-        jobs.cancel(job_id_v)
-        return message_html("Stopping after the current image ...")
+        return message_html(cancel_text(jobs, job_id_v))
 
     job_outputs = [c["status"], c["job_id"], c["job_state"], c["webui_task"]]
     start_js = "trainLoraJobStart"

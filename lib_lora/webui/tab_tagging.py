@@ -14,9 +14,9 @@ from lib_lora.config import TaggingConfig
 from lib_lora.errors import DatasetError
 from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
 from lib_lora.webui import form
-from lib_lora.webui.data_jobs import ACTIVE, DataJob, jobs_for, job_progress_html
+from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view
 from lib_lora.webui.tab_common import TabContext, elem, guarded
-from lib_lora.webui.ui_render import error_html, message_html
+from lib_lora.webui.ui_render import message_html
 
 TAGGING_FIELDS = ("general_threshold", "character_threshold", "trigger_word", "write_mode", "remove_junk_tags",
                   "replace_underscores", "exclude_tags")
@@ -112,19 +112,9 @@ class TagOutcome:
 
 def tag_poll_outputs(jobs: Any, job_id: str) -> list:
     """[status, tag summary, gallery, job state] for the hidden poll button."""
-    import gradio as gr
-    if not job_id:
-        return [gr.update(), gr.update(), gr.update(), ""]
-    job = jobs.get(job_id)
-    if job.state in ACTIVE:
-        return [job_progress_html(job), gr.update(), gr.update(), job.state]
-    if not isinstance(job.result, TagOutcome):
-        text = job.error if job.state == "failed" else "Tagging was cancelled before it began"
-        return [error_html(text) if job.state == "failed" else message_html(text), gr.update(), gr.update(),
-                job.state]
-    out = job.result
-    return [message_html(tagging_message(out.result, out.cfg)), tag_summary(out.folder), gallery_items(out.folder),
-            job.state]
+    def shown(out: TagOutcome) -> list:
+        return [message_html(tagging_message(out.result, out.cfg)), tag_summary(out.folder), gallery_items(out.folder)]
+    return poll_view(jobs, job_id, TagOutcome, 2, shown)
 
 
 def tagging_message(result: Any, cfg: TaggingConfig) -> str:
@@ -185,24 +175,7 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
     """Event handlers of the Tagging section; `c` holds its components by name."""
     import gradio as gr
 
-    jobs = jobs_for(ctx.backend)
-
-    @guarded(4, "Tagging")
-    def on_tag(task: str, folder_text: str, captioner_label: str, model: str, *values):
-        folder = _folder(folder_text)
-        cfg = form.config_from_values(TaggingConfig, specs, list(values))
-        cfg.models, cfg.captioner = [model], captioner_key(captioner_label)
-        cfg.models_dir = str(ctx.backend.tagger_models_dir)
-        job = jobs.start("tagging", lambda j: TagOutcome(tag_folder(j, ctx.backend, folder, cfg), folder, cfg),
-                         uses_gpu=True, task_id=task)
-        return message_html(f"Tagging with {CAPTIONER_NAMES[cfg.captioner]} ..."), job.job_id, job.state, job.task_id
-
-    @guarded(1, "Cancel")
-    def on_cancel(job_id_v: str):
-        if not job_id_v or jobs.get(job_id_v).state not in ACTIVE:
-            return message_html("Nothing is running")
-        jobs.cancel(job_id_v)
-        return message_html("Stopping after the current batch ...")
+    _wire_tag_job(ctx, specs, c)
 
     @guarded(3, "The bulk edit")
     def on_apply(folder_text: str, action_v: str, tags_v: str, with_v: str):
@@ -241,13 +214,33 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
 
     on_select.__annotations__ = {"evt": gr.SelectData}   # how Gradio knows to pass the selection
     listing = [c["status"], c["summary"], c["gallery"]]
-    c["tag_button"].click(on_tag, [c["task_id"], ctx.dataset_dir, c["captioner"], ctx.tagger_model] + c["components"],
-                          [c["status"], c["job_id"], c["job_state"], c["webui_task"]], _js="trainLoraJobStart")
-    c["tag_cancel"].click(on_cancel, [c["job_id"]], [c["status"]], queue=False)
-    c["poll"].click(lambda job_id_v: tag_poll_outputs(jobs, job_id_v), [c["job_id"]], listing + [c["job_state"]],
-                    show_progress=False, queue=False)
     c["apply"].click(on_apply, [ctx.dataset_dir, c["action"], c["tags"], c["replacement"]], listing)
     c["undo"].click(on_undo, [ctx.dataset_dir], listing)
     c["refresh"].click(on_refresh, [ctx.dataset_dir], listing)
     c["gallery"].select(on_select, [ctx.dataset_dir], [c["selected"], c["caption"]])
     c["save_caption"].click(on_save, [ctx.dataset_dir, c["selected"], c["caption"]], [c["status"], c["summary"]])
+
+
+def _wire_tag_job(ctx: TabContext, specs: list, c: dict) -> None:
+    """Tag images as a background job: start, Cancel, and the hidden poll that brings progress and results."""
+    jobs = jobs_for(ctx.backend)
+
+    @guarded(4, "Tagging")
+    def on_tag(task: str, folder_text: str, captioner_label: str, model: str, *values):
+        folder = _folder(folder_text)
+        cfg = form.config_from_values(TaggingConfig, specs, list(values))
+        cfg.models, cfg.captioner = [model], captioner_key(captioner_label)
+        cfg.models_dir = str(ctx.backend.tagger_models_dir)
+        job = jobs.start("tagging", lambda j: TagOutcome(tag_folder(j, ctx.backend, folder, cfg), folder, cfg),
+                         uses_gpu=True, task_id=task)
+        return message_html(f"Tagging with {CAPTIONER_NAMES[cfg.captioner]} ..."), job.job_id, job.state, job.task_id
+
+    @guarded(1, "Cancel")
+    def on_cancel(job_id_v: str):
+        return message_html(cancel_text(jobs, job_id_v))
+
+    c["tag_button"].click(on_tag, [c["task_id"], ctx.dataset_dir, c["captioner"], ctx.tagger_model] + c["components"],
+                          [c["status"], c["job_id"], c["job_state"], c["webui_task"]], _js="trainLoraJobStart")
+    c["tag_cancel"].click(on_cancel, [c["job_id"]], [c["status"]], queue=False)
+    c["poll"].click(lambda job_id_v: tag_poll_outputs(jobs, job_id_v), [c["job_id"]],
+                    [c["status"], c["summary"], c["gallery"], c["job_state"]], show_progress=False, queue=False)
