@@ -28,6 +28,7 @@ from lib_lora.errors import LoraError
 from lib_lora.webui.runs import BackgroundTask
 
 ACTIVE = ("queued", "running")
+KEEP_FINISHED = 10
 
 
 class DataJob(BackgroundTask):
@@ -105,6 +106,8 @@ class DataJobs:
             if busy:
                 raise LoraError(f"A {name} job is already going", where="Dataset",
                                 fix="Wait for it to finish, or cancel it first")
+            for old in [j for j in self.jobs.values() if j.state not in ACTIVE][:-KEEP_FINISHED]:
+                del self.jobs[old.job_id]          # results hold reports and captions: keep the recent ones only
             job_id = f"{name}{next(self._ids)}"
             queue = self.inside_webui and uses_gpu
             job = DataJob(job_id, name, fn, webui_queue=queue, task_id=task_id if queue else "")
@@ -176,6 +179,8 @@ def poll_view(jobs: DataJobs, job_id: str, outcome_type: type, n_outputs: int,
     keep = [gr.update() for _ in range(n_outputs)]
     if not job_id:
         return [gr.update(), *keep, ""]
+    if job_id not in jobs.jobs:          # a page left open across a restart of the WebUI: stop polling
+        return [message_html("That job belongs to an earlier session; start it again"), *keep, ""]
     job = jobs.get(job_id)
     if job.state in ACTIVE:
         return [job_progress_html(job), *keep, job.state]

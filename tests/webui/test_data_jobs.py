@@ -205,3 +205,13 @@ def test_check_and_import_report_progress_without_taking_the_queue(webui, tmp_pa
         return dataset_report(folder, "style", 10, 2, stoppable(job))
     job = _finish(jobs.start("check", cancelled_check))
     assert job.state == "cancelled" and "cancelled" in poll_outputs(jobs, job.job_id)[0]
+
+
+def test_a_job_id_from_an_earlier_session_stops_the_polling(webui):
+    from lib_lora.webui.tab_dataset import poll_outputs
+    jobs = DataJobs(inside_webui=True)
+    for _ in range(15):
+        _finish(jobs.start("check", lambda j: None))
+    assert len(jobs.jobs) == 11                          # the last ten finished and the newest
+    status, _folder, _report, state = poll_outputs(jobs, "prep99")
+    assert state == "" and "earlier session" in status
