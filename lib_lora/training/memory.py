@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from .offload import OFFLOADABLE, offloaded_kinds
+from .offload import offload_parts, offloaded_kinds
 
 # activation bytes per sample at 512x512 without gradient checkpointing, mixed precision
 ACTIVATIONS_512 = {"sd1": 1.2e9, "sd2": 1.4e9, "sdxl": 2.6e9}
@@ -81,8 +81,6 @@ def tensor_bytes(modules: list[nn.Module], device_type: str | None = None) -> in
 def model_sizes(cfg: Any, model: Any) -> ModelSizes:
     """Counts for `estimate` from a TrainableModel: LoRA parameters from the layers the network
     would select, weights and offloadable parts from the modules' own tensors on its device."""
-    from .offload import offload_parts
-
     device_type = model.device.type
     targets = model.network_targets(cfg.network.train_unet, cfg.network.train_text_encoder)
     parts = offload_parts(model)
@@ -115,7 +113,7 @@ def training_bytes(cfg: Any, family: str, counts: dict[str, int], largest_bucket
 
 def offloaded_bytes(cfg: Any, offloadable: dict[str, int]) -> int:
     """Bytes offload_after_caching takes off the device with this config (0 when it is off)."""
-    return sum(offloadable.get(kind, 0) for kind in offloaded_kinds(cfg) if kind in OFFLOADABLE)
+    return sum(offloadable.get(kind, 0) for kind in offloaded_kinds(cfg))
 
 
 def estimate_need_mb(cfg: Any, family: str, counts: dict[str, int], largest_bucket_px: int,

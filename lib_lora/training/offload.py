@@ -21,8 +21,8 @@ from torch import nn
 
 from ..errors import ConfigError
 
-OFFLOADABLE = ("vae", "text_encoder")
 OFFLOAD_DEVICE = "cpu"
+PART_NAMES = {"vae": "VAE", "text_encoder": "text encoder"}
 
 
 def te_output_cache_usable(cfg: Any) -> bool:
@@ -174,6 +174,6 @@ def offload_after_caching(cfg: Any, model: Any, plan: Any, te_cache: Any, precis
     if kinds and not moved:
         status("Nothing was moved after caching: the model is on the CPU already")
     elif moved:
-        status(f"Moved the {' and the '.join(k.replace('_', ' ') for k in kinds)} to the CPU after caching "
+        status(f"Moved the {' and the '.join(PART_NAMES[k] for k in kinds)} to the CPU after caching "
                f"({moved / 2 ** 20:.0f} MiB freed on the device); they come back for samples and at the end")
     return offloader

@@ -31,9 +31,9 @@ from .batches import epoch_batches
 from .hooks import HookCaller, Progress, TrainHooks
 from .latents import LatentCache
 from .loop_parts import RunContext, RunState, build_optimization, end_epoch, make_inputs
+from .memory import model_sizes
 from .noise import rescale_zero_terminal_snr
 from .optim import evaluation_weights
-from .memory import model_sizes
 from .plan import TrainPlan, make_plan
 from .precision import Precision
 from .step import TextEncoderCache, compute_loss, draw_noise

@@ -4,10 +4,10 @@ The WebUI's model already sits in VRAM, so the need is what training ADDS minus
 what offloading after caching frees (lib_lora.training.memory, the estimator the
 plan prints too). The figures are rough (good to a factor ~1.5); the check
 refuses only when even the estimate does not fit, and then names the first
-cheaper settings that would. A run that
-does not fit must never start: NVIDIA's Windows driver would otherwise spill it
-into system memory and train 10-50x slower without a word. Free VRAM is
-measured with torch.cuda.mem_get_info; on CPU there is nothing to check.
+cheaper settings that would. A run that does not fit must never start: NVIDIA's
+Windows driver would otherwise spill it into system memory and train 10-50x
+slower without a word. Free VRAM is measured with torch.cuda.mem_get_info; on
+CPU there is nothing to check.
 """
 from __future__ import annotations
 

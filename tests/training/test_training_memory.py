@@ -135,7 +135,7 @@ def test_offloaded_parts_are_not_used_during_steps_and_come_back_for_samples(tin
     assert spy.away == set()                            # and back at the end
     pipe = tiny_model.pipe
     assert _ids(pipe.vae) | _ids(pipe.text_encoder) <= spy.moved and not _ids(pipe.unet) & spy.moved
-    assert any("Moved the vae and the text encoder to the CPU" in s for s in statuses)
+    assert any("Moved the VAE and the text encoder to the CPU" in s for s in statuses)
 
 
 @pytest.mark.parametrize("path", ["cancel", "exception"])

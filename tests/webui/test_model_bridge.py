@@ -214,7 +214,7 @@ def test_run_with_offload_after_caching_gives_the_model_back(fresh_state, monkey
             handle.remove()
     assert record.state == "finished", (record.error, record.messages[-3:])
     assert used_while_away == [] and away == set() and away_when_sampling == [0, 0]
-    said = "Moved the vae and the text encoder to the CPU" if moves == "watched" else "Nothing was moved"
+    said = "Moved the VAE and the text encoder to the CPU" if moves == "watched" else "Nothing was moved"
     assert any(said in m for m in record.messages), record.messages
     assert differences(before, fingerprint(sd_model)) == []
     assert _generate(webui) == image_before
