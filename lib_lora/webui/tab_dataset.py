@@ -13,7 +13,7 @@ from typing import Any
 
 from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
-from lib_lora.webui import form
+from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view, stoppable
 from lib_lora.webui.tab_common import TabContext, elem, guarded
 from lib_lora.webui.ui_render import message_html, report_html
@@ -28,14 +28,6 @@ class DatasetOutcome:
     folder: str | None = None
     report: dict | None = None
     cancelled: bool = False
-
-
-def _uploaded_paths(files: Any) -> list[str]:
-    """Gradio 3 gives temp-file objects (with .name) or plain paths, one per file."""
-    if not files:
-        return []
-    items = files if isinstance(files, list) else [files]
-    return [getattr(f, "name", f) for f in items if f]
 
 
 def _chosen_folder(folder: str) -> str:
@@ -56,7 +48,7 @@ def dataset_report(folder: str, kind: str, epochs: float, batch_size: float, pro
 def import_upload(backend: Any, name: str, concept: str, repeats: float, files: Any, folder_files: Any,
                   progress=None) -> Path:
     from lib_lora.dataset.importer import import_dataset
-    sources = _uploaded_paths(files) + _uploaded_paths(folder_files)
+    sources = gradio_compat.uploaded_paths(files) + gradio_compat.uploaded_paths(folder_files)
     if not sources:
         raise DatasetError("Nothing was uploaded", where="Upload",
                            fix="Drop images, a folder or a zip into one of the upload boxes first")
@@ -179,7 +171,7 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
 
     @guarded(4, "The import")
     def on_upload(task: str, name_v, concept_v, repeats_v, files_v, folder_v, kind_value):
-        if not (_uploaded_paths(files_v) or _uploaded_paths(folder_v)):
+        if not (gradio_compat.uploaded_paths(files_v) or gradio_compat.uploaded_paths(folder_v)):
             import_upload(backend, name_v, concept_v, repeats_v, files_v, folder_v)   # says what is missing
         epochs, batch = epochs_batch()
 
@@ -202,12 +194,13 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
         return message_html(cancel_text(jobs, job_id_v))
 
     job_outputs = [c["status"], c["job_id"], c["job_state"], c["webui_task"]]
-    start_js = "trainLoraJobStart"
-    c["check"].click(on_check, [c["task_id"], ctx.dataset_dir, c["kind"]], job_outputs, _js=start_js)
+    start_js = gradio_compat.js_kwargs("trainLoraJobStart")
+    c["check"].click(on_check, [c["task_id"], ctx.dataset_dir, c["kind"]], job_outputs, **start_js)
     c["upload"].click(on_upload, [c["task_id"], c["name"], c["concept"], c["repeats"], c["files"], c["folder"],
-                                  c["kind"]], job_outputs, _js=start_js)
+                                  c["kind"]], job_outputs, **start_js)
     c["prep"].click(on_prep, [c["task_id"], ctx.dataset_dir, c["prep_out"]] + c["prep_components"], job_outputs,
-                    _js=start_js)
+                    **start_js)
     c["cancel"].click(on_cancel, [c["job_id"]], [c["status"]], queue=False)
     c["poll"].click(lambda job_id_v: poll_outputs(jobs, job_id_v), [c["job_id"]],
-                    [c["status"], ctx.dataset_dir, c["report"], c["job_state"]], show_progress=False, queue=False)
+                    [c["status"], ctx.dataset_dir, c["report"], c["job_state"]],
+                    show_progress=gradio_compat.HIDE_PROGRESS, queue=False)

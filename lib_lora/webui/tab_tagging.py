@@ -13,7 +13,7 @@ from typing import Any
 from lib_lora.config import TaggingConfig
 from lib_lora.errors import DatasetError
 from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
-from lib_lora.webui import form
+from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view
 from lib_lora.webui.tab_common import TabContext, elem, guarded
 from lib_lora.webui.ui_render import message_html
@@ -240,7 +240,9 @@ def _wire_tag_job(ctx: TabContext, specs: list, c: dict) -> None:
         return message_html(cancel_text(jobs, job_id_v))
 
     c["tag_button"].click(on_tag, [c["task_id"], ctx.dataset_dir, c["captioner"], ctx.tagger_model] + c["components"],
-                          [c["status"], c["job_id"], c["job_state"], c["webui_task"]], _js="trainLoraJobStart")
+                          [c["status"], c["job_id"], c["job_state"], c["webui_task"]],
+                          **gradio_compat.js_kwargs("trainLoraJobStart"))
     c["tag_cancel"].click(on_cancel, [c["job_id"]], [c["status"]], queue=False)
     c["poll"].click(lambda job_id_v: tag_poll_outputs(jobs, job_id_v), [c["job_id"]],
-                    [c["status"], c["summary"], c["gallery"], c["job_state"]], show_progress=False, queue=False)
+                    [c["status"], c["summary"], c["gallery"], c["job_state"]],
+                    show_progress=gradio_compat.HIDE_PROGRESS, queue=False)

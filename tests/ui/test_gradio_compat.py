@@ -1,12 +1,16 @@
 """One place picks the Gradio-version-specific keywords: A1111's Gradio 3.41 or Forge's 4.x (faked here)."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio
 import pytest
 
 from lib_lora.webui import gradio_compat
+
+WEBUI_DIR = Path(__file__).resolve().parents[2] / "lib_lora" / "webui"
 
 @pytest.fixture()
 def fake_gradio(monkeypatch):
@@ -57,3 +61,10 @@ def test_the_running_gradio_accepts_what_compat_builds():
     [dependency] = blocks.config["dependencies"]
     assert dependency["js"] == "(v) => [v]" and dependency["show_progress"] == "hidden"
 
+
+def test_no_tab_file_spells_a_version_specific_keyword():
+    """Every tab file goes through gradio_compat for what differs between Gradio 3 and 4."""
+    pattern = re.compile(r"\b_?js=|concurrency_count=|show_progress=(True|False)|getattr\((\w+), \"name\", \2\)")
+    offenders = [f"{p.name}:{i}" for p in WEBUI_DIR.glob("*.py") if p.name != "gradio_compat.py"
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders
