@@ -1,8 +1,8 @@
 """Train hooks for the command line: a progress line every few steps, epoch files as they land.
 
 Ctrl-C sets the stop flag instead of killing the process, so the run ends
-cleanly at the next step; the last saved epoch file and its state stay, and
-`train --resume DIR` continues from that epoch.
+cleanly at the next optimizer step and saves its training state there (with
+output.save_state on); `train --resume DIR` continues from that very step.
 """
 from __future__ import annotations
 

@@ -83,6 +83,7 @@ class RunState:
     steps_this_session: int = 0
     ema: EmaWeights | None = None
     writer: object = None
+    resume_point: dict | None = None   # a state saved inside an epoch: where and with which draws to go on
 
     @classmethod
     def fresh(cls, cfg: TrainConfig, plan, out_dir: Path) -> "RunState":
@@ -103,6 +104,33 @@ class RunState:
         precision.load_state_dict(extra.get("grad_scaler") or {})
         if extra.get("ema") is not None:
             self.ema = EmaWeights.from_state(extra["ema"], self.cfg.training.ema_decay)
+        if c.get("batch_in_epoch"):
+            self.resume_point = {"batch": c["batch_in_epoch"], **extra["loop"]}
+
+    def take_resume_point(self, run: "RunContext") -> tuple[int, list[float]]:
+        """(batches to skip, losses so far) for the epoch being entered; 0 and [] unless the run resumes
+        inside it, in which case the epoch's noise and caption draws continue where they stopped."""
+        point, self.resume_point = self.resume_point, None
+        if point is None:
+            return 0, []
+        run.generator.set_state(point["generator"])
+        run.caption_rng.setstate(point["caption_rng"])
+        return point["batch"], list(point["epoch_losses"])
+
+    def save_resume_point(self, run: "RunContext", next_batch: int, epoch_losses: list[float]) -> None:
+        """The state at an optimizer-step boundary inside an epoch (stop or save-now), so that
+        `--resume` continues from this very step instead of the last epoch end."""
+        if not (dist.is_main() and run.cfg.output.save_state):
+            return
+        loop = {"generator": run.generator.get_state(), "caption_rng": run.caption_rng.getstate(),
+                "epoch_losses": list(epoch_losses)}
+        extra = {"ema": self.ema.state() if self.ema else None, "grad_scaler": run.precision.state_dict(),
+                 "loop": loop}
+        counters = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": next_batch,
+                    "started_at": self.started_at}
+        saving.save_state(self.out_dir, run.network, run.optimizer, run.scheduler, counters, extra)
+        run.caller.on_status(f"Saved the training state at step {self.step}: `train --resume {self.out_dir}` "
+                             "continues from here")
 
     def optimizer_step(self, network, optimizer, scheduler, precision: Precision) -> None:
         params = [p for p in network.parameters() if p.requires_grad]

@@ -10,7 +10,8 @@ across ranks and average gradients (training/distributed.py).
 Reproducibility: the LoRA's initial weights come from the seed, and the noise,
 timestep, flip and caption draws are reseeded from (seed, epoch) at the start
 of every epoch, so a run resumed at an epoch boundary takes exactly the steps
-the uninterrupted run would have taken.
+the uninterrupted run would have taken. A stop (or save-now) inside an epoch
+saves the state with the epoch's draw generators, so resuming there does too.
 """
 from __future__ import annotations
 
@@ -154,12 +155,17 @@ def _run_epoch(run: RunContext, epoch: int) -> bool:
     run.generator.manual_seed(t.seed * 1_000_003 + epoch)
     run.caption_rng.seed(t.seed * 1_000_003 + epoch)
     batches = epoch_batches(run.plan.train, run.plan.reg, t.batch_size, t.seed, epoch)
-    epoch_losses: list[float] = []
+    skip, epoch_losses = state.take_resume_point(run)
     pending, micro = None, 0
     run.network.train()
     for i, batch in enumerate(batches):
-        if _should_stop(caller):
+        if i < skip:
+            continue
+        # stop only between optimizer steps, where the state can be saved and resumed exactly
+        if pending is None and _should_stop(caller):
             run.result.stopped_reason = "cancelled"
+            if i > skip:  # the state holds the training weights (not a schedule-free optimizer's average)
+                state.save_resume_point(run, i, epoch_losses)
             return True
         loss = _forward_backward(run, batch)
         pending, micro = (loss if pending is None else pending + loss), micro + 1
@@ -178,6 +184,7 @@ def _run_epoch(run: RunContext, epoch: int) -> bool:
         if caller.save_requested():
             with evaluation_weights(run.optimizer):
                 state.save_now(run)
+            state.save_resume_point(run, i + 1, epoch_losses)
         if state.step >= run.plan.total_steps:
             break
     end_epoch(run, epoch, epoch_losses)

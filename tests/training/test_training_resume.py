@@ -63,3 +63,62 @@ def test_resume_without_state_says_what_to_do(tiny_model, dataset, tmp_path):
 
     with pytest.raises(LoraError, match="no saved training state"):
         train(fast_config(dataset, tmp_path / "x"), tiny_model, resume_dir=tmp_path / "nowhere")
+
+
+class StopAtStep(TrainHooks):
+    """Ctrl-C / Cancel inside an epoch: the stop flag rises after `step` optimizer steps."""
+
+    def __init__(self, step: int):
+        self.step, self.seen = step, 0
+
+    def on_progress(self, progress) -> None:
+        self.seen = progress.step
+
+    def should_stop(self) -> bool:
+        return self.seen >= self.step
+
+
+class SaveNowAt(TrainHooks):
+    def __init__(self, step: int):
+        self.step, self.seen, self.asked = step, 0, False
+
+    def on_progress(self, progress) -> None:
+        self.seen = progress.step
+
+    def save_requested(self) -> bool:
+        if self.seen == self.step and not self.asked:
+            self.asked = True
+            return True
+        return False
+
+
+def _assert_same_final_weights(straight_dir, split_dir):
+    a, _ = load_network_file(straight_dir / "t-000004.safetensors")
+    b, meta_b = load_network_file(split_dir / "t-000004.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k].float(), a[k].float(), atol=2e-3, rtol=1e-2)
+    return meta_b
+
+
+def test_a_stop_inside_an_epoch_resumes_from_that_very_step(tiny_model, dataset, tmp_path):
+    straight = train(_cfg(dataset, tmp_path / "straight", 4), tiny_model)
+    first = train(_cfg(dataset, tmp_path / "split", 4), tiny_model, [StopAtStep(6)])  # 4 steps per epoch
+    assert first.stopped_reason == "cancelled" and first.steps == 6 and first.epochs_done == 1
+    second = train(_cfg(dataset, tmp_path / "split", 4), tiny_model, resume_dir=tmp_path / "split")
+
+    assert second.steps == 16 and second.epochs_done == 4
+    assert second.lrs == pytest.approx(straight.lrs[6:], rel=1e-6)
+    assert second.losses == pytest.approx(straight.losses[6:], rel=1e-4, abs=1e-6)
+    assert [p.split("/")[-1] for p in second.files][0] == "t-000002.safetensors"
+    meta = _assert_same_final_weights(tmp_path / "straight", tmp_path / "split")
+    assert meta["ss_steps"] == "16"
+
+
+def test_save_now_inside_an_epoch_is_a_resume_point(tiny_model, dataset, tmp_path):
+    straight = train(_cfg(dataset, tmp_path / "straight", 4), tiny_model)
+    out = tmp_path / "split"
+    first = train(_cfg(dataset, out, 4), tiny_model, [SaveNowAt(10), StopAtStep(10)])
+    assert first.steps == 10 and (out / "t-step00000010.safetensors").exists()
+    second = train(_cfg(dataset, out, 4), tiny_model, resume_dir=out)
+    assert second.losses == pytest.approx(straight.losses[10:], rel=1e-4, abs=1e-6)
+    _assert_same_final_weights(tmp_path / "straight", out)
