@@ -86,7 +86,9 @@ def _load_model(cfg, device: str):
         return DiffusersModel(build_tiny_sd1(seed=0), name="tiny", device=device)
     dtype = torch.float32 if device == "cpu" or cfg.training.mixed_precision == "no" else \
         (torch.bfloat16 if cfg.training.mixed_precision == "bf16" else torch.float16)
-    return load_diffusers_model(cfg.model.pretrained, device=device, dtype=dtype)
+    return load_diffusers_model(cfg.model.pretrained, device=device, dtype=dtype,
+                                config_dir=cfg.model.config_dir or None,
+                                v_parameterization=cfg.model.v_parameterization)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

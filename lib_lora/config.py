@@ -28,7 +28,11 @@ TARGETS = ("attn", "attn_ff", "attn_ff_conv")
 class ModelConfig:
     pretrained: str = opt("", "Base model: a diffusers folder or a .safetensors/.ckpt checkpoint "
                               "(ignored inside the WebUI, which trains on its loaded model)")
-    v_parameterization: bool = opt(False, "Base model predicts v (SD2.x-768-v); detected from the model when possible")
+    v_parameterization: bool = opt(False, "Base model predicts v (SD2.x-768-v). A diffusers folder or the WebUI's "
+                                          "model says so itself; a single-file checkpoint cannot, so set this for one")
+    config_dir: str = opt("", "Headless, single-file checkpoints only: a diffusers folder (model_index.json, unet/, "
+                              "vae/, text_encoder/, tokenizer/, scheduler/) describing a custom architecture. Empty: "
+                              "SD1.x, SD2.x and SDXL base are detected and use the configs shipped with the extension")
     clip_skip: int = opt(1, "Text-encoder layers to skip from the end; 2 for anime (NAI-derived) models. "
                             "Must match how the base model is used", min=1, max=12)
 

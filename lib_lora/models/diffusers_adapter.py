@@ -62,11 +62,11 @@ class DiffusersModel:
             ("sd2" if pipe.text_encoder.config.hidden_size == 1024 else "sd1")
         pred = getattr(pipe.scheduler.config, "prediction_type", "epsilon")
         self.parameterization = "v" if pred == "v_prediction" else "eps"
+        if pipe.unet.dtype != dtype:   # before the move, so an fp32 UNet never sits on the GPU whole
+            pipe.unet.to(dtype=dtype)
         for module in self._modules():
             module.requires_grad_(False)
             module.to(self.device)
-        if pipe.unet.dtype != dtype:
-            pipe.unet.to(dtype=dtype)
         if self.device.type == "cpu":
             # oneDNN convolutions run about a third faster on channels-last tensors: this is
             # most of the latent-caching time before the first step on CPU.
@@ -82,6 +82,11 @@ class DiffusersModel:
     @property
     def unet(self):
         return self.pipe.unet
+
+    def offload_parts(self) -> dict[str, list]:
+        """The parts training needs no more once latents and text-encoder outputs are cached
+        (training/offload.py moves them to the CPU and back)."""
+        return {"vae": [self.pipe.vae], "text_encoder": self._modules()[2:]}
 
     def network_targets(self, train_unet: bool, train_text_encoder: bool) -> list[NetworkTarget]:
         targets = []
@@ -123,14 +128,19 @@ class DiffusersModel:
     # -- text ------------------------------------------------------------
     def encode_text(self, captions: list[str], clip_skip: int, max_token_length: int,
                     sizes: list[tuple[int, int]] | None = None) -> Conditioning:
+        # each tokenizer's own pad id after the first EOS: OpenCLIP encoders (SD2, SDXL's bigG; their
+        # tokenizers pad with "!") are fed 0s there, as the WebUI does
         tok = self.pipe.tokenizer
-        ids = chunk_token_ids(tok, captions, max_token_length)
+        ids = chunk_token_ids(tok, captions, max_token_length, pad_id=tok.pad_token_id)
         if self.family != "sdxl":
             context, _ = encode_hf_clip(self.pipe.text_encoder, ids, clip_skip)
             return Conditioning(context.to(self.dtype))
         # SDXL: both encoders at their penultimate layer, hidden states side by side; pooled from bigG.
+        tok2 = self.pipe.tokenizer_2 or tok
+        ids2 = ids if tok2.pad_token_id == tok.pad_token_id else \
+            chunk_token_ids(tok2, captions, max_token_length, pad_id=tok2.pad_token_id)
         ctx1, _ = encode_hf_clip(self.pipe.text_encoder, ids, 1, hidden_layer=-2)
-        ctx2, pooled = encode_hf_clip(self.pipe.text_encoder_2, ids, 1, hidden_layer=-2)
+        ctx2, pooled = encode_hf_clip(self.pipe.text_encoder_2, ids2, 1, hidden_layer=-2)
         sizes = sizes or [(1024, 1024)] * len(captions)
         time_ids = torch.tensor([[h, w, 0, 0, h, w] for h, w in sizes], dtype=torch.float32)
         return Conditioning(torch.cat([ctx1, ctx2], dim=-1).to(self.dtype), pooled.to(self.dtype),
@@ -160,27 +170,30 @@ class DiffusersModel:
 
 
 def load_diffusers_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                         config_dir: str | Path | None = None) -> DiffusersModel:
-    """A diffusers folder, or a single-file checkpoint with a local diffusers config folder."""
+                         config_dir: str | Path | None = None, v_parameterization: bool = False) -> DiffusersModel:
+    """A diffusers folder, or a single-file checkpoint (.safetensors/.ckpt) converted with a local
+    config: `config_dir` when given, else the shipped config of its detected family (SD1.x, SD2.x,
+    SDXL base). `v_parameterization` makes the scheduler predict v: a single file cannot tell."""
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     path = Path(path)
     if not path.exists():
         raise ModelError("The base model does not exist", where=str(path),
-                         fix="Give a diffusers folder or a .safetensors checkpoint (model.pretrained)")
-    is_xl = path.is_dir() and (path / "text_encoder_2").exists()
-    cls = StableDiffusionXLPipeline if is_xl else StableDiffusionPipeline
-    try:
-        if path.is_dir():
-            pipe = cls.from_pretrained(str(path), local_files_only=True, safety_checker=None) if not is_xl \
-                else cls.from_pretrained(str(path), local_files_only=True)
-        else:
-            if config_dir is None:
-                raise ModelError("A single-file checkpoint needs a local diffusers config to load offline",
-                                 where=str(path), fix="Pass a diffusers folder of the same architecture as config")
-            pipe = cls.from_single_file(str(path), config=str(config_dir), local_files_only=True)
-    except (OSError, ValueError, EnvironmentError) as e:
-        raise ModelError(f"The base model cannot be loaded: {e}", where=str(path),
-                         fix="Check that it is a complete diffusers folder (model_index.json, unet/, vae/, ...)") from None
+                         fix="Give a diffusers folder or a .safetensors/.ckpt checkpoint (model.pretrained)")
+    if path.is_file():
+        from .single_file import load_single_file_pipeline
+
+        pipe = load_single_file_pipeline(path, config_dir, v_parameterization)
+    else:
+        is_xl = (path / "text_encoder_2").exists()
+        try:
+            pipe = StableDiffusionXLPipeline.from_pretrained(str(path), local_files_only=True) if is_xl else \
+                StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, safety_checker=None)
+        except (OSError, ValueError, EnvironmentError) as e:
+            raise ModelError(f"The base model cannot be loaded: {e}", where=str(path),
+                             fix="Check that it is a complete diffusers folder (model_index.json, unet/, vae/, ...)"
+                             ) from None
+    if v_parameterization and pipe.scheduler.config.get("prediction_type") != "v_prediction":
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type="v_prediction")
     pipe.set_progress_bar_config(disable=True)
     return DiffusersModel(pipe, name=path.name, device=device, dtype=dtype)

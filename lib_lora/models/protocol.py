@@ -86,3 +86,7 @@ class TrainableModel(Protocol):
 
     def vae_fingerprint(self) -> str:
         """Short stable id of the VAE weights: part of the latent cache key."""
+
+    def offload_parts(self) -> dict[str, list[nn.Module]]:
+        """{'vae': [...], 'text_encoder': [...]}: the modules training.offload_after_caching may move
+        to the CPU once latents (and text-encoder outputs) are cached."""

@@ -43,14 +43,15 @@ def _bytes_to_unicode() -> dict[int, str]:
 def find_bpe_file() -> Path:
     path = Path(os.environ.get("LIB_LORA_CLIP_BPE", DEFAULT_BPE))
     if not path.is_file():
-        raise ModelError("The CLIP vocabulary file for the built-in tiny model is missing", where=str(path),
+        raise ModelError("The CLIP vocabulary file (bpe_simple_vocab_16e6.txt.gz) that the tokenizers of the "
+                         "tiny model and of single-file checkpoints are built from is missing", where=str(path),
                          fix="Run `bash .ci/setup` once (it extracts the file from the open_clip wheel), "
                              "or set LIB_LORA_CLIP_BPE to a bpe_simple_vocab_16e6.txt.gz")
     return path
 
 
 @lru_cache(maxsize=None)
-def _tokenizer_files(bpe_path: str) -> str:
+def tokenizer_vocab_files(bpe_path: str) -> str:
     """Write vocab.json + merges.txt (the layout transformers' CLIPTokenizer reads) once per process."""
     lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(line.split()) for line in lines[1:CLIP_VOCAB_MERGES + 1]]
@@ -68,7 +69,7 @@ def build_clip_tokenizer(bpe_path: str | Path | None = None):
     """The OpenAI CLIP tokenizer (ids match open_clip.tokenize), from the BPE file only."""
     from transformers import CLIPTokenizer
 
-    folder = _tokenizer_files(str(bpe_path or find_bpe_file()))
+    folder = tokenizer_vocab_files(str(bpe_path or find_bpe_file()))
     return CLIPTokenizer(str(Path(folder, "vocab.json")), str(Path(folder, "merges.txt")),
                          pad_token="<|endoftext|>", model_max_length=77)
 

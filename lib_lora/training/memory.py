@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from .offload import offload_parts, offloaded_kinds
+from .offload import offloaded_kinds
 
 # activation bytes per sample at 512x512 without gradient checkpointing, mixed precision
 ACTIVATIONS_512 = {"sd1": 1.2e9, "sd2": 1.4e9, "sdxl": 2.6e9}
@@ -83,7 +83,7 @@ def model_sizes(cfg: Any, model: Any) -> ModelSizes:
     would select, weights and offloadable parts from the modules' own tensors on its device."""
     device_type = model.device.type
     targets = model.network_targets(cfg.network.train_unet, cfg.network.train_text_encoder)
-    parts = offload_parts(model)
+    parts = model.offload_parts()
     unet = getattr(model, "unet", None)
     everything = ([unet] if unet is not None else []) + [m for mods in parts.values() for m in mods]
     return ModelSizes(model.family, lora_param_counts(targets, cfg.network), tensor_bytes(everything, device_type),

@@ -56,19 +56,6 @@ def check_offload(cfg: Any) -> None:
                           "step, so latents are not cached and the VAE must stay on the GPU")
 
 
-def offload_parts(model: Any) -> dict[str, list[nn.Module]]:
-    """{'vae': [...], 'text_encoder': [...]} of a TrainableModel: its own `offload_parts()` when it has
-    one (the ldm adapter), else the parts of a diffusers pipeline (`model.pipe`)."""
-    own = getattr(model, "offload_parts", None)
-    if callable(own):
-        return own()
-    pipe = getattr(model, "pipe", None)
-    if pipe is None:
-        return {}
-    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
-    return {"vae": [pipe.vae], "text_encoder": [e for e in encoders if e is not None]}
-
-
 class Offloader:
     """Moves the tensors of `modules` to `to`, remembering each one's device, and back."""
 
@@ -164,7 +151,7 @@ def offload_after_caching(cfg: Any, model: Any, plan: Any, te_cache: Any, precis
             status("The text encoder stays on the GPU: captions need different numbers of 75-token chunks, "
                    "and such batches are encoded together each step")
             kinds = ("vae",)
-    parts = offload_parts(model)
+    parts = model.offload_parts()
     offloader = Offloader([m for kind in kinds for m in parts.get(kind, [])])
     try:
         moved = offloader.offload()

@@ -85,7 +85,7 @@ class _Spy:
         self.used_while_away: list[str] = []
         monkeypatch.setattr(offload, "OFFLOAD_DEVICE", "meta")
         monkeypatch.setattr(offload, "_move", self.move)
-        parts = offload.offload_parts(model).items()
+        parts = model.offload_parts().items()
         self.kind_ids = {kind: set().union(*(_ids(m) for m in mods)) for kind, mods in parts}
         self.handles = [module.register_forward_pre_hook(lambda m, args, kind=kind: self.check(kind))
                         for kind, mods in parts for module in mods]
