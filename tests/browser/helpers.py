@@ -27,7 +27,8 @@ def wait_for_server(port: int, proc: subprocess.Popen, timeout: float = 120) -> 
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited: {proc.stdout.read()}")
+            said = proc.stdout.read() if proc.stdout else "its output went to its log file"
+            raise RuntimeError(f"the server exited: {said}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return
@@ -55,3 +56,27 @@ def wait_text(page, selector: str, text: str, timeout_s: float = 60) -> None:
 
 def launch_chromium(pw):
     return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def sd_scripts_toml(path: Path, train_dir: str, output_name: str, **dataset) -> Path:
+    """A small sd-scripts config (2 epochs of the tiny model, a sample every epoch) to import in the tab;
+    `dataset` adds [dataset_arguments] entries (TOML literals)."""
+    extra = "".join(f"{key} = {value}\n" for key, value in dataset.items())
+    path.write_text(f"""
+[dataset_arguments]
+train_data_dir = "{train_dir}"
+resolution = 64
+{extra}[training_arguments]
+network_dim = 4
+network_alpha = 4
+learning_rate = 1e-3
+optimizer_type = "AdamW"
+lr_scheduler = "constant"
+max_train_epochs = 2
+train_batch_size = 2
+mixed_precision = "no"
+min_snr_gamma = 0
+output_name = "{output_name}"
+sample_every_n_epochs = 1
+""", encoding="utf-8")
+    return path

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.browser.helpers import (HAVE_CHROMIUM, NO_CHROMIUM, REPO, free_port, launch_chromium, shot, stop,
-                                   wait_for_server, wait_text)
+from tests.browser.helpers import (HAVE_CHROMIUM, NO_CHROMIUM, REPO, free_port, launch_chromium, sd_scripts_toml,
+                                   shot, stop, wait_for_server, wait_text)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)]
 
@@ -38,30 +37,6 @@ def served(tmp_path_factory):
         yield f"http://127.0.0.1:{port}/", data, photos
     finally:
         stop(proc)
-
-
-def sd_scripts_toml(path: Path, train_dir: str) -> Path:
-    path.write_text(f"""
-[dataset_arguments]
-train_data_dir = "{train_dir}"
-resolution = 64
-min_bucket_reso = 64
-max_bucket_reso = 128
-bucket_reso_steps = 32
-[training_arguments]
-network_dim = 4
-network_alpha = 4
-learning_rate = 1e-3
-optimizer_type = "AdamW"
-lr_scheduler = "constant"
-max_train_epochs = 2
-train_batch_size = 2
-mixed_precision = "no"
-min_snr_gamma = 0
-output_name = "browser_lora"
-sample_every_n_epochs = 1
-""", encoding="utf-8")
-    return path
 
 
 def test_whole_flow(served, tmp_path):
@@ -94,7 +69,8 @@ def test_whole_flow(served, tmp_path):
 
         # Train: import an sd-scripts config, add a sample prompt, start
         page.get_by_role("button", name="Train", exact=True).click()
-        toml = sd_scripts_toml(tmp_path / "run.toml", train_dir)
+        toml = sd_scripts_toml(tmp_path / "run.toml", train_dir, "browser_lora", min_bucket_reso=64,
+                           max_bucket_reso=128, bucket_reso_steps=32)
         page.locator("#train_lora_preset_import input[type=file]").set_input_files(str(toml))
         wait_text(page, "#train_lora_train_status", "Imported")
         assert page.locator("#train_lora_training_epochs input").input_value() == "2"

@@ -18,14 +18,13 @@ import os
 import re
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
-from tests.browser.helpers import (HAVE_CHROMIUM, NO_CHROMIUM, REPO, free_port, launch_chromium, shot, stop,
-                                   wait_for_server, wait_text)
+from tests.browser.helpers import (HAVE_CHROMIUM, NO_CHROMIUM, REPO, free_port, launch_chromium, sd_scripts_toml,
+                                   shot, stop, wait_for_server, wait_text)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)]
 NAME = "webui_lora"
@@ -38,28 +37,6 @@ def make_dataset(root) -> str:
         Image.new("RGB", (64, 64), (200 - i * 30, 40 + i * 30, 60)).save(concept / f"img{i}.png")
         (concept / f"img{i}.txt").write_text("lrsq, red theme, sitting", encoding="utf-8")
     return str(concept.parent)
-
-
-def sd_scripts_toml(path, train_dir: str):
-    path.write_text(f"""
-[dataset_arguments]
-train_data_dir = "{train_dir}"
-resolution = 64
-enable_bucket = false
-[training_arguments]
-network_dim = 4
-network_alpha = 4
-learning_rate = 1e-3
-optimizer_type = "AdamW"
-lr_scheduler = "constant"
-max_train_epochs = 2
-train_batch_size = 2
-mixed_precision = "no"
-min_snr_gamma = 0
-output_name = "{NAME}"
-sample_every_n_epochs = 1
-""", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +84,7 @@ def test_tab_served_by_the_webui(webui_served, tmp_path):
 
 def fill_the_form(page, tmp_path, train_dir: str) -> None:
     """An sd-scripts config for the bulk, then typed edits in the basic and advanced options."""
-    toml = sd_scripts_toml(tmp_path / "run.toml", train_dir)
+    toml = sd_scripts_toml(tmp_path / "run.toml", train_dir, NAME, enable_bucket="false")
     page.locator("#train_lora_preset_import input[type=file]").set_input_files(str(toml))
     wait_text(page, "#train_lora_train_status", "Imported")
     page.locator("#train_lora_sample_prompts textarea").fill("lrsq, smile")
