@@ -40,6 +40,19 @@ def test_train_then_resume_for_more_epochs_continues_counters_and_names(tmp_path
     summary = json.loads(printed[printed.rindex("{\n"):])
     assert summary["steps"] == 12 and summary["files"][-1].endswith("t-000003.safetensors")
     assert "epochs = 3" in (tmp_path / "out" / "t.toml").read_text(encoding="utf-8")  # the next resume adds to 3
+    # the epoch log the best-epoch hint reads spans both sessions, one row per epoch
+    rows = json.loads((tmp_path / "out" / "t-epochs.json").read_text(encoding="utf-8"))
+    assert [(r["epoch"], r["step"], Path(r["file"]).name) for r in rows] == \
+        [(1, 4, "t-000001.safetensors"), (2, 8, "t-000002.safetensors"), (3, 12, "t-000003.safetensors")]
+
+
+def test_a_cli_run_with_a_validation_split_gives_the_hint_its_losses(tmp_path):
+    from lib_lora.evaluation.run_hint import validation_signal
+
+    config = _config(tmp_path, epochs=2)
+    assert main(["train", "--config", str(config), "--set", "dataset.validation_split=0.25"]) == 0
+    signal = validation_signal(tmp_path / "out", "t")
+    assert sorted(signal.values) == [1, 2] and all(v > 0 for v in signal.values.values()), signal.why_not
 
 
 def test_resume_of_a_folder_without_a_run_says_what_to_pass(tmp_path, capsys):

@@ -31,7 +31,9 @@ class Signal:
 
 
 def epochs_file(output_dir: str | Path, name: str) -> Path:
-    return Path(output_dir) / f"{name}-epochs.json"
+    from lib_lora.training.saving import epochs_log_file   # the trainer writes it
+
+    return epochs_log_file(output_dir, name)
 
 
 def read_epochs(output_dir: str | Path, name: str) -> list[dict]:

@@ -218,6 +218,9 @@ def end_epoch(run: RunContext, epoch: int, losses: list[float]) -> None:
         result.validation_losses.append(val_loss)
         state.log_scalars({"validation_loss": val_loss})
     mean = sum(losses) / len(losses) if losses else math.nan
+    if dist.is_main():
+        saving.record_epoch(state.out_dir, out.output_name, {"epoch": epoch, "step": state.step, "file": path and str(path),
+                                                             "mean_loss": mean, "validation_loss": val_loss})
     state.log_scalars({"epoch_loss": mean})
     if state.writer is not None:
         state.writer.flush()

@@ -4,10 +4,13 @@ File names follow sd-scripts so users' habits and tools keep working:
 `<name>-000001.safetensors` per saved epoch, `<name>.safetensors` for the last.
 State (network, optimizer, scheduler, RNG, counters) goes to `<out>/state/`,
 written atomically, so `train --resume DIR` continues with the same counters.
+Each epoch's numbers (file, mean and validation loss) go to `<name>-epochs.json`,
+which the best-epoch hint reads whoever started the run (CLI, HTTP API or tab).
 """
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections import Counter
@@ -21,6 +24,27 @@ from ..config import TrainConfig, dumps_train_config
 from ..dataset.tags import split_tags
 from ..fileio import write_text, write_with
 from .plan import TrainPlan
+
+log = logging.getLogger(__name__)
+
+def epochs_log_file(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir) / f"{name}-epochs.json"
+
+
+def record_epoch(out_dir: Path, name: str, row: dict) -> None:
+    """Add one epoch's row to the run's epoch log. Rows of this and later epochs left by an earlier
+    attempt (a run resumed before them) are replaced, so the log always matches the files on disk."""
+    path = epochs_log_file(out_dir, name)
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    except (OSError, ValueError):
+        rows = []               # a damaged log is rebuilt from here on rather than stopping the run
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int) and r["epoch"] < row["epoch"]]
+    try:
+        write_text(path, json.dumps(rows + [row], indent=1))
+    except OSError:             # the log serves the hint only; never stop training for it
+        log.warning("Train LoRA: cannot write the epoch log %s", path, exc_info=True)
+
 
 def epoch_file(out_dir: Path, name: str, epoch: int) -> Path:
     return out_dir / f"{name}-{epoch:06d}.safetensors"

@@ -2,15 +2,13 @@
 
 `RunHistory` is a TrainHooks that records the loss and LR per step, each epoch's
 file, mean and validation loss, and the sample images as they arrive; it also
-carries the tab's pause and save-now requests into the loop. It writes the
-per-epoch numbers beside the run (`<name>-epochs.json`) so the best-epoch hint
-works after a restart. `LocalRunner` trains on a background thread for the
+carries the tab's pause and save-now requests into the loop (the trainer itself
+writes the per-epoch log `<name>-epochs.json` that the best-epoch hint reads). `LocalRunner` trains on a background thread for the
 standalone tab (no WebUI queue); `BackgroundTask` runs any other long action
 (grid, preprocessing) on a thread so the page never waits on it.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -20,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
-from lib_lora.evaluation.run_hint import epochs_file
 from lib_lora.training.hooks import EpochResult, Progress, TrainHooks
 
 log = logging.getLogger(__name__)
@@ -57,7 +54,6 @@ class RunHistory(TrainHooks):
     def on_epoch_end(self, result: EpochResult) -> None:
         self.epochs.append({"epoch": result.epoch, "file": result.path, "mean_loss": result.mean_loss,
                             "validation_loss": result.validation_loss})
-        self._write_epochs()
 
     def add_samples(self, epoch: int, paths: list[Path]) -> None:
         self.samples += [(epoch, str(p)) for p in paths]
@@ -71,15 +67,6 @@ class RunHistory(TrainHooks):
     def save_requested(self) -> bool:
         wanted, self.save_now = self.save_now, False      # one press, one save
         return wanted
-
-    def _write_epochs(self) -> None:
-        if not (self.output_dir and self.output_name):
-            return
-        from lib_lora.fileio import write_text
-        try:
-            write_text(epochs_file(self.output_dir, self.output_name), json.dumps(self.epochs, indent=1))
-        except OSError:      # the hint is a convenience; never stop training for it
-            log.warning("Train LoRA: cannot write the epoch log", exc_info=True)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The best-epoch hint of a run works with either signal alone and says which one it used and why.
 
-Real files: epoch files and the per-epoch log written by the tab's RunHistory, sample PNGs
+Real files: epoch files and the per-epoch log written by the trainer, sample PNGs
 named as the sampler names them, the run's TOML and captioned dataset, and a tiny WD14 ONNX
 tagger whose tags follow the image colour (red -> hatsune_miku, blue -> blue_background)."""
 from __future__ import annotations
@@ -16,8 +16,7 @@ from lib_lora.config import TrainConfig, dumps_train_config
 from lib_lora.evaluation.best_epoch import RECALL, VALIDATION
 from lib_lora.evaluation.run_hint import hint_for_run
 from lib_lora.evaluation.samples import sample_path
-from lib_lora.training.hooks import EpochResult
-from lib_lora.webui.runs import RunHistory
+from lib_lora.training.saving import record_epoch
 from lib_lora.webui.ui_render import best_epoch_html
 
 NAME = "hintrun"
@@ -25,13 +24,13 @@ RED, BLUE = (220, 20, 20), (20, 20, 220)
 
 
 def make_run(lora_dir: Path, validation: dict[int, float | None]) -> None:
-    """Epoch files plus the per-epoch log, as a run of the tab leaves them."""
+    """Epoch files plus the per-epoch log, as a run leaves them (the trainer's record_epoch)."""
     lora_dir.mkdir(parents=True, exist_ok=True)
-    history = RunHistory(str(lora_dir), NAME)
     for epoch, loss in validation.items():
         path = lora_dir / f"{NAME}-{epoch:06d}.safetensors"
         save_file({"lora_unet_x.alpha": torch.tensor(4.0)}, str(path))
-        history.on_epoch_end(EpochResult(epoch=epoch, path=str(path), mean_loss=0.1, validation_loss=loss))
+        record_epoch(lora_dir, NAME, {"epoch": epoch, "step": epoch * 4, "file": str(path), "mean_loss": 0.1,
+                                      "validation_loss": loss})
 
 
 def make_samples(lora_dir: Path, colours: dict[int, tuple]) -> None:
