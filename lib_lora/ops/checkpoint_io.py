@@ -126,6 +126,10 @@ def load_pickled_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
                 raise
             data = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy, non-zip format
     except pickle.UnpicklingError as e:
+        if not _starts_like_a_checkpoint(path):   # random bytes fail here too: say damaged, not unsafe
+            raise ModelError("The checkpoint cannot be read: it is damaged or not a PyTorch checkpoint",
+                             where=str(path), fix="The file is damaged or incomplete; download or save it again"
+                             ) from None
         raise ModelError("This .ckpt holds Python objects besides tensors, which could run code when loaded; "
                          f"it was refused ({str(e).splitlines()[0]})", where=str(path),
                          fix="Use a .safetensors version of this model, or convert the .ckpt with a tool you trust"
@@ -139,6 +143,13 @@ def load_pickled_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
         raise ModelError("The checkpoint does not hold a state dict", where=str(path),
                          fix="Use a Stable Diffusion checkpoint (.safetensors or .ckpt)")
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def _starts_like_a_checkpoint(path: Path) -> bool:
+    """A zip (torch.save) or a pickle (PROTO opcode) by its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def detect_family(keys: Iterable[str], where: str = "") -> str:
