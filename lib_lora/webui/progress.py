@@ -6,13 +6,16 @@ shows a one-line textinfo as text beside the percentage: markup would appear lit
 Interrupt stops the run after the current step (the last saved epoch is kept). Skip
 has no meaning for a training run in the WebUI, so we give it a useful one: save a
 LoRA file now and keep training.
-The same hook also fills the run's record that the HTTP API reports.
+The same hook also fills the run's record that the HTTP API reports, and refreshes the
+built-in Lora's list after each saved epoch: the genuine WebUI v1.10.1 lists a new file
+(Lora tab, /sdapi/v1/loras) only after a refresh, although a prompt finds it on demand.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from lib_lora.training.hooks import EpochResult, Progress, TrainHooks
+from lib_lora.webui.grid import refresh_lora_list
 
 
 class WebUIProgress(TrainHooks):
@@ -43,7 +46,10 @@ class WebUIProgress(TrainHooks):
             self.record.total_steps, self.record.total_epochs = p.total_steps, p.total_epochs
 
     def on_epoch_end(self, result: EpochResult) -> None:
-        if self.record is not None and result.path:
+        if not result.path:
+            return
+        refresh_lora_list()
+        if self.record is not None:
             self.record.files.append(result.path)
 
     def on_sample(self, epoch: int, images: list, prompts: list[str]) -> None:

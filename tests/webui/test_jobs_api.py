@@ -54,6 +54,7 @@ def test_api_trains_on_the_loaded_model_and_gives_it_back(client, fresh_state):
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     before = fingerprint(sd_model)
+    webui.networks.available_networks.clear()
     started = http.post("/train_lora/v1/runs", json=_config(_dataset(webui.root)))
     assert started.status_code == 200, started.text
     run_id = started.json()["run_id"]
@@ -68,6 +69,8 @@ def test_api_trains_on_the_loaded_model_and_gives_it_back(client, fresh_state):
     assert names and all(os.path.dirname(f) == webui.shared.cmd_opts.lora_dir for f in status["files"])
     assert differences(before, fingerprint(sd_model)) == []
     assert [r["run_id"] for r in http.get("/train_lora/v1/runs").json()["runs"]] == [run_id]
+    # listed at once (Lora tab, /sdapi/v1/loras), not only after the user presses refresh
+    assert {os.path.splitext(n)[0] for n in names} <= set(webui.networks.available_networks)
     # the epoch file loads through the (stand-in) built-in Lora with every key matched
     # and changes the image
     stem = os.path.splitext(names[-1])[0]
