@@ -117,12 +117,17 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+# Not ".pt": in the WebUI the output folder is the Lora folder, whose loader lists every .pt/.ckpt/
+# .safetensors (subfolders too) as a LoRA; a genuine v1.10.1 showed state/last.pt as a LoRA "last".
+STATE_FILE = Path("state") / "last.state"
+
+
 def save_state(out_dir: Path, network, optimizer, scheduler, counters: dict, extra: dict | None = None) -> Path:
     """Everything to continue the run; one file, replaced atomically."""
     payload = {"network": network.trainable_state(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict(), "rng": rng_state(), "counters": counters,
                "extra": extra or {}}
-    path = out_dir / "state" / "last.pt"
+    path = out_dir / STATE_FILE
     write_with(path, lambda tmp: torch.save(payload, tmp))
     return path
 
@@ -130,7 +135,7 @@ def save_state(out_dir: Path, network, optimizer, scheduler, counters: dict, ext
 def load_state(out_dir: Path) -> dict:
     from ..errors import LoraError
 
-    path = Path(out_dir) / "state" / "last.pt"
+    path = Path(out_dir) / STATE_FILE
     if not path.exists():
         raise LoraError("There is no saved training state to resume from", where=str(path),
                         fix="Resume needs a run saved with output.save_state = true; start a new run instead")

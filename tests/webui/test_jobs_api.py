@@ -32,7 +32,7 @@ def _config(train_dir: str) -> dict:
         "training": {"epochs": 2, "batch_size": 1, "optimizer": "AdamW", "unet_lr": 1e-2,
                      "text_encoder_lr": 1e-3, "lr_scheduler": "constant", "lr_warmup": 0.0,
                      "mixed_precision": "no", "min_snr_gamma": 0.0, "gradient_checkpointing": True},
-        "output": {"output_name": "apicat", "save_state": False, "tensorboard": False},
+        "output": {"output_name": "apicat", "save_state": True, "tensorboard": False},
     }}
 
 
@@ -69,8 +69,9 @@ def test_api_trains_on_the_loaded_model_and_gives_it_back(client, fresh_state):
     assert names and all(os.path.dirname(f) == webui.shared.cmd_opts.lora_dir for f in status["files"])
     assert differences(before, fingerprint(sd_model)) == []
     assert [r["run_id"] for r in http.get("/train_lora/v1/runs").json()["runs"]] == [run_id]
-    # listed at once (Lora tab, /sdapi/v1/loras), not only after the user presses refresh
-    assert {os.path.splitext(n)[0] for n in names} <= set(webui.networks.available_networks)
+    # listed at once (Lora tab, /sdapi/v1/loras), not only after the user presses refresh; the
+    # resume state saved beside them is no LoRA and must not be listed as one
+    assert {os.path.splitext(n)[0] for n in names} == set(webui.networks.available_networks)
     # the epoch file loads through the (stand-in) built-in Lora with every key matched
     # and changes the image
     stem = os.path.splitext(names[-1])[0]
