@@ -2,10 +2,11 @@
 
 Every pipeline is built on the meta device (no weights are allocated) from the
 assembled folder alone, with HF_HUB_OFFLINE set by tests/conftest.py. SD1.5 and
-SD2 are checked tensor by tensor: diffusers' own ldm converter maps the ldm
-checkpoint layout (lib_lora/ops/sd15_layout.py) onto exactly the UNet our config
-builds. SDXL has no ldm table here, so its parts are checked against the published
-parameter counts of SDXL base 1.0.
+SD2 UNets, and the OpenCLIP text encoders of SD2 and SDXL, are checked tensor by
+tensor: diffusers' own converter maps the checkpoint layout (UNet:
+lib_lora/ops/sd15_layout.py) onto exactly the model our config builds. The SDXL
+UNet has no ldm table here, so it is checked against SDXL base 1.0's published
+parameter counts.
 """
 from __future__ import annotations
 
@@ -75,6 +76,37 @@ def test_sd15_text_encoder_is_clip_vit_l_and_sd2_is_the_penultimate_openclip_h()
     # OpenCLIP ViT-H/14's text tower without its last block (SD2 uses the penultimate layer): 23 x 1024
     assert (sd2.text_encoder.config.num_hidden_layers, sd2.text_encoder.config.hidden_size) == (23, 1024)
     assert sd2.tokenizer.pad_token_id == 0 and sd15.tokenizer.pad_token_id == sd15.tokenizer.eos_token_id
+
+
+def openclip_text_shapes(width: int, layers: int, projection: int) -> dict[str, tuple[int, ...]]:
+    """The text tower of an OpenCLIP checkpoint as SD2 and SDXL files carry it (resblocks, in_proj)."""
+    shapes = {"token_embedding.weight": (49408, width), "positional_embedding": (77, width),
+              "ln_final.weight": (width,), "ln_final.bias": (width,), "text_projection": (width, projection),
+              "logit_scale": ()}
+    for n in range(layers):
+        block = f"transformer.resblocks.{n}."
+        shapes.update({block + "attn.in_proj_weight": (3 * width, width), block + "attn.in_proj_bias": (3 * width,),
+                       block + "attn.out_proj.weight": (width, width), block + "attn.out_proj.bias": (width,),
+                       block + "mlp.c_fc.weight": (4 * width, width), block + "mlp.c_fc.bias": (4 * width,),
+                       block + "mlp.c_proj.weight": (width, 4 * width), block + "mlp.c_proj.bias": (width,)})
+        shapes.update({block + f"{ln}.{p}": (width,) for ln in ("ln_1", "ln_2") for p in ("weight", "bias")})
+    return shapes
+
+
+@pytest.mark.parametrize("name, part, prefix, width, layers", [
+    ("sd21_base", "text_encoder", "cond_stage_model.model.", 1024, 24),          # ViT-H/14, last block unused
+    ("sdxl_base", "text_encoder_2", "conditioner.embedders.1.model.", 1280, 32),  # ViT-bigG/14 + projection
+])
+def test_openclip_encoders_of_real_checkpoints_convert_into_the_shipped_text_configs(name, part, prefix, width,
+                                                                                      layers):
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+
+    encoder = getattr(meta_pipeline(name), part)
+    checkpoint = {prefix + k: torch.empty(s, device="meta")
+                  for k, s in openclip_text_shapes(width, layers, width).items()}
+    converted = convert_open_clip_checkpoint(encoder, checkpoint, prefix=prefix)
+    expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == expected
 
 
 def test_sdxl_config_builds_sdxl_base_with_its_published_sizes():
