@@ -7,10 +7,12 @@ nothing for a package that is there; never name a package the WebUI pins
 downgrades them; install lycoris-lora without its dependencies (they are torch,
 numpy, safetensors, einops, tqdm: all WebUI pins, plus toml which we add alone);
 onnxruntime-gpu where CUDA works, else onnxruntime, never both and nothing if
-either is present. Every pip command also gets a constraints file holding the installed
-version of each pinned package, because a package we do install may require a newer one
-(onnxruntime 1.31 requires protobuf >= 4.25.8, and pip replaced the WebUI's protobuf
-3.20.0 when a genuine v1.10.1 ran this file); with the constraints pip picks a release that fits the WebUI instead.
+either is present; bitsandbytes, because the default optimizer (AdamW8bit) needs it and
+the WebUI does not ship it (it runs on CPU too). Every pip command also gets a constraints
+file holding the installed version of each pinned package, because a package we install
+may require a newer one (onnxruntime 1.31 requires protobuf >= 4.25.8, and pip replaced
+the WebUI's protobuf 3.20.0 when a genuine v1.10.1 ran this file); with the constraints
+pip picks a release that fits the WebUI instead.
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ def plan_installs(is_installed, has_cuda: bool, python_version: tuple[int, int])
         wanted.append((f"install {spec}", f"{spec} for the Train LoRA tagger"))
     if not is_installed("huggingface_hub"):
         wanted.append((f'install "{HUB}"', "huggingface_hub for Train LoRA tagger downloads"))
+    if not is_installed("bitsandbytes"):
+        wanted.append(("install bitsandbytes", "bitsandbytes for Train LoRA's default optimizer (AdamW8bit)"))
     if not is_installed("lycoris-lora"):
         wanted.append((f"install --no-deps {LYCORIS}", "LyCORIS for Train LoRA (LoHa/LoKr)"))
     if not is_installed("toml"):

@@ -28,11 +28,12 @@ def _run(webui, installed, has_cuda, version):
 
 
 @pytest.mark.parametrize("has_cuda, version, expected", [
-    (True, (3, 10), ["install onnxruntime-gpu", "install --no-deps lycoris-lora==4.1.3", "install toml",
-                     "install tomli"]),
-    (False, (3, 10), ["install onnxruntime", "install --no-deps lycoris-lora==4.1.3", "install toml",
-                      "install tomli"]),
-    (False, (3, 11), ["install onnxruntime", "install --no-deps lycoris-lora==4.1.3", "install toml"]),
+    (True, (3, 10), ["install onnxruntime-gpu", "install bitsandbytes", "install --no-deps lycoris-lora==4.1.3",
+                     "install toml", "install tomli"]),
+    (False, (3, 10), ["install onnxruntime", "install bitsandbytes", "install --no-deps lycoris-lora==4.1.3",
+                      "install toml", "install tomli"]),
+    (False, (3, 11), ["install onnxruntime", "install bitsandbytes", "install --no-deps lycoris-lora==4.1.3",
+                      "install toml"]),
 ])
 def test_fresh_webui_gets_exactly_what_is_missing(webui, has_cuda, version, expected):
     assert _run(webui, WEBUI_ENV, has_cuda, version) == expected
@@ -40,12 +41,12 @@ def test_fresh_webui_gets_exactly_what_is_missing(webui, has_cuda, version, expe
 
 @pytest.mark.parametrize("present", ["onnxruntime", "onnxruntime-gpu"])
 def test_either_onnxruntime_means_none_is_installed(webui, present):
-    installed = WEBUI_ENV | {present, "lycoris-lora", "toml", "tomli"}
+    installed = WEBUI_ENV | {present, "bitsandbytes", "lycoris-lora", "toml", "tomli"}
     assert _run(webui, installed, True, (3, 10)) == []
 
 
 def test_missing_hub_is_installed_within_transformers_range(webui):
-    installed = (WEBUI_ENV - {"huggingface_hub"}) | {"onnxruntime", "lycoris-lora", "toml"}
+    installed = (WEBUI_ENV - {"huggingface_hub"}) | {"onnxruntime", "bitsandbytes", "lycoris-lora", "toml"}
     assert _run(webui, installed, False, (3, 11)) == ['install "huggingface_hub>=0.14.1,<1.0"']
 
 
@@ -75,8 +76,8 @@ def test_every_pip_command_holds_the_installed_webui_pins(webui, monkeypatch):
         namespace["main"](webui.launch, False, (3, 11))
     finally:
         webui.launch.installed = None
-    assert [c.split(" -c ")[0] for c, _ in seen] == ["install onnxruntime", "install --no-deps lycoris-lora==4.1.3",
-                                                     "install toml"]
+    assert [c.split(" -c ")[0] for c, _ in seen] == ["install onnxruntime", "install bitsandbytes",
+                                                     "install --no-deps lycoris-lora==4.1.3", "install toml"]
     import numpy
     import torch
     for _, pins in seen:
