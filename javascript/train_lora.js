@@ -52,6 +52,9 @@
     }
 
     // Called by Gradio with the Start button's inputs; the first is replaced by a fresh task id.
+    // shared with train_lora_data.js (the dataset and tagging jobs), looked up there when used
+    window.trainLoraDom = {root, valueOf, taskId};
+
     window.trainLoraStart = function (...args) {
         args[0] = taskId();
         if (typeof requestProgress === "function") {

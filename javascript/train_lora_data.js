@@ -12,16 +12,9 @@
     const PERIOD_MS = 1000;
     const barsShown = new Set();
 
-    function root() {
-        if (typeof gradioApp === "function") return gradioApp();
-        const app = document.querySelector("gradio-app");
-        return (app && app.shadowRoot) || document;
-    }
-
-    function valueOf(id) {
-        const box = root().querySelector("#" + id + " textarea, #" + id + " input");
-        return box ? box.value : "";
-    }
+    // root(), valueOf() and taskId() are train_lora.js's, read at call time (script order does not matter)
+    const root = () => window.trainLoraDom.root();
+    const valueOf = (id) => window.trainLoraDom.valueOf(id);
 
     function tick() {
         for (const [stateId, pollId, taskBoxId, barId] of JOBS) {
@@ -39,7 +32,7 @@
 
     // Gradio calls this with a start button's inputs; the first (a hidden box) gets a fresh task id.
     window.trainLoraJobStart = function (...args) {
-        args[0] = typeof randomId === "function" ? randomId() : "task(train_lora_" + Date.now().toString(36) + ")";
+        args[0] = window.trainLoraDom.taskId();
         return args;
     };
 
