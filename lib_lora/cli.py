@@ -74,21 +74,9 @@ def _resume_config(out_dir: Path) -> Path:
 
 
 def _load_model(cfg, device: str):
-    import torch
+    from .models.base_model import load_base_model
 
-    from .models.diffusers_adapter import DiffusersModel, load_diffusers_model
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.model.pretrained in ("", "tiny"):
-        from .models.tiny import build_tiny_sd1
-
-        return DiffusersModel(build_tiny_sd1(seed=0), name="tiny", device=device)
-    dtype = torch.float32 if device == "cpu" or cfg.training.mixed_precision == "no" else \
-        (torch.bfloat16 if cfg.training.mixed_precision == "bf16" else torch.float16)
-    return load_diffusers_model(cfg.model.pretrained, device=device, dtype=dtype,
-                                config_dir=cfg.model.config_dir or None,
-                                v_parameterization=cfg.model.v_parameterization)
+    return load_base_model(cfg.model, device, cfg.training.mixed_precision)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

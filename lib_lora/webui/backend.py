@@ -8,7 +8,6 @@ grids with the WebUI's txt2img.
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,22 +67,14 @@ class SharedModel:
         self._key = None
         self.busy = threading.Lock()     # training and grids take turns on the same weights
 
-    def get(self, pretrained: str = "", device: str = "auto"):
-        import torch
-
-        from lib_lora.models.diffusers_adapter import DiffusersModel, load_diffusers_model
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if device in ("", "auto") else device
-        key = (pretrained or "tiny", device)
+    def get(self, cfg: TrainConfig):
+        """The model of `cfg` ([model] and the training device/precision), loaded again only when those change."""
+        from lib_lora.models.base_model import load_base_model, resolve_device
+        m, t = cfg.model, cfg.training
+        key = (m.pretrained or "tiny", m.config_dir, m.v_parameterization, resolve_device(t.device), t.mixed_precision)
         if self._model is None or self._key != key:
-            if key[0] == "tiny":
-                from lib_lora.models.tiny import build_tiny_sd1
-                self._model = DiffusersModel(build_tiny_sd1(seed=0), name="tiny", device=device)
-            else:
-                if not os.path.exists(pretrained):
-                    raise LoraError("The base model does not exist", where=f"model.pretrained = {pretrained}",
-                                    fix="Give a diffusers folder or a .safetensors checkpoint, or leave it empty "
-                                        "for the tiny test model")
-                self._model = load_diffusers_model(pretrained, device=device)
+            self._model = None          # free the old one before loading the next
+            self._model = load_base_model(m, key[3], t.mixed_precision)
             self._key = key
         return self._model
 
@@ -97,8 +88,8 @@ def standalone_backend(data_dir: str | Path) -> TabBackend:
     shared = SharedModel()
 
     def model_for(cfg: TrainConfig):
-        runner.last_pretrained = cfg.model.pretrained     # grids render on the model the run trained on
-        return shared.get(cfg.model.pretrained, cfg.training.device)
+        runner.last_config = cfg     # grids render on the model the run trained on
+        return shared.get(cfg)
 
     def sampler_for(model, cfg: TrainConfig, history):
         return make_sampler(model, cfg.output.output_dir, cfg.output.output_name, cfg.model.clip_skip,
@@ -110,7 +101,7 @@ def standalone_backend(data_dir: str | Path) -> TabBackend:
         if any(r.active for r in runner.runs.values()):
             raise LoraError("A training run is using the model", where="Evaluate",
                             fix="Draw the grid when the run has finished (or cancel it)")
-        model = shared.get(getattr(runner, "last_pretrained", ""), "auto")
+        model = shared.get(getattr(runner, "last_config", None) or TrainConfig())
         return render_epoch_weight_grid(model, files, sample, out, progress)
 
     return TabBackend("standalone", data_dir, data_dir / "lora", data_dir / "models" / "wd14_tagger",
