@@ -1,0 +1,2 @@
+__version__ = "0.28.0"
+cuda = None

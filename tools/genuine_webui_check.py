@@ -1,0 +1,207 @@
+"""Check Train LoRA inside a running, genuine AUTOMATIC1111 WebUI (not part of pytest/CI: CI has no WebUI).
+
+    python tools/genuine_webui_check.py --url http://127.0.0.1:7861 [--webui-log webui.log]
+
+Run it on the machine that runs the WebUI (it writes the training images into the WebUI's data
+folder, or --dataset-dir, which must be inside a folder Train LoRA may read). The WebUI needs
+--api, the extension installed and a checkpoint loaded; start it with --loglevel DEBUG and pass
+--webui-log so the built-in Lora's "didn't match keys" messages can be checked. Steps:
+
+1. the Train LoRA tab is in the UI config and our API routes answer;
+2. txt2img (64x64, few steps, fixed seed) -> image A;
+3. a short training run through /train_lora/v1/runs on the loaded checkpoint; its files must be in
+   the WebUI's Lora folder (--lora-dir);
+4. txt2img again without LoRA -> identical pixels to A (training gave the model back bit for bit);
+5. txt2img with <lora:NAME:1> -> differs from A, the log has no unmatched keys for our file, the
+   infotext names its hash, /sdapi/v1/loras lists it;
+6. txt2img without LoRA -> identical to A again.
+Prints one line per check and a timing summary; exits 1 if any check failed.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from PIL import Image
+
+TAB_ELEM_ID = "tab_train_lora"
+API = "/train_lora/v1/runs"
+COLOURS = {"red": (220, 40, 30), "green": (40, 200, 60), "blue": (30, 60, 220), "yellow": (230, 210, 40)}
+LORA_LOG_PROBLEMS = ("didn't match keys", "couldn't find supported operation")
+
+
+class Check:
+    def __init__(self):
+        self.failures: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, ok: bool, what: str, detail: str = "") -> bool:
+        print(f"[{'PASS' if ok else 'FAIL'}] {what}" + (f": {detail}" if detail else ""), flush=True)
+        if not ok:
+            self.failures.append(what)
+        return ok
+
+
+def call(url: str, path: str, body: dict | None = None, timeout: float = 600) -> tuple[int, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, method="GET" if body is None else "POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            text = response.read().decode()
+            return response.status, (json.loads(text) if text[:1] in "[{" else text)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode(errors="replace")
+
+
+def txt2img(url: str, prompt: str, seed: int, steps: int, check: Check, label: str) -> tuple[bytes, str]:
+    """(RGB pixels, infotext) of one 64x64 image."""
+    body = {"prompt": prompt, "negative_prompt": "", "seed": seed, "steps": steps, "width": 64, "height": 64,
+            "cfg_scale": 5, "sampler_name": "Euler", "batch_size": 1, "n_iter": 1, "send_images": True,
+            "save_images": False}
+    started = time.perf_counter()
+    code, answer = call(url, "/sdapi/v1/txt2img", body)
+    check.timings[f"txt2img {label}"] = time.perf_counter() - started
+    if code != 200:
+        raise RuntimeError(f"txt2img {label} answered {code}: {str(answer)[:500]}")
+    image = Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))).convert("RGB")
+    return image.tobytes(), json.loads(answer["info"]).get("infotexts", [""])[0]
+
+
+def check_ui_and_routes(url: str, check: Check) -> None:
+    code, config = call(url, "/config")
+    ids = [c.get("props", {}).get("elem_id") for c in config.get("components", [])] if code == 200 else []
+    check(TAB_ELEM_ID in ids, "Train LoRA tab in the WebUI's UI config", f"#{TAB_ELEM_ID}")
+    code, runs = call(url, API)
+    check(code == 200 and isinstance(runs, dict) and "runs" in runs, f"GET {API} answers", f"{code}")
+    code, answer = call(url, API + "/no-such-run")
+    check(code == 404, f"GET {API}/<unknown> is a 404 with a reason", str(answer)[:120])
+
+
+def make_dataset(root: Path) -> Path:
+    """A few solid-colour 64px images, captioned '<colour> square, plain' in a 4_tlcheck folder."""
+    concept = root / "4_tlcheck"
+    concept.mkdir(parents=True, exist_ok=True)
+    for name, rgb in COLOURS.items():
+        Image.new("RGB", (64, 64), rgb).save(concept / f"{name}.png")
+        (concept / f"{name}.txt").write_text(f"tlcheck, {name} square, plain", encoding="utf-8")
+    return root
+
+
+def training_request(dataset: Path, name: str, epochs: int) -> dict:
+    return {"config": {
+        "dataset": {"train_dir": str(dataset), "resolution": 64, "enable_bucket": False, "min_bucket_reso": 64,
+                    "max_bucket_reso": 64, "bucket_reso_steps": 64, "cache_latents": "memory"},
+        "network": {"algo": "lora", "dim": 4, "alpha": 4.0},
+        "training": {"epochs": epochs, "batch_size": 2, "optimizer": "AdamW", "lr_scheduler": "constant",
+                     "unet_lr": 1e-3, "text_encoder_lr": 5e-4, "mixed_precision": "no", "min_snr_gamma": 0.0,
+                     "seed": 7},
+        "output": {"output_name": name, "save_state": False, "tensorboard": False},
+    }}
+
+
+def train(url: str, dataset: Path, name: str, epochs: int, check: Check) -> dict:
+    started = time.perf_counter()
+    code, run = call(url, API, training_request(dataset, name, epochs))
+    if not check(code == 200, f"POST {API} starts a run", str(run)[:300]):
+        raise RuntimeError("training did not start")
+    while run["state"] in ("queued", "running"):
+        time.sleep(2)
+        code, run = call(url, f"{API}/{run['run_id']}")
+    check.timings["training run"] = time.perf_counter() - started
+    check(run["state"] == "finished", "training run finished",
+          f"state={run['state']} steps={run['step']}/{run['total_steps']} loss={run['loss']} {run['error']}")
+    return run
+
+
+def log_size(path: Path | None) -> int:
+    return path.stat().st_size if path and path.exists() else 0
+
+
+def log_since(path: Path | None, offset: int) -> str:
+    if not path or not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def check_lora(url: str, run: dict, pixels_a: bytes, args, check: Check) -> None:
+    code, flags = call(url, "/sdapi/v1/cmd-flags")
+    lora_dir = os.path.realpath(flags.get("lora_dir", "")) if code == 200 else ""
+    files = [Path(f) for f in run.get("files", [])]
+    check(bool(files) and all(f.is_file() and os.path.realpath(f.parent) == lora_dir for f in files),
+          "every saved epoch is in the WebUI's Lora folder", f"{lora_dir}: {[f.name for f in files]}")
+    if not files:
+        return
+    name = files[-1].stem
+    code, loras = call(url, "/sdapi/v1/loras")
+    listed = code == 200 and any(item.get("name") == name for item in loras)
+    check(listed, "/sdapi/v1/loras lists the new LoRA without a manual refresh", name)
+    offset = log_size(args.webui_log)
+    pixels_c, info = txt2img(url, f"{args.prompt} <lora:{name}:1>", args.seed, args.steps, check, "C (with LoRA)")
+    check(pixels_c != pixels_a, "the LoRA changes the image (C differs from A)")
+    check(f"{name}: " in info and "Lora hashes" in info, "infotext names the LoRA's hash", info[-160:])
+    if args.webui_log:
+        logged = log_since(args.webui_log, offset)
+        problems = [line for line in logged.splitlines() if any(p in line for p in LORA_LOG_PROBLEMS)
+                    or (f"Network {name} layer" in line)]
+        check(not problems, "the built-in Lora matched every key of our file (DEBUG log)",
+              "; ".join(p[:300] for p in problems[:3]))
+        check("Traceback" not in logged, "no traceback in the WebUI log during the LoRA generation")
+
+
+def run_checks(args) -> Check:
+    check = Check()
+    log_start = log_size(args.webui_log)
+    check_ui_and_routes(args.url, check)
+    pixels_a, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "A")
+    repeat, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "A again")
+    check(repeat == pixels_a, "txt2img is repeatable before training (same seed, same pixels)")
+    code, flags = call(args.url, "/sdapi/v1/cmd-flags")
+    data_dir = flags.get("data_dir") if code == 200 else None
+    dataset_root = Path(args.dataset_dir or Path(data_dir or ".") / "train_lora_check" / "dataset")
+    run = train(args.url, make_dataset(dataset_root), args.name or f"tlcheck_{int(time.time())}", args.epochs, check)
+    pixels_b, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "B (after training)")
+    check(pixels_b == pixels_a, "after training, txt2img without LoRA is pixel-identical to A")
+    check_lora(args.url, run, pixels_a, args, check)
+    pixels_d, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "D (LoRA removed)")
+    check(pixels_d == pixels_a, "after the LoRA generation, txt2img without LoRA is pixel-identical to A")
+    if args.webui_log:
+        logged = log_since(args.webui_log, log_start)
+        bad = [line for line in logged.splitlines() if "Traceback" in line or line.startswith("*** ")]
+        check(not bad, "no error reported in the WebUI log during the check", "; ".join(bad[:3]))
+    return check
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:7860", help="the WebUI's address (started with --api)")
+    parser.add_argument("--webui-log", type=Path, default=None, help="the WebUI's console log (--loglevel DEBUG)")
+    parser.add_argument("--dataset-dir", default=None, help="where to write the tiny dataset "
+                        "(default: <WebUI data dir>/train_lora_check/dataset)")
+    parser.add_argument("--name", default=None, help="LoRA output name (default: tlcheck_<unix time>)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="sampling steps of each txt2img")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--prompt", default="tlcheck, red square, plain")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    check = run_checks(args)
+    for what, seconds in check.timings.items():
+        print(f"  {what}: {seconds:.1f} s")
+    print(f"  whole check: {time.perf_counter() - started:.1f} s")
+    print(f"{len(check.failures)} check(s) failed: {check.failures}" if check.failures else "all checks passed")
+    return 1 if check.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
