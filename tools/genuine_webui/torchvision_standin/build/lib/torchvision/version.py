@@ -1,2 +1,0 @@
-__version__ = "0.28.0"
-cuda = None
