@@ -12,9 +12,10 @@ folder, or --dataset-dir, which must be inside a folder Train LoRA may read). Th
 3. a short training run through /train_lora/v1/runs on the loaded checkpoint; its files must be in
    the WebUI's Lora folder (--lora-dir);
 4. txt2img again without LoRA -> identical pixels to A (training gave the model back bit for bit);
-5. txt2img with <lora:NAME:1> -> differs from A, the log has no unmatched keys for our file, the
-   infotext names its hash, /sdapi/v1/loras lists it;
-6. txt2img without LoRA -> identical to A again.
+5. txt2img with <lora:NAME:1> -> image C, differs from A, the log has no unmatched keys for our file,
+   the infotext names its hash, /sdapi/v1/loras lists it;
+6. a second run right after C, while the built-in Lora still holds NAME merged into the weights; then
+   <lora:NAME:1> gives C again (the built-in re-applies it) and no LoRA gives A again.
 Prints one line per check and a timing summary; exits 1 if any check failed.
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import base64
 import io
 import json
 import os
+import struct
 import sys
 import time
 import urllib.error
@@ -108,7 +110,7 @@ def training_request(dataset: Path, name: str, epochs: int) -> dict:
     }}
 
 
-def train(url: str, dataset: Path, name: str, epochs: int, check: Check) -> dict:
+def train(url: str, dataset: Path, name: str, epochs: int, check: Check, label: str = "training run") -> dict:
     started = time.perf_counter()
     code, run = call(url, API, training_request(dataset, name, epochs))
     if not check(code == 200, f"POST {API} starts a run", str(run)[:300]):
@@ -116,10 +118,30 @@ def train(url: str, dataset: Path, name: str, epochs: int, check: Check) -> dict
     while run["state"] in ("queued", "running"):
         time.sleep(2)
         code, run = call(url, f"{API}/{run['run_id']}")
-    check.timings["training run"] = time.perf_counter() - started
-    check(run["state"] == "finished", "training run finished",
+    check.timings[label] = time.perf_counter() - started
+    check(run["state"] == "finished", f"{label} finished",
           f"state={run['state']} steps={run['step']}/{run['total_steps']} loss={run['loss']} {run['error']}")
     return run
+
+
+def tensor_bytes(path: Path) -> tuple[dict, bytes]:
+    """A .safetensors file's tensor table and data, without its metadata (names, dates differ by run)."""
+    raw = path.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header.pop("__metadata__", None)
+    return header, raw[8 + size:]
+
+
+def check_same_first_epoch(first: dict, second: dict, on_cpu: bool, check: Check) -> None:
+    """Same seed, data and settings: epoch 1 of both runs must be bit-identical on CPU, which shows the
+    second run trained on the clean model, not on the LoRA the built-in had merged into it."""
+    same = bool(first["files"] and second["files"]) and \
+        tensor_bytes(Path(first["files"][0])) == tensor_bytes(Path(second["files"][0]))
+    if on_cpu:
+        check(same, "the second run's epoch 1 is bit-identical to the first run's (trained on the clean model)")
+    else:   # GPU kernels need not be deterministic: report only
+        print(f"[INFO] epoch 1 of both runs bit-identical: {same} (not required on a GPU)")
 
 
 def log_size(path: Path | None) -> int:
@@ -134,14 +156,15 @@ def log_since(path: Path | None, offset: int) -> str:
         return f.read().decode(errors="replace")
 
 
-def check_lora(url: str, run: dict, pixels_a: bytes, args, check: Check) -> None:
+def check_lora(url: str, run: dict, pixels_a: bytes, args, check: Check) -> tuple[str, bytes] | None:
+    """Image C with the run's last epoch; returns (LoRA name, C's pixels)."""
     code, flags = call(url, "/sdapi/v1/cmd-flags")
     lora_dir = os.path.realpath(flags.get("lora_dir", "")) if code == 200 else ""
     files = [Path(f) for f in run.get("files", [])]
     check(bool(files) and all(f.is_file() and os.path.realpath(f.parent) == lora_dir for f in files),
           "every saved epoch is in the WebUI's Lora folder", f"{lora_dir}: {[f.name for f in files]}")
     if not files:
-        return
+        return None
     name = files[-1].stem
     code, loras = call(url, "/sdapi/v1/loras")
     listed = code == 200 and any(item.get("name") == name for item in loras)
@@ -157,6 +180,7 @@ def check_lora(url: str, run: dict, pixels_a: bytes, args, check: Check) -> None
         check(not problems, "the built-in Lora matched every key of our file (DEBUG log)",
               "; ".join(p[:300] for p in problems[:3]))
         check("Traceback" not in logged, "no traceback in the WebUI log during the LoRA generation")
+    return name, pixels_c
 
 
 def run_checks(args) -> Check:
@@ -167,14 +191,20 @@ def run_checks(args) -> Check:
     repeat, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "A again")
     check(repeat == pixels_a, "txt2img is repeatable before training (same seed, same pixels)")
     code, flags = call(args.url, "/sdapi/v1/cmd-flags")
-    data_dir = flags.get("data_dir") if code == 200 else None
-    dataset_root = Path(args.dataset_dir or Path(data_dir or ".") / "train_lora_check" / "dataset")
+    flags = flags if code == 200 and isinstance(flags, dict) else {}
+    dataset_root = Path(args.dataset_dir or Path(flags.get("data_dir") or ".") / "train_lora_check" / "dataset")
     run = train(args.url, make_dataset(dataset_root), args.name or f"tlcheck_{int(time.time())}", args.epochs, check)
     pixels_b, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "B (after training)")
     check(pixels_b == pixels_a, "after training, txt2img without LoRA is pixel-identical to A")
-    check_lora(args.url, run, pixels_a, args, check)
-    pixels_d, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "D (LoRA removed)")
-    check(pixels_d == pixels_a, "after the LoRA generation, txt2img without LoRA is pixel-identical to A")
+    with_lora = check_lora(args.url, run, pixels_a, args, check)
+    if with_lora:
+        name, pixels_c = with_lora
+        again = train(args.url, dataset_root, f"{name}-again", 1, check, "second run, LoRA still merged")
+        check_same_first_epoch(run, again, "all" in str(flags.get("use_cpu", "")).lower(), check)
+        pixels_e, _ = txt2img(args.url, f"{args.prompt} <lora:{name}:1>", args.seed, args.steps, check, "E")
+        check(pixels_e == pixels_c, "after a run that began with the LoRA merged, the LoRA gives C again")
+    pixels_d, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "D (no LoRA)")
+    check(pixels_d == pixels_a, "at the end, txt2img without LoRA is pixel-identical to A")
     if args.webui_log:
         logged = log_since(args.webui_log, log_start)
         bad = [line for line in logged.splitlines() if "Traceback" in line or line.startswith("*** ")]
