@@ -66,11 +66,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _resume_config(out_dir: Path) -> Path:
+    """The TOML of the one run in `out_dir` that has a saved state (a WebUI Lora folder holds many runs)."""
+    from .training.saving import state_file
+
     tomls = sorted(out_dir.glob("*.toml"))
     if not tomls:
         raise LoraError("The run folder has no config to resume with", where=str(out_dir),
                         fix="Pass --config with the run's TOML (written beside its LoRA files)")
-    return tomls[0]
+    candidates = [t for t in tomls if state_file(out_dir, t.stem).exists()] or tomls
+    if len(candidates) > 1:
+        raise LoraError(f"The folder holds several runs that can be resumed: {', '.join(t.stem for t in candidates)}",
+                        where=str(out_dir), fix=f"Say which with --config {out_dir / candidates[0].name} (or another)")
+    return candidates[0]
 
 
 def _load_model(cfg, device: str):

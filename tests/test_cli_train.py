@@ -60,3 +60,18 @@ def test_resume_of_a_folder_without_a_run_says_what_to_pass(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "no config to resume with" in err and "--config" in err
+
+
+def test_runs_sharing_a_folder_keep_their_own_state_and_resume_asks_which(tmp_path, capsys):
+    """In the WebUI every run writes to the Lora folder: one run must not overwrite another's state."""
+    config = _config(tmp_path, epochs=1)
+    assert main(["train", "--config", str(config)]) == 0
+    assert main(["train", "--config", str(config), "--set", "output.output_name=u"]) == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "state").iterdir()) == ["t.state", "u.state"]
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--more-epochs", "1"]) == 2
+    assert "several runs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--config", str(out / "u.toml"), "--more-epochs", "1"]) == 0
+    assert "Resumed at epoch 1, step 4" in capsys.readouterr().out
+    assert (out / "u-000002.safetensors").exists() and not (out / "t-000002.safetensors").exists()

@@ -89,7 +89,8 @@ class RunState:
     def fresh(cls, cfg: TrainConfig, plan, out_dir: Path) -> "RunState":
         state = cls(cfg, out_dir)
         if cfg.output.tensorboard and dist.is_main():
-            state.writer = _tensorboard_writer(out_dir / "logs")
+            # a folder per run name: in the WebUI every run writes into the one Lora folder
+            state.writer = _tensorboard_writer(out_dir / "logs" / cfg.output.output_name)
         return state
 
     def restore(self, saved: dict, network, optimizer, scheduler, precision: Precision) -> None:
@@ -128,7 +129,8 @@ class RunState:
                  "loop": loop}
         counters = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": next_batch,
                     "started_at": self.started_at}
-        saving.save_state(self.out_dir, run.network, run.optimizer, run.scheduler, counters, extra)
+        saving.save_state(self.out_dir, run.cfg.output.output_name, run.network, run.optimizer, run.scheduler,
+                          counters, extra)
         run.caller.on_status(f"Saved the training state at step {self.step}: `train --resume {self.out_dir}` "
                              "continues from here")
 
@@ -212,15 +214,16 @@ def end_epoch(run: RunContext, epoch: int, losses: list[float]) -> None:
             run.caller.on_sample(epoch, run.sampler(run.network, run.cfg.sample, epoch), list(run.cfg.sample.prompts))
     if path is not None and out.save_state:  # state holds the training weights, outside evaluation mode
         extra = {"ema": state.ema.state() if state.ema else None, "grad_scaler": run.precision.state_dict()}
-        saving.save_state(state.out_dir, run.network, run.optimizer, run.scheduler,
+        saving.save_state(state.out_dir, out.output_name, run.network, run.optimizer, run.scheduler,
                           {"step": state.step, "epoch": epoch, "started_at": state.started_at}, extra)
     if val_loss is not None:
         result.validation_losses.append(val_loss)
         state.log_scalars({"validation_loss": val_loss})
     mean = sum(losses) / len(losses) if losses else math.nan
     if dist.is_main():
-        saving.record_epoch(state.out_dir, out.output_name, {"epoch": epoch, "step": state.step, "file": path and str(path),
-                                                             "mean_loss": mean, "validation_loss": val_loss})
+        row = {"epoch": epoch, "step": state.step, "file": path and str(path), "mean_loss": mean,
+               "validation_loss": val_loss}
+        saving.record_epoch(state.out_dir, out.output_name, row)
     state.log_scalars({"epoch_loss": mean})
     if state.writer is not None:
         state.writer.flush()

@@ -2,7 +2,7 @@
 
 File names follow sd-scripts so users' habits and tools keep working:
 `<name>-000001.safetensors` per saved epoch, `<name>.safetensors` for the last.
-State (network, optimizer, scheduler, RNG, counters) goes to `<out>/state/`,
+State (network, optimizer, scheduler, RNG, counters) goes to `<out>/state/<name>.state`,
 written atomically, so `train --resume DIR` continues with the same counters.
 Each epoch's numbers (file, mean and validation loss) go to `<name>-epochs.json`,
 which the best-epoch hint reads whoever started the run (CLI, HTTP API or tab).
@@ -117,27 +117,30 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
-# Not ".pt": in the WebUI the output folder is the Lora folder, whose loader lists every .pt/.ckpt/
-# .safetensors (subfolders too) as a LoRA; a genuine v1.10.1 showed state/last.pt as a LoRA "last".
-STATE_FILE = Path("state") / "last.state"
+def state_file(out_dir: str | Path, name: str) -> Path:
+    """`<out>/state/<name>.state`: one per run name, since in the WebUI every run shares the Lora folder.
+    Not ".pt": the WebUI's Lora loader lists every .pt/.ckpt/.safetensors there (subfolders too) as
+    a LoRA; a genuine v1.10.1 showed a state/last.pt as a LoRA called "last"."""
+    return Path(out_dir) / "state" / f"{name}.state"
 
 
-def save_state(out_dir: Path, network, optimizer, scheduler, counters: dict, extra: dict | None = None) -> Path:
+def save_state(out_dir: Path, name: str, network, optimizer, scheduler, counters: dict,
+               extra: dict | None = None) -> Path:
     """Everything to continue the run; one file, replaced atomically."""
     payload = {"network": network.trainable_state(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict(), "rng": rng_state(), "counters": counters,
                "extra": extra or {}}
-    path = out_dir / STATE_FILE
+    path = state_file(out_dir, name)
     write_with(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 
-def load_state(out_dir: Path) -> dict:
+def load_state(out_dir: Path, name: str) -> dict:
     from ..errors import LoraError
 
-    path = Path(out_dir) / STATE_FILE
+    path = state_file(out_dir, name)
     if not path.exists():
-        raise LoraError("There is no saved training state to resume from", where=str(path),
+        raise LoraError(f"There is no saved training state of the run '{name}' to resume from", where=str(path),
                         fix="Resume needs a run saved with output.save_state = true; start a new run instead")
     # weights_only=False is needed for optimizer and RNG state; the file is our own, written by save_state.
     return torch.load(path, map_location="cpu", weights_only=False)

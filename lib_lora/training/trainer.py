@@ -127,7 +127,8 @@ def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler
     precision = Precision(t.mixed_precision, model.device)
     state = RunState.fresh(cfg, plan, out_dir)
     if resume_dir:
-        state.restore(saving.load_state(Path(resume_dir)), network, optimizer, scheduler, precision)
+        state.restore(saving.load_state(Path(resume_dir), cfg.output.output_name), network, optimizer,
+                      scheduler, precision)
         caller.on_status(f"Resumed at epoch {state.epoch}, step {state.step}")
     dist.broadcast_parameters(network)
     latent_cache, te_cache = _caches(cfg, model, out_dir, caller)

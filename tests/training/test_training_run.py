@@ -113,7 +113,7 @@ def test_tensorboard_events_hold_loss_lr_and_validation_loss(tiny_model, tmp_pat
     cfg = fast_config(data, tmp_path / "out", epochs=2)
     cfg.output.tensorboard, cfg.dataset.validation_split = True, 0.2
     train(cfg, tiny_model)
-    events = EventAccumulator(str(tmp_path / "out" / "logs"))
+    events = EventAccumulator(str(tmp_path / "out" / "logs" / cfg.output.output_name))
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"loss", "lr", "validation_loss", "epoch_loss"} <= tags
