@@ -39,10 +39,11 @@ FP8_DTYPES = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") i
 
 def _headless_hint(sd_model: Any) -> str:
     info = getattr(sd_model, "sd_checkpoint_info", None)
-    name = getattr(info, "name", None) or getattr(info, "filename", None) or "this checkpoint"
+    path = getattr(info, "filename", None) or "<the checkpoint file>"
     return ("or train headless with the same settings: save them with the Train tab's Save preset, then run "
-            "`python -m lib_lora train --config <that preset's .toml> --set model.pretrained=<a diffusers folder "
-            f"of {name}>` in the extension's folder. Nothing was changed on the loaded model")
+            "`python -m lib_lora train --config <that preset's .toml> --set "
+            f"\"model.pretrained={path}\"` in the extension's folder (a single-file checkpoint loads offline "
+            "for SD1.x, SD2.x and SDXL base). Nothing was changed on the loaded model")
 
 
 def check_supported(sd_model: Any, cmd_opts: Any, fp8_enabled: bool) -> None:
@@ -137,7 +138,8 @@ def restore(snap: _Snapshot) -> None:
 
 def clear_builtin_lora(sd_model: nn.Module) -> int:
     """Restore weights the built-in Lora extension merged in place and unload its networks.
-    Returns how many layers were restored."""
+    Returns how many layers held a merged LoRA (backups stay after a LoRA is unloaded, so layers
+    with a backup but no current network names already hold their real weights)."""
     networks = sys.modules.get("networks")
     if networks is not None and isinstance(getattr(networks, "loaded_networks", None), list):
         networks.loaded_networks.clear()
@@ -153,8 +155,8 @@ def clear_builtin_lora(sd_model: nn.Module) -> int:
                 restore_fn(module)
             else:   # the module is gone (extension disabled) but its backups are still here
                 _restore_by_hand(module, weights, bias)
+            restored += bool(getattr(module, "network_current_names", ()))
             module.network_current_names = ()
-            restored += 1
     return restored
 
 

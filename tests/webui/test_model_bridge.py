@@ -129,7 +129,8 @@ def test_low_vram_modes_are_refused_with_what_to_do_and_the_model_untouched(fres
         setattr(webui.shared.cmd_opts, flag, False)
     text, shown = str(err.value), "--" + flag.replace("_", "-")
     assert f"Restart the WebUI without {shown} (remove it from COMMANDLINE_ARGS" in text
-    assert "python -m lib_lora train --config <that preset's .toml> --set model.pretrained=" in text
+    checkpoint = sd_model.sd_checkpoint_info.filename
+    assert f'python -m lib_lora train --config <that preset\'s .toml> --set "model.pretrained={checkpoint}"' in text
     assert differences(before, fingerprint(sd_model)) == [] and webui.networks.loaded_networks == loaded
     assert (opts.CLIP_stop_at_last_layers, webui.sd_hijack.current_optimizer) == (clip_skip, optimizer)
 
@@ -218,3 +219,18 @@ def test_run_with_offload_after_caching_gives_the_model_back(fresh_state, monkey
     assert any(said in m for m in record.messages), record.messages
     assert differences(before, fingerprint(sd_model)) == []
     assert _generate(webui) == image_before
+
+
+def test_only_layers_holding_a_merged_lora_are_counted_as_restored(fresh_state):
+    """Backups stay after a LoRA is unloaded; a later run must not report them as merged weights."""
+    from lib_lora.webui.model_bridge import clear_builtin_lora
+    from tests.webui.test_stub import _write_lora
+
+    webui = fresh_state
+    sd_model = load_family(webui, "sd1")
+    layer = sd_model.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn1.to_q
+    _write_lora(webui, "counted", layer.weight.shape)
+    _generate(webui, "a cat <lora:counted:1>")
+    assert clear_builtin_lora(sd_model) >= 1
+    _generate(webui, "a cat")                    # no LoRA: the backups remain, nothing is merged
+    assert clear_builtin_lora(sd_model) == 0
