@@ -24,6 +24,7 @@ ACTIVATIONS_512 = {"sd1": 1.2e9, "sd2": 1.4e9, "sdxl": 2.6e9}
 # the same for a trained text encoder (per sample, 77-token chunk; all encoders of the family)
 TE_ACTIVATIONS = {"sd1": 0.10e9, "sd2": 0.25e9, "sdxl": 0.45e9}
 CHECKPOINTING_FACTOR = 0.25
+STOCK_UNET_WIDTH = 320      # base channels of the SD1/SD2/SDXL UNets the activation figures are for
 HEADROOM = 1.10            # fragmentation and the CUDA context
 MIB = 2 ** 20
 # bytes of optimizer state per trained parameter (weights and gradients are counted apart)
@@ -37,11 +38,13 @@ class ModelSizes:
 
     lora_params: trainable LoRA parameters per target kind ('unet', 'text_encoder') for the config.
     weights: bytes of the model's weights on its device, all parts together.
-    offloadable: bytes of the parts offload_after_caching can move to the CPU ('vae', 'text_encoder')."""
+    offloadable: bytes of the parts offload_after_caching can move to the CPU ('vae', 'text_encoder').
+    width_scale: the UNet's base width against the stock 320 channels (activations scale with it)."""
     family: str
     lora_params: dict[str, int] = field(default_factory=dict)
     weights: int = 0
     offloadable: dict[str, int] = field(default_factory=dict)
+    width_scale: float = 1.0
 
 
 def lora_param_counts(targets: list, network_cfg: Any) -> dict[str, int]:
@@ -87,7 +90,14 @@ def model_sizes(cfg: Any, model: Any) -> ModelSizes:
     unet = getattr(model, "unet", None)
     everything = ([unet] if unet is not None else []) + [m for mods in parts.values() for m in mods]
     return ModelSizes(model.family, lora_param_counts(targets, cfg.network), tensor_bytes(everything, device_type),
-                      {kind: tensor_bytes(mods, device_type) for kind, mods in parts.items()})
+                      {kind: tensor_bytes(mods, device_type) for kind, mods in parts.items()}, unet_width_scale(unet))
+
+
+def unet_width_scale(unet: nn.Module | None) -> float:
+    """Base channels of the UNet (its first convolution's) against the stock 320 of SD1/SD2/SDXL:
+    the activation figures are for stock widths, and a narrow test model needs far less."""
+    first_conv = next((m for m in unet.modules() if isinstance(m, nn.Conv2d)), None) if unet is not None else None
+    return first_conv.out_channels / STOCK_UNET_WIDTH if first_conv is not None else 1.0
 
 
 def optimizer_bytes_per_param(optimizer: str) -> int:
@@ -95,10 +105,11 @@ def optimizer_bytes_per_param(optimizer: str) -> int:
     return 4 + 4 + OPTIMIZER_STATE.get(optimizer.lower(), 8)
 
 
-def training_bytes(cfg: Any, family: str, counts: dict[str, int], largest_bucket_px: int) -> float:
+def training_bytes(cfg: Any, family: str, counts: dict[str, int], largest_bucket_px: int,
+                   width_scale: float = 1.0) -> float:
     """What training adds on the device: activations of a batch and the LoRA's trainable state."""
     t, n = cfg.training, cfg.network
-    scale = largest_bucket_px / (512 * 512)
+    scale = largest_bucket_px / (512 * 512) * width_scale
     per_sample = ACTIVATIONS_512.get(family, ACTIVATIONS_512["sd1"]) * scale
     params = counts.get("unet", 0) if n.train_unet else 0
     if n.train_text_encoder:
@@ -117,11 +128,11 @@ def offloaded_bytes(cfg: Any, offloadable: dict[str, int]) -> int:
 
 
 def estimate_need_mb(cfg: Any, family: str, counts: dict[str, int], largest_bucket_px: int,
-                     offloadable: dict[str, int] | None = None) -> float:
+                     offloadable: dict[str, int] | None = None, width_scale: float = 1.0) -> float:
     """MiB the run needs beyond the loaded model: what training adds minus what offload frees.
     May be negative when offloading frees more than training adds."""
     freed = offloaded_bytes(cfg, offloadable or {})
-    return (training_bytes(cfg, family, counts, largest_bucket_px) - freed) / MIB
+    return (training_bytes(cfg, family, counts, largest_bucket_px, width_scale) - freed) / MIB
 
 
 @dataclass
@@ -143,5 +154,5 @@ class MemoryEstimate:
 
 
 def estimate(cfg: Any, sizes: ModelSizes, largest_bucket_px: int) -> MemoryEstimate:
-    training = training_bytes(cfg, sizes.family, sizes.lora_params, largest_bucket_px) / MIB
+    training = training_bytes(cfg, sizes.family, sizes.lora_params, largest_bucket_px, sizes.width_scale) / MIB
     return MemoryEstimate(sizes.weights / MIB, training, offloaded_bytes(cfg, sizes.offloadable) / MIB)

@@ -76,11 +76,12 @@ def _trial(cfg: Any, training: dict[str, Any], network: dict[str, Any]) -> Any:
 
 
 def check_vram(cfg: Any, family: str, counts: dict[str, int], largest_bucket_px: int,
-               free_mb: float | None, offloadable: dict[str, int] | None = None) -> float:
+               free_mb: float | None, offloadable: dict[str, int] | None = None, width_scale: float = 1.0) -> float:
     """Return the estimated need in MiB; raise LoraError naming settings that fit when it does not.
-    offloadable: bytes of the parts offload_after_caching would move ('vae', 'text_encoder')."""
+    offloadable: bytes of the parts offload_after_caching would move ('vae', 'text_encoder');
+    width_scale: training.memory.ModelSizes.width_scale of the model."""
     offloadable = offloadable or {}
-    need = estimate_need_mb(cfg, family, counts, largest_bucket_px, offloadable)
+    need = estimate_need_mb(cfg, family, counts, largest_bucket_px, offloadable, width_scale)
     if free_mb is None or need <= free_mb:
         return need
     fix = ("Lower the resolution or the network dim, or free VRAM (close other programs, unload other "
@@ -88,7 +89,7 @@ def check_vram(cfg: Any, family: str, counts: dict[str, int], largest_bucket_px:
     for labels, training, network in _variants(cfg, offloadable):
         trial = _trial(cfg, training, network)
         check_offload(trial)   # every offer is a config the trainer accepts
-        trial_need = estimate_need_mb(trial, family, counts, largest_bucket_px, offloadable)
+        trial_need = estimate_need_mb(trial, family, counts, largest_bucket_px, offloadable, width_scale)
         if trial_need <= free_mb:
             fix = f"These settings fit (about {trial_need:.0f} MiB): " + "; ".join(labels)
             break
@@ -104,5 +105,5 @@ def check_run(cfg: Any, model: Any, plan: Any, free_mb: float | None = None) -> 
         return None
     sizes = model_sizes(cfg, model)
     largest = max(s.bucket[0] * s.bucket[1] for s in plan.train)
-    need = check_vram(cfg, model.family, sizes.lora_params, largest, free_mb, sizes.offloadable)
+    need = check_vram(cfg, model.family, sizes.lora_params, largest, free_mb, sizes.offloadable, sizes.width_scale)
     return max(need, 0.0)   # below 0 when offloading frees more than training adds
