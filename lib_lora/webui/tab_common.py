@@ -62,3 +62,16 @@ def guarded(n_outputs: int, what: str) -> Callable:
 
 def elem(name: str) -> str:
     return f"train_lora_{name}"
+
+
+def job_widgets(prefix: str, what: str) -> dict:
+    """The progress bar and hidden parts of a background job's view (task id, job id, state, the
+    WebUI task id, the poll button), by the ids javascript/train_lora_data.js looks for."""
+    import gradio as gr
+    gr.HTML(elem_id=elem(f"{prefix}_progressbar"))
+    with gr.Row(elem_classes=["train-lora-hidden"]):
+        return {"task_id": gr.Textbox(elem_id=elem(f"{prefix}_task")),
+                "job_id": gr.Textbox(elem_id=elem(f"{prefix}_job")),
+                "job_state": gr.Textbox(elem_id=elem(f"{prefix}_state")),
+                "webui_task": gr.Textbox(elem_id=elem(f"{prefix}_webui_task")),
+                "poll": gr.Button(f"refresh {what} job", elem_id=elem(f"{prefix}_poll"))}

@@ -15,7 +15,7 @@ from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
 from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view, stoppable
-from lib_lora.webui.tab_common import TabContext, elem, guarded
+from lib_lora.webui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.webui.ui_render import message_html, report_html
 
 KINDS = ("character", "style", "concept")
@@ -127,13 +127,7 @@ def build_dataset_section(ctx: TabContext) -> None:
     with gr.Row():
         status = gr.HTML(elem_id=elem("dataset_status"))
         cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=elem("data_cancel"), scale=0)
-    gr.HTML(elem_id=elem("data_progressbar"))
-    with gr.Row(elem_classes=["train-lora-hidden"]):
-        task_id = gr.Textbox(elem_id=elem("data_task"))
-        job_id = gr.Textbox(elem_id=elem("data_job"))
-        job_state = gr.Textbox(elem_id=elem("data_state"))
-        webui_task = gr.Textbox(elem_id=elem("data_webui_task"))
-        poll = gr.Button("refresh dataset job", elem_id=elem("data_poll"))
+    job = job_widgets("data", "dataset")
     report = gr.HTML(elem_id=elem("dataset_report"))
     with gr.Accordion("Preprocess (writes fixed copies; originals stay untouched)", open=False,
                       elem_id=elem("prep_accordion")):
@@ -142,7 +136,8 @@ def build_dataset_section(ctx: TabContext) -> None:
         prep_out = gr.Textbox(label="Write the copies to", elem_id=elem("prep_out"),
                               info="Empty: next to the dataset, with _prep added")
         prep = gr.Button("Preprocess", elem_id=elem("prep_button"))
-    _wire_dataset(ctx, prep_specs, locals())
+    c = {k: v for k, v in locals().items() if k != "job"}
+    _wire_dataset(ctx, prep_specs, {**c, **job})
 
 
 def _prep_component(ctx: TabContext, spec: form.FieldSpec):

@@ -15,7 +15,7 @@ from lib_lora.errors import DatasetError
 from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
 from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view
-from lib_lora.webui.tab_common import TabContext, elem, guarded
+from lib_lora.webui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.webui.ui_render import message_html
 
 TAGGING_FIELDS = ("general_threshold", "character_threshold", "trigger_word", "write_mode", "remove_junk_tags",
@@ -145,13 +145,7 @@ def build_tagging_section(ctx: TabContext) -> None:
         components = [form.make_component(s, getattr(defaults, s.name), prefix="train_lora_tagging_")
                       for s in specs]
     status = gr.HTML(elem_id=elem("tagging_status"))
-    gr.HTML(elem_id=elem("tagjob_progressbar"))
-    with gr.Row(elem_classes=["train-lora-hidden"]):
-        task_id = gr.Textbox(elem_id=elem("tagjob_task"))
-        job_id = gr.Textbox(elem_id=elem("tagjob_id"))
-        job_state = gr.Textbox(elem_id=elem("tagjob_state"))
-        webui_task = gr.Textbox(elem_id=elem("tagjob_webui_task"))
-        poll = gr.Button("refresh tagging job", elem_id=elem("tagjob_poll"))
+    job = job_widgets("tagjob", "tagging")
     summary = gr.Textbox(label="Tags", interactive=False, lines=3, elem_id=elem("tag_summary"))
     with gr.Row():
         action = gr.Dropdown(list(BULK_ACTIONS), value=BULK_ACTIONS[0], label="Bulk edit", elem_id=elem("bulk_action"))
@@ -168,7 +162,8 @@ def build_tagging_section(ctx: TabContext) -> None:
         caption = gr.Textbox(label="Caption", elem_id=elem("caption_text"), scale=4)
         save_caption = gr.Button("Save caption", elem_id=elem("caption_save"), scale=1)
 
-    _wire_tagging(ctx, specs, locals())
+    c = {k: v for k, v in locals().items() if k != "job"}
+    _wire_tagging(ctx, specs, {**c, **job})
 
 
 def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
