@@ -111,6 +111,9 @@ class TrainingConfig:
                                choices=PRECISIONS)
     gradient_checkpointing: bool = opt(False, "Trade compute for memory: recompute activations in backward")
     sdpa: bool = opt(True, "Use PyTorch scaled-dot-product attention")
+    cpu_attention_kernel: bool = opt(True, "On the CPU, run UNet attention with head size 4 or 8 (tiny models) "
+                                     "through lib_lora's compiled kernel (exact softmax, 2-4x PyTorch's there). "
+                                     "Built once with the system C compiler; without one, SDPA is used")
     min_snr_gamma: float = opt(5.0, "Min-SNR loss weighting gamma (0: off; not with adaptive-LR optimizers)",
                                min=0.0, max=100.0)
     noise_offset: float = opt(0.0, "Noise offset (0.1 helps very dark/bright images)", min=0.0, max=1.0)

@@ -163,10 +163,22 @@ class DiffusersModel:
         else:
             self.pipe.unet.disable_gradient_checkpointing()
 
-    def set_sdpa(self, enabled: bool) -> None:
+    def set_attention(self, sdpa: bool, cpu_kernel: bool = True) -> str:
+        """Choose the UNet's attention processor; returns a note for the user ('' when none)."""
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-        self.pipe.unet.set_attn_processor(AttnProcessor2_0() if enabled else AttnProcessor())
+        if not sdpa:
+            self.pipe.unet.set_attn_processor(AttnProcessor())
+            return ""
+        if not cpu_kernel or self.device.type != "cpu" or self.dtype != torch.float32:
+            self.pipe.unet.set_attn_processor(AttnProcessor2_0())
+            return ""
+        from ..kernels import cpu_attention
+        from .attention import SmallHeadAttnProcessor
+
+        ready, why = cpu_attention.available()
+        self.pipe.unet.set_attn_processor(SmallHeadAttnProcessor() if ready else AttnProcessor2_0())
+        return "" if ready else f"CPU attention kernel unavailable ({why}); using PyTorch SDPA"
 
 
 def load_diffusers_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,

@@ -124,9 +124,32 @@ class NetworkModule(nn.Module):
             weight = layer.weight
             new_weight = weight + self.full_delta(weight.float()).to(weight.dtype)
             return self.layer_op(x, new_weight, layer.bias)
+        if not (self.training and self.dropout > 0) and self.layer_forward_is_torch() \
+                and self.merged_weight_is_cheaper():
+            # One op with W + dW: for small layers (and for LoHa/LoKr, which build dW anyway) this
+            # beats running the layer and the update separately, in FLOPs and in op count.
+            weight = layer.weight
+            return self.layer_op(x, weight + (self.delta_weight() * self.multiplier).to(weight.dtype), layer.bias)
         out = self.original_forward(x, *args, **kwargs)
         inp = F.dropout(x, self.dropout) if self.training and self.dropout > 0 else x
-        return out + self.bypass(inp).to(out.dtype) * self.multiplier
+        update = self.bypass(inp).to(out.dtype)
+        return out + (update if self.multiplier == 1.0 else update * self.multiplier)
+
+    def layer_forward_is_torch(self) -> bool:
+        """Running the layer as op(x, W + dW) skips its own forward: only allowed where that forward
+        is torch's own (not a fused-projection slot, not a class-wide patch such as the WebUI's,
+        which may be made or undone at any time, so this is asked on every call)."""
+        if self._had_instance_forward:
+            return False
+        module = getattr(type(self.layer).forward, "__module__", "")
+        return module == "torch.nn.modules.linear" if isinstance(self.layer, nn.Linear) else \
+            module == "torch.nn.modules.conv" and isinstance(self.layer, nn.Conv2d)
+
+    def merged_weight_is_cheaper(self) -> bool:
+        """Whether forward should run the layer once with W + dW instead of adding the update's output.
+
+        True here: an algorithm whose bypass builds the full dW (LoHa, LoKr) only saves work."""
+        return True
 
     def original_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self._had_instance_forward:

@@ -96,8 +96,10 @@ def _prepare_model(cfg: TrainConfig, model, caller: HookCaller) -> torch.Tensor:
     t = cfg.training
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    if hasattr(model, "set_sdpa"):
-        model.set_sdpa(t.sdpa)
+    if hasattr(model, "set_attention"):
+        note = model.set_attention(t.sdpa, t.cpu_attention_kernel)
+        if note:
+            caller.on_status(note)
     model.set_gradient_checkpointing(t.gradient_checkpointing)
     if t.mixed_precision != "no" and model.device.type == "cpu":
         caller.on_status(f"Mixed precision {t.mixed_precision} is ignored on CPU; training in fp32")
