@@ -2,8 +2,8 @@
 
 Why not torch.utils.cpp_extension: including the torch headers makes a build take
 about a minute; these kernels work on raw float pointers, so a plain C compile takes
-under a second. The library is cached under `LIB_LORA_KERNEL_CACHE` (default
-`~/.cache/lib_lora/kernels`), keyed by the source, the compiler, its flags and the
+under a second. The library is cached in the `kernels` cache (lib_lora/cache_folders.py;
+`LIB_LORA_KERNEL_CACHE` overrides it), keyed by the source, the compiler, its flags and the
 CPU (the code is built for the machine it runs on), and written atomically, so
 concurrent processes (Accelerate ranks) never load a half-written file.
 """
@@ -19,6 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..cache_folders import cache_folder
+from ..errors import LoraError
+
 FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
 NATIVE = "-march=native"  # dropped when the compiler refuses it
 
@@ -28,11 +31,10 @@ class KernelUnavailable(RuntimeError):
 
 
 def cache_dir() -> Path:
-    explicit = os.environ.get("LIB_LORA_KERNEL_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lib_lora" / "kernels"
+    try:
+        return cache_folder("kernels", "LIB_LORA_KERNEL_CACHE")
+    except LoraError as e:
+        raise KernelUnavailable(f"{e.what} ({e.fix})") from None
 
 
 def find_compiler() -> str | None:

@@ -19,8 +19,9 @@ import tempfile
 from pathlib import Path
 
 from .. import fileio
-from ..errors import ModelError
-from .tiny import REPO_ROOT, find_bpe_file, tokenizer_vocab_files
+from ..cache_folders import cache_folder
+from ..errors import LoraError, ModelError
+from .tiny import find_bpe_file, tokenizer_vocab_files
 
 SHIPPED = Path(__file__).resolve().parent / "configs"
 CACHE_ENV = "LIB_LORA_MODEL_CONFIG_CACHE"
@@ -34,18 +35,10 @@ def shipped_names() -> list[str]:
 def cache_root() -> Path:
     """Where assembled folders live: $LIB_LORA_MODEL_CONFIG_CACHE, else the extension's .cache/,
     else (a read-only install) the system temp folder."""
-    configured = os.environ.get(CACHE_ENV)
-    candidates = [Path(configured)] if configured else [REPO_ROOT / ".cache" / "model_configs",
-                                                        Path(tempfile.gettempdir()) / "lib_lora_model_configs"]
-    for folder in candidates:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            continue
-    raise ModelError("No writable folder for the model config cache", where=str(candidates[-1]),
-                     fix=f"Set {CACHE_ENV} to a folder you can write to")
+    try:
+        return cache_folder("model_configs", CACHE_ENV)
+    except LoraError as e:
+        raise ModelError(e.what, where=e.where, fix=e.fix) from None
 
 
 def _digest(source: Path, bpe: Path) -> str:

@@ -11,15 +11,17 @@ at run time.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from ..cache_folders import cache_folder
 from ..errors import ModelError
+from ..fileio import write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BPE = REPO_ROOT / ".cache" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
@@ -52,17 +54,23 @@ def find_bpe_file() -> Path:
 
 @lru_cache(maxsize=None)
 def tokenizer_vocab_files(bpe_path: str) -> str:
-    """Write vocab.json + merges.txt (the layout transformers' CLIPTokenizer reads) once per process."""
-    lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
+    """The folder with vocab.json + merges.txt (the layout transformers' CLIPTokenizer reads) for
+    this BPE file: derived once (a quarter second) into the `clip_tokenizer` cache, then reused."""
+    data = Path(bpe_path).read_bytes()
+    folder = cache_folder("clip_tokenizer", "LIB_LORA_TOKENIZER_CACHE") / hashlib.sha1(data).hexdigest()[:12]
+    vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
+    if vocab_file.is_file() and merges_file.is_file():
+        return str(folder)
+    lines = gzip.decompress(data).decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1:CLIP_VOCAB_MERGES + 1]]
     byte_chars = list(_bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    folder = tempfile.mkdtemp(prefix="lib_lora_clip_tok_")
-    Path(folder, "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
-    Path(folder, "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                          encoding="utf-8")
-    return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    # merges first: a reader checks vocab.json last, so it never sees vocab without merges
+    write_text(merges_file, "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
+    write_text(vocab_file, json.dumps({t: i for i, t in enumerate(vocab)}))
+    return str(folder)
 
 
 def build_clip_tokenizer(bpe_path: str | Path | None = None):
