@@ -23,7 +23,9 @@ from ..cache_folders import cache_folder
 from ..errors import LoraError
 
 FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
-NATIVE = "-march=native"  # dropped when the compiler refuses it
+# Tried in this order, dropping what the compiler refuses: code for this CPU's vector units, and
+# OpenMP (which, linked as libgomp.so.1, joins the runtime torch has loaded).
+OPTIONAL_FLAGS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
 
 
 class KernelUnavailable(RuntimeError):
@@ -54,7 +56,8 @@ def _cpu_fingerprint() -> str:
 
 
 def library_path(source: Path, compiler: str) -> Path:
-    key = hashlib.sha256(b"\0".join([source.read_bytes(), compiler.encode(), " ".join(FLAGS).encode(),
+    flags = " ".join(FLAGS + tuple(f for extra in OPTIONAL_FLAGS for f in extra))
+    key = hashlib.sha256(b"\0".join([source.read_bytes(), compiler.encode(), flags.encode(),
                                      _cpu_fingerprint().encode()])).hexdigest()[:16]
     suffix = ".dll" if sys.platform == "win32" else ".so"
     return cache_dir() / f"{source.stem}-{key}{suffix}"
@@ -67,7 +70,7 @@ def _compile(compiler: str, source: Path, target: Path) -> None:
     tmp = Path(tmp_name)
     try:
         errors = ""
-        for extra in ((NATIVE,), ()):
+        for extra in OPTIONAL_FLAGS:
             try:
                 done = subprocess.run([compiler, *FLAGS, *extra, "-o", str(tmp), str(source)],
                                       capture_output=True, text=True, timeout=120)

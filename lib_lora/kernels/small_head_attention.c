@@ -18,6 +18,9 @@
  */
 #include <math.h>
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -184,15 +187,26 @@ static vf *work_vectors(size_t count) {
     return thread_work;
 }
 
+/* The threads a call splits heads over: torch's thread count when the OpenMP runtime is torch's. */
+int sha_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 /* Returns 0 on success, 1 when out of memory, 2 for an unsupported head size. */
 int sha_forward(const float *q, const float *k, const float *v, float *o, float *lse,
                 int h0, int h1, int heads, int nq, int nk, int d, float scale) {
     if (!supported(d)) return 2;
     const int blocks = (nk + W - 1) / W;
-    vf *work = work_vectors((size_t)(2 * d + 2) * blocks);
-    if (!work) return 1;
     Shape sh = {nq, nk, (size_t)heads * d, (size_t)heads * d, scale};
+    int failed = 0;
+    #pragma omp parallel for schedule(static) reduction(|:failed)
     for (int h = h0; h < h1; h++) {
+        vf *work = work_vectors((size_t)(2 * d + 2) * blocks);
+        if (!work) { failed = 1; continue; }
         size_t qo = (size_t)(h / heads) * nq * heads * d + (size_t)(h % heads) * d;
         size_t ko = (size_t)(h / heads) * nk * heads * d + (size_t)(h % heads) * d;
         float *row_lse = lse + (size_t)h * nq;
@@ -201,7 +215,7 @@ int sha_forward(const float *q, const float *k, const float *v, float *o, float 
             HEAD_SIZES(CALL_FORWARD)
         }
     }
-    return 0;
+    return failed;
 }
 
 int sha_backward(const float *q, const float *k, const float *v, const float *o, const float *go,
@@ -209,10 +223,12 @@ int sha_backward(const float *q, const float *k, const float *v, const float *o,
                  int h0, int h1, int heads, int nq, int nk, int d, float scale) {
     if (!supported(d)) return 2;
     const int blocks = (nk + W - 1) / W;
-    vf *work = work_vectors((size_t)(4 * d + 1) * blocks);
-    if (!work) return 1;
     Shape sh = {nq, nk, (size_t)heads * d, (size_t)heads * d, scale};
+    int failed = 0;
+    #pragma omp parallel for schedule(static) reduction(|:failed)
     for (int h = h0; h < h1; h++) {
+        vf *work = work_vectors((size_t)(4 * d + 1) * blocks);
+        if (!work) { failed = 1; continue; }
         size_t qo = (size_t)(h / heads) * nq * heads * d + (size_t)(h % heads) * d;
         size_t ko = (size_t)(h / heads) * nk * heads * d + (size_t)(h % heads) * d;
         const float *row_lse = lse + (size_t)h * nq;
@@ -222,5 +238,5 @@ int sha_backward(const float *q, const float *k, const float *v, const float *o,
             HEAD_SIZES(CALL_BACKWARD)
         }
     }
-    return 0;
+    return failed;
 }
