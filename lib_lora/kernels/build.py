@@ -25,7 +25,7 @@ from ..errors import LoraError
 FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
 # Tried in this order, dropping what the compiler refuses: code for this CPU's vector units, and
 # OpenMP (which, linked as libgomp.so.1, joins the runtime torch has loaded).
-OPTIONAL_FLAGS = (("-march=native", "-fopenmp"), ("-fopenmp",), ())
+OPTIONAL_FLAGS = (("-march=native", "-fopenmp"), ("-fopenmp",), ("-march=native",), ())
 
 
 class KernelUnavailable(RuntimeError):

@@ -4,6 +4,13 @@ Keyed by image content + bucket size + flip + VAE fingerprint, so an edited
 image, another bucket or another VAE never reuses a stale latent. The memory
 cache lives for the run; the disk cache goes under the run's output folder
 (never beside the user's images).
+
+Latents are encoded when a batch first needs them (training starts after one
+batch's encodes, not the whole dataset's; the first epoch runs that much slower),
+or all at once by `prepare(..., encode=True)` where every latent must exist
+before training (offloading the VAE). Each latent's posterior sample is drawn
+with a seed of its own key, so a latent is the same whenever, in whatever order
+and on whichever rank it is encoded, and the run's RNG streams are never touched.
 """
 from __future__ import annotations
 
@@ -20,7 +27,11 @@ from ..fileio import write_with
 from .batches import Sample
 
 
-LATENT_SEED = 0x5EED  # the VAE samples its posterior: a fixed seed makes cached latents repeatable
+LATENT_SEED = 0x5EED  # the VAE samples its posterior: seeds derived from this make latents repeatable
+
+
+def latent_seed(key: str) -> int:
+    return LATENT_SEED ^ int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)
 
 
 def pixels_for(sample: Sample, flip: bool = False, hue_shift: int = 0) -> torch.Tensor:
@@ -43,8 +54,8 @@ def _content_hash(path: Path) -> str:
 
 
 class LatentCache:
-    def __init__(self, model, mode: str, folder: Path | None, batch_size: int = 4):
-        self.model, self.mode, self.folder, self.batch_size = model, mode, folder, batch_size
+    def __init__(self, model, mode: str, folder: Path | None):
+        self.model, self.mode, self.folder = model, mode, folder
         self.vae_id = model.vae_fingerprint() if mode != "off" else ""
         self._memory: dict[str, torch.Tensor] = {}
         self._hashes: dict[Path, str] = {}
@@ -58,47 +69,42 @@ class LatentCache:
     def _disk_path(self, key: str) -> Path:
         return self.folder / f"{key}.safetensors"
 
-    def prepare(self, samples: list[Sample], flips: tuple[bool, ...], progress=None) -> None:
-        """Encode every (sample, flip) not cached yet, a bucket at a time."""
+    def prepare(self, samples: list[Sample], flips: tuple[bool, ...], encode: bool = False, progress=None) -> None:
+        """Load what the disk cache holds for these (sample, flip) pairs; with `encode`, also encode
+        every one still missing now (else `get` encodes them on first use)."""
         if self.mode == "off":
             return
         todo = []
-        seen = set()
         for s in samples:
             for flip in flips:
                 k = self.key(s, flip)
-                if k in seen or k in self._memory:
-                    continue
-                seen.add(k)
-                if self.mode == "disk" and self._disk_path(k).exists():
-                    from safetensors.torch import load_file
-                    self._memory[k] = load_file(str(self._disk_path(k)))["latent"]
-                    continue
-                todo.append((s, flip, k))
-        todo.sort(key=lambda t: t[0].bucket)
-        with torch.random.fork_rng(devices=[]):  # repeatable latents, and the run's RNG stream untouched
-            torch.manual_seed(LATENT_SEED)
-            self._encode_all(todo, progress)
-
-    def _encode_all(self, todo, progress) -> None:
-        for i in range(0, len(todo), self.batch_size):
-            chunk = [t for t in todo[i:i + self.batch_size] if t[0].bucket == todo[i][0].bucket]
-            self._encode(chunk)
+                if k not in self._memory and not self._load_from_disk(k) and encode:
+                    todo.append((s, flip, k))
+        todo = list({k: (s, flip, k) for s, flip, k in todo}.values())
+        for i, (s, flip, k) in enumerate(todo):
+            self._encode(s, flip, k)
             if progress:
-                progress(min(i + len(chunk), len(todo)), len(todo))
-        # chunks cut short at a bucket change leave some behind: encode those one by one
-        for s, flip, k in todo:
-            if k not in self._memory:
-                self._encode([(s, flip, k)])
+                progress(i + 1, len(todo))
 
-    def _encode(self, chunk) -> None:
-        pixels = torch.stack([pixels_for(s, flip) for s, flip, _ in chunk])
-        latents = self.model.encode_images(pixels).float().cpu()
-        for (_, _, k), lat in zip(chunk, latents):
-            self._memory[k] = lat.clone()
-            if self.mode == "disk":
-                from safetensors.torch import save_file
-                write_with(self._disk_path(k), lambda tmp, lat=lat: save_file({"latent": lat.contiguous()}, str(tmp)))
+    def _load_from_disk(self, key: str) -> bool:
+        if self.mode != "disk" or not self._disk_path(key).exists():
+            return False
+        from safetensors.torch import load_file
+
+        self._memory[key] = load_file(str(self._disk_path(key)))["latent"]
+        return True
+
+    def _encode(self, sample: Sample, flip: bool, key: str) -> torch.Tensor:
+        # One image at a time, its posterior sampled with a seed of its own: on the CPU this is also
+        # the fastest way (batching the VAE's 256-px activations only spills the caches).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(latent_seed(key))
+            latent = self.model.encode_images(pixels_for(sample, flip)[None]).float().cpu()[0].clone()
+        self._memory[key] = latent
+        if self.mode == "disk":
+            from safetensors.torch import save_file
+            write_with(self._disk_path(key), lambda tmp: save_file({"latent": latent.contiguous()}, str(tmp)))
+        return latent
 
     def get(self, samples: list[Sample], flips: list[bool], hue_shifts: list[int] | None = None) -> torch.Tensor:
         """(B, 4, h, w) latents; hue shifts (colour aug) need mode 'off', since they change the pixels."""
@@ -106,7 +112,14 @@ class LatentCache:
             shifts = hue_shifts or [0] * len(samples)
             pixels = torch.stack([pixels_for(s, f, h) for s, f, h in zip(samples, flips, shifts)])
             return self.model.encode_images(pixels).float()
-        return torch.stack([self._memory[self.key(s, f)] for s, f in zip(samples, flips)])
+        latents = []
+        for s, f in zip(samples, flips):
+            k = self.key(s, f)
+            latent = self._memory.get(k)
+            if latent is None and not self._load_from_disk(k):
+                latent = self._encode(s, f, k)
+            latents.append(self._memory[k] if latent is None else latent)
+        return torch.stack(latents)
 
 
 def shift_hue(img: Image.Image, shift: int) -> Image.Image:

@@ -112,8 +112,7 @@ def _caches(cfg: TrainConfig, model, out_dir: Path, caller: HookCaller) -> tuple
     if d.color_aug and d.cache_latents != "off":
         caller.on_status("Colour augmentation changes the pixels every step: latents are encoded each step, "
                          "not cached (slower)")
-    latents = LatentCache(model, "off" if d.color_aug else d.cache_latents, out_dir / ".cache" / "latents",
-                          batch_size=max(1, t.batch_size))
+    latents = LatentCache(model, "off" if d.color_aug else d.cache_latents, out_dir / ".cache" / "latents")
     use_te_cache = offload.te_output_cache_usable(cfg)
     if t.cache_text_encoder_outputs and not use_te_cache:
         caller.on_status("Text-encoder outputs are not cached: that needs a frozen text encoder "
@@ -134,8 +133,11 @@ def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler
         caller.on_status(f"Resumed at epoch {state.epoch}, step {state.step}")
     dist.broadcast_parameters(network)
     latent_cache, te_cache = _caches(cfg, model, out_dir, caller)
-    caller.on_status("Caching latents")
-    latent_cache.prepare(plan.train + plan.reg + plan.validation, (False, True) if cfg.dataset.flip_aug else (False,))
+    upfront = t.offload_after_caching  # the VAE leaves once every latent exists
+    caller.on_status("Caching latents" + ("" if upfront else " as each image is first used (the first epoch runs "
+                                                             "slower; later ones read the cache)"))
+    latent_cache.prepare(plan.train + plan.reg + plan.validation, (False, True) if cfg.dataset.flip_aug else (False,),
+                         encode=upfront)
     offloader = offload.offload_after_caching(cfg, model, plan, te_cache, precision, caller.on_status)
     run = RunContext(cfg, model, network, plan, caller, result, state, latent_cache, te_cache, alphas, optimizer,
                      scheduler, precision, offloader.around(sampler), torch.Generator(device=model.device),

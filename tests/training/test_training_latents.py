@@ -37,15 +37,15 @@ def test_disk_cache_is_reused_and_invalidated_by_an_edited_image(tiny_model, tmp
     samples = _samples(root)
     model = _CountingVae(tiny_model)
     first = LatentCache(model, "disk", tmp_path / "cache")
-    first.prepare(samples, (False, True))
+    first.prepare(samples, (False, True), encode=True)
     assert model.encoded == 6 and len(list((tmp_path / "cache").glob("*.safetensors"))) == 6
     again = LatentCache(model, "disk", tmp_path / "cache")
-    again.prepare(samples, (False, True))
+    again.prepare(samples, (False, True), encode=True)
     assert model.encoded == 6  # all six read back from disk
     torch.testing.assert_close(again.get(samples, [False] * 3), first.get(samples, [False] * 3))
     Image.new("RGB", (64, 64), (0, 0, 255)).save(samples[1].item.path)  # edit one image in place
     edited = LatentCache(model, "disk", tmp_path / "cache")
-    edited.prepare(samples, (False, True))
+    edited.prepare(samples, (False, True), encode=True)
     assert model.encoded == 8  # only the edited image, both flips, is encoded again
     assert not torch.allclose(edited.get(samples[1:2], [False]), first.get(samples[1:2], [False]))
 
@@ -66,15 +66,44 @@ def test_cached_latents_are_repeatable_and_leave_the_global_rng_alone(tiny_model
     samples = _samples(write_dataset(tmp_path / "data", n_images=2))
     torch.manual_seed(1)
     a = LatentCache(tiny_model, "memory", None)
-    a.prepare(samples, (False,))
+    a.prepare(samples, (False,), encode=True)
     after_a = torch.rand(1)
     torch.manual_seed(1)
     b = LatentCache(tiny_model, "memory", None)
     torch.manual_seed(99)  # whatever the run's RNG state, the cache draws its own
-    b.prepare(samples, (False,))
+    b.prepare(samples, (False,), encode=True)
     assert torch.equal(a.get(samples, [False, False]), b.get(samples, [False, False]))
     torch.manual_seed(1)
     assert torch.equal(torch.rand(1), after_a)
+
+
+def test_latents_encoded_on_first_use_equal_upfront_ones_in_any_order(tiny_model, tmp_path):
+    samples = _samples(write_dataset(tmp_path / "data", n_images=3))
+    upfront = LatentCache(tiny_model, "memory", None)
+    upfront.prepare(samples, (False, True), encode=True)
+    model = _CountingVae(tiny_model)
+    lazy = LatentCache(model, "memory", None)
+    lazy.prepare(samples, (False, True))
+    assert model.encoded == 0  # nothing encoded before a batch asks
+    torch.manual_seed(7)
+    rng_before = torch.get_rng_state()
+    late_first = lazy.get(samples[::-1], [True, False, True])  # reversed order, mixed flips
+    assert model.encoded == 3 and torch.equal(torch.get_rng_state(), rng_before)
+    torch.testing.assert_close(late_first, upfront.get(samples[::-1], [True, False, True]), rtol=0, atol=0)
+    lazy.get(samples[::-1], [True, False, True])
+    assert model.encoded == 3  # the second time they come from the cache
+
+
+def test_disk_cache_fills_on_first_use(tiny_model, tmp_path):
+    samples = _samples(write_dataset(tmp_path / "data", n_images=2))
+    first = LatentCache(tiny_model, "disk", tmp_path / "cache")
+    first.prepare(samples, (False,))
+    wanted = first.get(samples, [False, False])
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
+    model = _CountingVae(tiny_model)
+    again = LatentCache(model, "disk", tmp_path / "cache")
+    again.prepare(samples, (False,))
+    assert torch.equal(again.get(samples, [False, False]), wanted) and model.encoded == 0
 
 
 def test_flip_and_hue_shift_change_the_pixels(tmp_path):
