@@ -196,6 +196,11 @@ int sha_threads(void) {
 #endif
 }
 
+/* Where flat head h (= b * heads + head) starts in a [batch][rows][heads][d] array. */
+static size_t head_start(int h, int heads, int rows, int d) {
+    return (size_t)(h / heads) * rows * heads * d + (size_t)(h % heads) * d;
+}
+
 /* Returns 0 on success, 1 when out of memory, 2 for an unsupported head size. */
 int sha_forward(const float *q, const float *k, const float *v, float *o, float *lse,
                 int h0, int h1, int heads, int nq, int nk, int d, float scale) {
@@ -207,8 +212,7 @@ int sha_forward(const float *q, const float *k, const float *v, float *o, float 
     for (int h = h0; h < h1; h++) {
         vf *work = work_vectors((size_t)(2 * d + 2) * blocks);
         if (!work) { failed = 1; continue; }
-        size_t qo = (size_t)(h / heads) * nq * heads * d + (size_t)(h % heads) * d;
-        size_t ko = (size_t)(h / heads) * nk * heads * d + (size_t)(h % heads) * d;
+        const size_t qo = head_start(h, heads, nq, d), ko = head_start(h, heads, nk, d);
         float *row_lse = lse + (size_t)h * nq;
         switch (d) {
 #define CALL_FORWARD(D) case D: forward_##D(q + qo, k + ko, v + ko, o + qo, row_lse, sh, work); break;
@@ -229,8 +233,7 @@ int sha_backward(const float *q, const float *k, const float *v, const float *o,
     for (int h = h0; h < h1; h++) {
         vf *work = work_vectors((size_t)(4 * d + 1) * blocks);
         if (!work) { failed = 1; continue; }
-        size_t qo = (size_t)(h / heads) * nq * heads * d + (size_t)(h % heads) * d;
-        size_t ko = (size_t)(h / heads) * nk * heads * d + (size_t)(h % heads) * d;
+        const size_t qo = head_start(h, heads, nq, d), ko = head_start(h, heads, nk, d);
         const float *row_lse = lse + (size_t)h * nq;
         switch (d) {
 #define CALL_BACKWARD(D) case D: backward_##D(q + qo, k + ko, v + ko, o + qo, go + qo, row_lse, \

@@ -14,17 +14,6 @@ import torch.nn.functional as F
 from lib_lora.kernels import build, cpu_attention
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    """The loaded kernel; skipped only where this machine has no C compiler at all."""
-    ready, why = cpu_attention.available()
-    if not ready:
-        if build.find_compiler() is None:
-            pytest.skip(f"no C compiler here: {why}")
-        pytest.fail(f"a compiler exists but the kernel is unavailable: {why}")
-    return cpu_attention
-
-
 def projections(batch: int, queries: int, keys: int, heads: int, head_size: int, seed: int = 0):
     """q, k, v laid out as linear-layer outputs: (batch, tokens, heads * head_size), leaf tensors."""
     gen = torch.Generator().manual_seed(seed)

@@ -9,20 +9,11 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
 from lib_lora.config import NetworkConfig, TrainConfig
-from lib_lora.kernels import build, cpu_attention
+from lib_lora.kernels import cpu_attention
 from lib_lora.models.attention import SmallHeadAttnProcessor
 from lib_lora.networks import create_network
 
 REASON = "no C compiler found (set CC, or install gcc or clang)"
-
-
-@pytest.fixture(scope="module")
-def kernel_ready():
-    ready, why = cpu_attention.available()
-    if not ready:
-        if build.find_compiler() is None:
-            pytest.skip(f"no C compiler here: {why}")
-        pytest.fail(f"a compiler exists but the kernel is unavailable: {why}")
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +48,7 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 # ---- choosing the processor ---------------------------------------------------------------------
 
-def test_set_attention_picks_the_processor_the_options_ask_for(tiny, kernel_ready, monkeypatch):
+def test_set_attention_picks_the_processor_the_options_ask_for(tiny, kernel, monkeypatch):
     assert tiny.set_attention(True, True) == ""
     assert processor_types(tiny) == {SmallHeadAttnProcessor}
     assert tiny.set_attention(True, False) == ""
@@ -115,7 +106,7 @@ LAYERS = {  # name: (Attention kwargs, hidden shape, context shape or None, dtyp
 
 
 @pytest.mark.parametrize("name", LAYERS)
-def test_processor_matches_attn_processor_2_0(name, kernel_ready, kernel_calls):
+def test_processor_matches_attn_processor_2_0(name, kernel, kernel_calls):
     kwargs, hidden_shape, context_shape, dtype, kernel_expected = LAYERS[name]
     torch.manual_seed(0)
     attn = Attention(**kwargs).to(dtype)
@@ -128,7 +119,7 @@ def test_processor_matches_attn_processor_2_0(name, kernel_ready, kernel_calls):
     assert rel_err(mine, ref) < 1e-5
 
 
-def test_a_mask_goes_to_sdpa_and_is_applied(kernel_ready, kernel_calls):
+def test_a_mask_goes_to_sdpa_and_is_applied(kernel, kernel_calls):
     torch.manual_seed(0)
     attn = Attention(query_dim=32, heads=4, dim_head=8)
     hidden = torch.randn(2, 20, 32)
@@ -165,7 +156,7 @@ def unet_run(model, processor, network=None):
     return out.detach(), {n: p.grad.clone() for n, p in network.named_parameters() if p.grad is not None}
 
 
-def test_tiny_unet_output_is_the_same_with_the_kernel(tiny, kernel_ready, kernel_calls):
+def test_tiny_unet_output_is_the_same_with_the_kernel(tiny, kernel, kernel_calls):
     mine, _ = unet_run(tiny, SmallHeadAttnProcessor())
     # The 32-channel levels have head size 8 (kernel); the 64-channel mid block 16 (SDPA).
     assert len(kernel_calls) == len(small_head_layers(tiny.unet)) == 6 < len(tiny.unet.attn_processors)
@@ -173,7 +164,7 @@ def test_tiny_unet_output_is_the_same_with_the_kernel(tiny, kernel_ready, kernel
     assert rel_err(mine, ref) < 1e-5
 
 
-def test_tiny_unet_lora_gradients_are_the_same_with_the_kernel(tiny, kernel_ready, kernel_calls):
+def test_tiny_unet_lora_gradients_are_the_same_with_the_kernel(tiny, kernel, kernel_calls):
     torch.manual_seed(0)
     network = create_network(tiny.network_targets(True, False), NetworkConfig(dim=4, alpha=4.0))
     for p in network.parameters():       # lora_up starts at zero: give every factor a value
