@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ..cache_folders import cache_folder
+from ..cache_folders import REPO_ROOT, cache_folder
 from ..errors import ModelError
 from ..fileio import write_text
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BPE = REPO_ROOT / ".cache" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 CLIP_VOCAB_MERGES = 49152 - 256 - 2  # merges OpenAI CLIP uses from the BPE file
 
