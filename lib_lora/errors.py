@@ -63,3 +63,25 @@ class TrainingStopped(LoraError):
 
 class OfflineError(LoraError):
     """Something had to be downloaded but there is no network."""
+
+
+class UnsafeWriteError(LoraError):
+    """A write was refused: it would land on an original, outside the output folder, or on a special file."""
+
+
+class PathNotAllowedError(LoraError):
+    """A path names a place outside the folders this server may use (the WebUI listening beyond localhost)."""
+
+
+class WriteError(LoraError, OSError):
+    """A file could not be written (disk full, read-only, a file where a folder should be, name too long).
+
+    Also an OSError, so code that already handles OSError keeps working; `errno` is the OS's code."""
+
+    def __init__(self, what: str, where: str = "", fix: str = "", errno: int | None = None):
+        super().__init__(what, where, fix)
+        self.errno = errno
+
+
+class RunLockedError(LoraError):
+    """Another training run is writing to the same output folder and name."""
