@@ -1,4 +1,4 @@
-"""Where lib_lora keeps what it derives once and reuses: model configs, tokenizer files, kernels.
+"""Where lib_lora keeps what it derives once and reuses: model configs, tokenizer files.
 
 A cache lives in the extension's own `.cache/` folder (beside the code, so removing
 the extension removes it), else — on a read-only install — in the system temp

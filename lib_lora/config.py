@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from . import options
 from .errors import ConfigError
@@ -90,6 +91,10 @@ class NetworkConfig:
 
 @dataclass
 class TrainingConfig:
+    # Options that existed once and do nothing now: configs and presets that still carry them load
+    # (the value is dropped) instead of failing as unknown keys.
+    retired_options: ClassVar[frozenset[str]] = frozenset({"cpu_attention_kernel"})
+
     epochs: int = opt(10, "Epochs: passes over images x repeats", min=1, max=10000)
     max_train_steps: int = opt(0, "Stop after this many steps (0: use epochs)", min=0, max=10_000_000)
     batch_size: int = opt(2, "Images per step; larger forgives a high LR and trains faster per image",
@@ -111,9 +116,6 @@ class TrainingConfig:
                                choices=PRECISIONS)
     gradient_checkpointing: bool = opt(False, "Trade compute for memory: recompute activations in backward")
     sdpa: bool = opt(True, "Use PyTorch scaled-dot-product attention")
-    cpu_attention_kernel: bool = opt(True, "On the CPU, run UNet attention with head size 4 or 8 (tiny models) "
-                                     "through lib_lora's compiled kernel (exact softmax, 2-4x PyTorch's there). "
-                                     "Built once with the system C compiler; without one, SDPA is used")
     min_snr_gamma: float = opt(5.0, "Min-SNR loss weighting gamma (0: off; not with adaptive-LR optimizers)",
                                min=0.0, max=100.0)
     noise_offset: float = opt(0.0, "Noise offset (0.1 helps very dark/bright images)", min=0.0, max=1.0)

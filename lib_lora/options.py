@@ -113,6 +113,8 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
+        if key in getattr(cls, "retired_options", ()):
+            continue
         if key not in known:
             raise ConfigError(f"{prefix}{key}", value, "one of the known options: " + ", ".join(sorted(known)))
         f = known[key]

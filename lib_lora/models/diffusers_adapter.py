@@ -163,22 +163,14 @@ class DiffusersModel:
         else:
             self.pipe.unet.disable_gradient_checkpointing()
 
-    def set_attention(self, sdpa: bool, cpu_kernel: bool = True) -> str:
-        """Choose the UNet's attention processor; returns a note for the user ('' when none)."""
+    def set_attention(self, sdpa: bool) -> str:
+        """UNet attention through torch's scaled_dot_product_attention (flash/memory-efficient: no
+        tokens x tokens map per head kept for backward), or diffusers' plain AttnProcessor (the
+        reference math, which materialises that map). Returns a note for the user ('' when none)."""
         from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-        if not sdpa:
-            self.pipe.unet.set_attn_processor(AttnProcessor())
-            return ""
-        if not cpu_kernel or self.device.type != "cpu" or self.dtype != torch.float32:
-            self.pipe.unet.set_attn_processor(AttnProcessor2_0())
-            return ""
-        from ..kernels import cpu_attention
-        from .attention import SmallHeadAttnProcessor
-
-        ready, why = cpu_attention.available()
-        self.pipe.unet.set_attn_processor(SmallHeadAttnProcessor() if ready else AttnProcessor2_0())
-        return "" if ready else f"CPU attention kernel unavailable ({why}); using PyTorch SDPA"
+        self.pipe.unet.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
+        return ""
 
 
 def load_diffusers_model(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,

@@ -126,8 +126,7 @@ class NetworkModule(nn.Module):
             return self.layer_op(x, new_weight, layer.bias)
         if not (self.training and self.dropout > 0) and self.layer_forward_is_torch() \
                 and self.merged_weight_is_cheaper():
-            # One op with W + dW: for small layers (and for LoHa/LoKr, which build dW anyway) this
-            # beats running the layer and the update separately, in FLOPs and in op count.
+            # One op with W + dW (LoHa/LoKr only: see merged_weight_is_cheaper).
             weight = layer.weight
             return self.layer_op(x, weight + (self.delta_weight() * self.multiplier).to(weight.dtype), layer.bias)
         out = self.original_forward(x, *args, **kwargs)
@@ -148,8 +147,10 @@ class NetworkModule(nn.Module):
     def merged_weight_is_cheaper(self) -> bool:
         """Whether forward should run the layer once with W + dW instead of adding the update's output.
 
-        True here: an algorithm whose bypass builds the full dW (LoHa, LoKr) only saves work."""
-        return True
+        False here: W + dW is a new weight-sized tensor that autograd keeps for backward, in every
+        wrapped layer: a second copy of every wrapped base weight for the whole step. Only an
+        algorithm whose update already holds a full dW for backward may say True (loha.py, lokr.py)."""
+        return False
 
     def original_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self._had_instance_forward:

@@ -42,3 +42,10 @@ class LohaModule(NetworkModule):
         delta = loha.diff_weight(self.hada_w1_b, self.hada_w1_a, self.hada_w2_b, self.hada_w2_a,
                                  None, None, gamma=self.scale())
         return delta.reshape(self.weight_shape)
+
+    def merged_weight_is_cheaper(self) -> bool:
+        # Memory: the separate update runs op(x, dW) and keeps that full dW for backward; one op
+        # with W + dW keeps W + dW instead, the same size (both in the compute dtype), while the
+        # base weight W is kept by reference either way. Neither copies W, and one op saves the
+        # second weight-sized product per step, so LoHa/LoKr always take it.
+        return True

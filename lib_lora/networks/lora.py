@@ -38,21 +38,6 @@ class LoraModule(NetworkModule):
         down, up = self.lora_down.weight, self.lora_up.weight
         return (up.flatten(1) @ down.flatten(1)).reshape(self.weight_shape) * self.scale()
 
-    # What one elementwise pass over a layer output costs, in multiply-adds per element: such
-    # passes are memory-bound, about 16x slower per element than a matrix product's FLOPs.
-    ELEMENTWISE_COST = 16
-
-    def merged_weight_is_cheaper(self) -> bool:
-        # Per token, W + dW costs one more weight-sized product in backward (the weight gradient,
-        # out * in*k*k). The separate update costs three rank-sized ones (3 * r * (in*k*k + out):
-        # its forward and the gradients of both factors) plus about four elementwise passes over
-        # the output (scale, sum, and their gradients). Small layers and high ranks merge: on the
-        # benchmark's tiny model merging every layer took steps from 141 to 134 ms, where the
-        # FLOPs alone had kept the 64-channel layers separate.
-        out_features, fan_in = self.weight_shape[0], math.prod(self.weight_shape[1:])
-        separate = 3 * self.rank * (fan_in + out_features) + 4 * self.ELEMENTWISE_COST * out_features
-        return out_features * fan_in <= separate
-
     def bypass(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.lora_down.weight.dtype
         return self.lora_up(self.lora_down(x.to(dtype))) * self.scale()

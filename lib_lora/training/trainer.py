@@ -97,7 +97,7 @@ def _prepare_model(cfg: TrainConfig, model, caller: HookCaller) -> torch.Tensor:
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if hasattr(model, "set_attention"):
-        note = model.set_attention(t.sdpa, t.cpu_attention_kernel)
+        note = model.set_attention(t.sdpa)
         if note:
             caller.on_status(note)
     model.set_gradient_checkpointing(t.gradient_checkpointing)

@@ -1,6 +1,7 @@
 """NetworkModule's one-op forward, op(x, W + dW): the same outputs and gradients as the separate
 path (layer output + update), taken only where the layer's forward is torch's own, never under
-dropout, and for LoRA only where the cost rule says it is cheaper.
+dropout, and never for LoRA/LoCon, whose W + dW would be a second copy of the base weight kept
+for backward (LoHa/LoKr keep a full dW for backward on either path).
 """
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def test_multiplier_scales_the_update_on_both_paths(algo, layer_kind, merged, mo
 
 
 def test_dropout_in_training_takes_the_separate_path(monkeypatch, bypass_calls):
-    layer, module, x = attached("lora", "linear", dropout=0.5)
+    layer, module, x = attached("loha", "linear", dropout=0.5)
     assert module.merged_weight_is_cheaper()             # without dropout this layer would merge
     module.train()
     outs = []
@@ -122,7 +123,7 @@ def test_dropout_in_training_takes_the_separate_path(monkeypatch, bypass_calls):
         with torch.no_grad():
             expected = module.original_forward(x) + module.bypass(F.dropout(x, 0.5))
         assert rel_err(outs[-1], expected) < 1e-5
-    assert bypass_calls == ["lora"] * 4                  # two forwards, two expectations
+    assert bypass_calls == ["loha"] * 4                  # two forwards, two expectations
     assert not torch.allclose(outs[0], outs[1])          # dropout really acted on the update
     bypass_calls.clear()
     module.eval()                                        # no dropout at inference: one op again
@@ -144,7 +145,7 @@ def webui_like_conv_forward(self, x):
 @pytest.mark.parametrize("layer_kind,cls,patch", [("linear", nn.Linear, webui_like_linear_forward),
                                                   ("conv1x1", nn.Conv2d, webui_like_conv_forward)])
 def test_a_class_wide_patch_is_honoured(layer_kind, cls, patch, monkeypatch, bypass_calls):
-    layer, module, x = attached("lora", layer_kind)
+    layer, module, x = attached("lokr", layer_kind)
     layer.network_layer_name = "model_diffusion_model_test"
     assert module.layer_forward_is_torch() and module.merged_weight_is_cheaper()
     plain = expected_output(layer, module, x)
@@ -153,11 +154,11 @@ def test_a_class_wide_patch_is_honoured(layer_kind, cls, patch, monkeypatch, byp
         assert not module.layer_forward_is_torch()
         with torch.no_grad():
             assert rel_err(layer(x), plain + 1.0) < 1e-5
-        assert bypass_calls == ["lora"]
+        assert bypass_calls == ["lokr"]
     assert module.layer_forward_is_torch()              # undone: the one-op path is back
     with torch.no_grad():
         assert rel_err(layer(x), plain) < 1e-5
-    assert bypass_calls == ["lora"]
+    assert bypass_calls == ["lokr"]
 
 
 class DoublingLinear(nn.Linear):
@@ -183,19 +184,47 @@ def test_an_own_forward_on_the_instance_or_a_subclass_is_honoured(bypass_calls):
     assert bypass_calls == ["lora", "lora"]
 
 
-@pytest.mark.parametrize("features,rank,merges", [(320, 8, False), (32, 8, True), (320, 128, True)])
-def test_lora_cost_rule_keeps_big_low_rank_layers_separate(features, rank, merges, bypass_calls):
+def saved_for_backward(layer: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every tensor autograd keeps from one forward of `layer` until its backward."""
+    saved: list[torch.Tensor] = []
+    x = x.clone().requires_grad_()    # as inside a network, downstream of other trained layers
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        layer(x)
+    return saved
+
+
+def copies_of_weight(saved: list[torch.Tensor], weight: torch.Tensor) -> int:
+    """Saved tensors with the weight's size in storage of their own (views of W itself, such as
+    the W^T a linear keeps, are no copy). No input, output or factor here has the weight's size."""
+    own = weight.untyped_storage().data_ptr()
+    return sum(t.numel() == weight.numel() and t.untyped_storage().data_ptr() != own for t in saved)
+
+
+@pytest.mark.parametrize("layer_kind", LAYERS)
+@pytest.mark.parametrize("rank", [4, 128])
+def test_lora_keeps_no_weight_sized_tensor_for_backward(layer_kind, rank, bypass_calls):
+    """A frozen base layer wrapped by LoRA/LoCon: backward needs the input, the base weight itself
+    (by reference, not a copy) and rank-sized tensors; never W + dW, at any rank or layer size."""
     torch.manual_seed(0)
-    layer = nn.Linear(features, features)
+    make_layer, x_shape = LAYERS[layer_kind]
+    layer = make_layer().requires_grad_(False)
     module = LoraModule("k", layer, rank=rank, alpha=1.0)
-    assert module.merged_weight_is_cheaper() is merges
+    perturb(module)
     module.attach()
-    with torch.no_grad():
-        layer(torch.randn(2, features))
-    assert bypass_calls == ([] if merges else ["lora"])
-    # LoHa and LoKr build the full dW in their update anyway: always one op
-    for algo in ("loha", "lokr"):
-        assert ALGORITHMS[algo]("k", nn.Linear(features, features), rank=rank, alpha=1.0).merged_weight_is_cheaper()
+    assert not module.merged_weight_is_cheaper()
+    saved = saved_for_backward(layer, torch.randn(x_shape))
+    assert bypass_calls == ["lora"]
+    assert copies_of_weight(saved, layer.weight) == 0, "a copy of W is kept for backward"
+    # LoHa builds the full dW in its update: its one op keeps W + dW, and no more than that
+    loha = ALGORITHMS["loha"]("k", make_layer().requires_grad_(False), rank=4, alpha=1.0)
+    loha.attach()
+    assert loha.merged_weight_is_cheaper()
+    assert copies_of_weight(saved_for_backward(loha.layer, torch.randn(x_shape)), loha.layer.weight) == 1
 
 
 def test_a_whole_unet_trains_the_same_on_either_path(sd1_unet, monkeypatch, bypass_calls):
