@@ -1,23 +1,51 @@
 """sd-scripts' `ss_*` and SAI `modelspec.*` metadata for a LoRA file; every value a str.
 
-What the WebUI reads (webui-api.md 2.2): ss_base_model_version / ss_v2 for the
-model-version filter, ss_output_name as alias, ss_tag_frequency, ss_dataset_dirs,
-ss_network_module. LyCORIS types (LoHa, LoKr, and DoRA on any type) are written
-as sd-scripts does when it trains with `--network_module lycoris.kohya`:
-ss_network_module 'lycoris.kohya' and ss_network_args {"conv_dim", "conv_alpha", "algo", ...}.
+Key for key and format for format what kohya-ss/sd-scripts' train_network.py writes for a
+run from a folder of `<repeats>_<name>` image folders (its --train_data_dir path), so the
+WebUI's and Forge's Lora card, Civitai and sd-scripts' own tools read our files as theirs:
+- `ss_bucket_info` is {"buckets": {"0": {"resolution": [w, h], "count": n}, ...},
+  "mean_img_ar_error": x} (counts include repeats), or "null" without bucketing;
+- `ss_num_train_images` / `ss_num_reg_images` count images x repeats;
+- `ss_lr_warmup_steps` is a number of steps;
+- options our trainer does not have are written with the value sd-scripts writes when
+  they are not used (SD_SCRIPTS_DEFAULTS), so no key is missing;
+- `ss_sd_model_hash` / `ss_new_sd_model_hash` (the WebUI's old 8-digit and full sha256
+  hashes of the checkpoint file) only when the base model is a file, as sd-scripts does.
+LyCORIS types (LoHa, LoKr, and DoRA on any type) are written as sd-scripts does when it trains
+with `--network_module lycoris.kohya`: ss_network_module 'lycoris.kohya' and ss_network_args
+{"conv_dim", "conv_alpha", "algo", ...}.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-from typing import Any
+import os
+from typing import Any, Iterable
 
+from .. import __version__
 from ..config import NetworkConfig
 
 MODELSPEC_VERSION = "1.0.1"
 ARCHITECTURES = {("sd1", "eps"): "stable-diffusion-v1", ("sd1", "v"): "stable-diffusion-v1",
-                  ("sd2", "eps"): "stable-diffusion-v2-512", ("sd2", "v"): "stable-diffusion-v2-768-v",
-                  ("sdxl", "eps"): "stable-diffusion-xl-v1-base", ("sdxl", "v"): "stable-diffusion-xl-v1-base"}
+                 ("sd2", "eps"): "stable-diffusion-v2-512", ("sd2", "v"): "stable-diffusion-v2-768-v",
+                 ("sdxl", "eps"): "stable-diffusion-xl-v1-base", ("sdxl", "v"): "stable-diffusion-xl-v1-base"}
+
+# Every ss_* key sd-scripts writes that a run's `training` fields may lack (options this trainer
+# does not have, or a caller that passes only some), with the str() sd-scripts writes when the
+# option is left at its default (argparse defaults in library/train_util.py and train_network.py).
+SD_SCRIPTS_DEFAULTS = {
+    "ss_num_validation_images": "0", "ss_full_fp16": "False", "ss_lowram": "False",
+    "ss_sd_scripts_commit_hash": "(unknown)", "ss_caption_dropout_every_n_epochs": "0",
+    "ss_face_crop_aug_range": "None", "ss_scale_weight_norms": "None", "ss_ip_noise_gamma": "None",
+    "ss_noise_offset_random_strength": "False", "ss_ip_noise_gamma_random_strength": "False",
+    "ss_loss_type": "l2", "ss_huber_schedule": "snr", "ss_huber_scale": "1.0", "ss_huber_c": "0.1",
+    "ss_fp8_base": "False", "ss_fp8_base_unet": "False", "ss_validation_seed": "None",
+    "ss_validation_split": "0.0", "ss_max_validation_steps": "None", "ss_validate_every_n_epochs": "None",
+    "ss_validate_every_n_steps": "None", "ss_resize_interpolation": "None", "ss_network_dropout": "None",
+    "ss_multires_noise_discount": "0.3", "ss_adaptive_noise_scale": "None", "ss_max_grad_norm": "1.0",
+    "ss_bucket_no_upscale": "False", "ss_reg_dataset_dirs": "{}", "ss_random_crop": "False",
+}
 
 
 def base_model_version(family: str, parameterization: str = "eps") -> str:
@@ -38,7 +66,10 @@ def network_module_and_args(cfg: NetworkConfig) -> tuple[str, dict[str, str]]:
         return "networks.lora", args
     args["algo"] = cfg.algo
     if cfg.dora:
+        # The DoRA magnitude is kept per output row ([out, 1] / [out, 1, 1, 1]): LyCORIS' kohya
+        # wrapper reads this argument (its default), peft/diffusers, ComfyUI and Forge detect it by shape.
         args["dora_wd"] = "True"
+        args["wd_on_output"] = "True"
     if cfg.algo == "lokr":
         args["factor"] = str(cfg.lokr_factor)
     if cfg.dropout:
@@ -46,10 +77,55 @@ def network_module_and_args(cfg: NetworkConfig) -> tuple[str, dict[str, str]]:
     return "lycoris.kohya", args
 
 
+BucketEntry = tuple[tuple[int, int], tuple[int, int], int]  # (bucket (w, h), image size (w, h), repeats)
+
+
+def bucket_info(entries: Iterable[BucketEntry]) -> dict[str, Any]:
+    """sd-scripts' dataset.bucket_info: one numbered entry per used bucket, smallest area first,
+    with its resolution [w, h] and image count including repeats, and the mean absolute
+    difference between each image's aspect ratio (w / h) and its bucket's, counted once per image."""
+    counts: dict[tuple[int, int], int] = {}
+    errors: list[float] = []
+    for bucket, (width, height), repeats in entries:
+        bucket = (int(bucket[0]), int(bucket[1]))
+        counts[bucket] = counts.get(bucket, 0) + int(repeats)
+        errors.append(abs(bucket[0] / bucket[1] - width / height))
+    order = sorted(counts, key=lambda b: (b[0] * b[1], b))
+    return {"buckets": {str(i): {"resolution": list(b), "count": counts[b]} for i, b in enumerate(order)},
+            "mean_img_ar_error": sum(errors) / len(errors) if errors else 0}
+
+
+_FILE_HASHES: dict[tuple[str, int, int], tuple[str, str]] = {}
+
+
+def checkpoint_hashes(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(ss_sd_model_hash, ss_new_sd_model_hash) of a checkpoint file as sd-scripts computes them:
+    the WebUI's old model hash (sha256 of the 64 KiB at 1 MiB, first 8 hex digits) and the full
+    sha256. None for a folder or a missing file (sd-scripts writes neither then). Computed once
+    per file (size and mtime) per process: hashing a 7 GB checkpoint takes seconds."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        full = hashlib.sha256()
+        with open(path, "rb") as f:
+            f.seek(0x100000)
+            legacy = hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+            f.seek(0)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                full.update(chunk)
+        _FILE_HASHES[key] = (legacy, full.hexdigest())
+    return _FILE_HASHES[key]
+
+
 def _stringify(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, (dict, list, tuple)):
+    if isinstance(value, (dict, list)):
         return json.dumps(value)
     return str(value)
 
@@ -65,9 +141,11 @@ def build_metadata(cfg: NetworkConfig, family: str, parameterization: str = "eps
         title: shown as modelspec.title (usually the output name).
         resolution: training size, int or (width, height).
         training: sd-scripts training fields, e.g. {'ss_epoch': 3, 'ss_tag_frequency': {...}};
-            names without the 'ss_' prefix get it. dicts/lists are JSON-encoded, the rest str().
+            names without the 'ss_' prefix get it. dicts/lists are JSON-encoded, tuples and the rest
+            str() (sd-scripts writes ss_resolution as "(512, 512)").
         when: modelspec.date (default: now).
-    Returns: str -> str, sshs_* hashes not yet included (save_network_file adds them).
+    Returns: str -> str, sshs_* hashes not yet included (save_network_file adds them). With `training`
+    given, every key sd-scripts writes is present (SD_SCRIPTS_DEFAULTS fill the gaps).
     """
     width, height = (resolution, resolution) if isinstance(resolution, int) else resolution
     module, args = network_module_and_args(cfg)
@@ -75,6 +153,9 @@ def build_metadata(cfg: NetworkConfig, family: str, parameterization: str = "eps
     for key, value in (training or {}).items():
         name = key if key.startswith(("ss_", "modelspec.", "sshs_")) else f"ss_{key}"
         meta[name] = _stringify(value)
+    if training:
+        for key, value in SD_SCRIPTS_DEFAULTS.items():
+            meta.setdefault(key, value)
     meta.update({
         "ss_network_module": module,
         "ss_network_dim": str(cfg.dim),
@@ -91,7 +172,10 @@ def build_metadata(cfg: NetworkConfig, family: str, parameterization: str = "eps
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": (when or dt.datetime.now()).replace(microsecond=0).isoformat(),
         "modelspec.prediction_type": "v" if parameterization == "v" else "epsilon",
+        "modelspec.implementation_version": f"train-lora/{__version__}",
     })
+    if meta.get("ss_clip_skip", "None") != "None":  # sd-scripts: modelspec.encoder_layer = clip_skip when set
+        meta["modelspec.encoder_layer"] = meta["ss_clip_skip"]
     if not args:  # sd-scripts writes no ss_network_args for a plain LoRA
         del meta["ss_network_args"]
     return meta

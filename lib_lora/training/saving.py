@@ -23,6 +23,9 @@ from .. import __version__
 from ..config import TrainConfig, dumps_train_config
 from ..dataset.tags import split_tags
 from ..fileio import write_text, write_with
+from ..networks.metadata import bucket_info, checkpoint_hashes
+from .distributed import world_size
+from .optim import warmup_steps
 from .plan import TrainPlan
 
 log = logging.getLogger(__name__)
@@ -73,25 +76,37 @@ def training_metadata(cfg: TrainConfig, plan: TrainPlan, model, epoch: int, step
     dirs = {f"{s.repeats}_{s.concept}": {"n_repeats": s.repeats, "img_count": 0} for s in plan.train}
     for s in plan.train:
         dirs[f"{s.repeats}_{s.concept}"]["img_count"] += 1
+    reg_dirs = {f"{s.repeats}_{s.concept}": {"n_repeats": s.repeats, "img_count": 0} for s in plan.reg}
+    for s in plan.reg:
+        reg_dirs[f"{s.repeats}_{s.concept}"]["img_count"] += 1
     meta = {
         "ss_session_id": str(random.Random(started_at).randint(0, 2**32)),
         "ss_training_started_at": str(started_at), "ss_training_finished_at": str(time.time()),
         "ss_output_name": cfg.output.output_name, "ss_learning_rate": str(t.unet_lr),
         "ss_unet_lr": str(t.unet_lr), "ss_text_encoder_lr": str(t.text_encoder_lr),
-        "ss_num_train_images": str(len(plan.train)), "ss_num_reg_images": str(len(plan.reg)),
+        # sd-scripts counts images x repeats (and validation images once)
+        "ss_num_train_images": str(sum(s.repeats for s in plan.train)),
+        "ss_num_reg_images": str(sum(s.repeats for s in plan.reg)),
+        "ss_num_validation_images": str(len(plan.validation)),
         "ss_num_batches_per_epoch": str(plan.steps_per_epoch * plan.grad_accum),
         "ss_num_epochs": str(plan.epochs), "ss_epoch": str(epoch), "ss_steps": str(step),
-        "ss_batch_size_per_device": str(t.batch_size), "ss_total_batch_size": str(t.batch_size),
+        "ss_batch_size_per_device": str(t.batch_size),
+        "ss_total_batch_size": str(t.batch_size * world_size() * t.gradient_accumulation_steps),
         "ss_gradient_checkpointing": str(t.gradient_checkpointing),
         "ss_gradient_accumulation_steps": str(t.gradient_accumulation_steps),
-        "ss_max_train_steps": str(plan.total_steps), "ss_lr_warmup_steps": str(t.lr_warmup),
+        "ss_max_train_steps": str(plan.total_steps),
+        "ss_lr_warmup_steps": str(warmup_steps(t.lr_warmup, plan.total_steps)),
         "ss_lr_scheduler": t.lr_scheduler, "ss_mixed_precision": t.mixed_precision,
         "ss_resolution": f"({d.resolution}, {d.resolution})", "ss_clip_skip": str(cfg.model.clip_skip),
         "ss_max_token_length": str(d.max_token_length), "ss_color_aug": str(d.color_aug),
         "ss_flip_aug": str(d.flip_aug), "ss_random_crop": "False", "ss_shuffle_caption": str(d.shuffle_caption),
         "ss_cache_latents": str(d.cache_latents != "off"), "ss_enable_bucket": str(d.enable_bucket),
         "ss_min_bucket_reso": str(d.min_bucket_reso), "ss_max_bucket_reso": str(d.max_bucket_reso),
-        "ss_bucket_info": json.dumps({"buckets": plan.buckets}), "ss_keep_tokens": str(d.keep_tokens),
+        "ss_bucket_info": json.dumps(bucket_info((s.bucket, s.item.size, s.repeats) for s in plan.train + plan.reg)
+                                     if d.enable_bucket else None),
+        "ss_bucket_no_upscale": str(d.bucket_no_upscale), "ss_keep_tokens": str(d.keep_tokens),
+        "ss_max_grad_norm": str(t.max_grad_norm), "ss_multires_noise_discount": str(t.multires_noise_discount),
+        "ss_adaptive_noise_scale": str(t.adaptive_noise_scale), "ss_validation_split": str(d.validation_split),
         "ss_noise_offset": str(t.noise_offset), "ss_min_snr_gamma": str(t.min_snr_gamma),
         "ss_seed": str(t.seed), "ss_sd_model_name": model.name, "ss_optimizer": t.optimizer,
         "ss_training_comment": cfg.output.comment, "ss_caption_dropout_rate": str(d.caption_dropout_rate),
@@ -99,9 +114,16 @@ def training_metadata(cfg: TrainConfig, plan: TrainPlan, model, epoch: int, step
         "ss_prior_loss_weight": str(d.prior_loss_weight),
         "ss_multires_noise_iterations": str(t.multires_noise_iterations),
         "ss_zero_terminal_snr": str(t.zero_terminal_snr), "ss_debiased_estimation": str(t.debiased_estimation),
-        "ss_dataset_dirs": json.dumps(dirs), "ss_tag_frequency": json.dumps(tag_frequency(plan)),
+        "ss_dataset_dirs": json.dumps(dirs), "ss_reg_dataset_dirs": json.dumps(reg_dirs),
+        "ss_tag_frequency": json.dumps(tag_frequency(plan)),
         "ss_network_dropout": str(n.dropout), "ss_trainer": f"train-lora {__version__}",
     }
+    # sd-scripts hashes the base model when it is a file; the WebUI's CheckpointInfo knows both hashes
+    info = getattr(getattr(model, "sd_model", None), "sd_checkpoint_info", None)
+    known = (getattr(info, "hash", None), getattr(info, "sha256", None))
+    hashes = known if all(known) else checkpoint_hashes(getattr(info, "filename", None) or cfg.model.pretrained or "")
+    if hashes:
+        meta["ss_sd_model_hash"], meta["ss_new_sd_model_hash"] = hashes
     return meta
 
 
