@@ -15,13 +15,18 @@ folder, or --dataset-dir, which must be inside a folder Train LoRA may read). Th
 5. txt2img with <lora:NAME:1> -> image C, differs from A, the log has no unmatched keys for our file,
    the infotext names its hash, /sdapi/v1/loras lists it;
 6. a second run right after C, while the built-in Lora still holds NAME merged into the weights; then
-   <lora:NAME:1> gives C again (the built-in re-applies it) and no LoRA gives A again.
+   <lora:NAME:1> gives C again (the built-in re-applies it) and no LoRA gives A again;
+7. real shapes (genuine_webui/real_scale.py): a run at 512 px (batch 1, gradient checkpointing) on the
+   loaded SD1.5-size checkpoint, and one at 64 px on an SDXL-size checkpoint (--sdxl-checkpoint), each
+   printing the WebUI process's RSS before, at peak and after, with generation identical before/after.
+A WebUI started with --api-auth needs --api-auth here too.
 Prints one line per check and a timing summary; exits 1 if any check failed.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -34,10 +39,14 @@ from pathlib import Path
 
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "genuine_webui"))
+import real_scale  # noqa: E402  (a sibling folder, not a package)
+
 TAB_ELEM_ID = "tab_train_lora"
 API = "/train_lora/v1/runs"
 COLOURS = {"red": (220, 40, 30), "green": (40, 200, 60), "blue": (30, 60, 220), "yellow": (230, 210, 40)}
 LORA_LOG_PROBLEMS = ("didn't match keys", "couldn't find supported operation")
+HEADERS = {"Content-Type": "application/json"}   # plus Authorization with --api-auth
 
 
 class Check:
@@ -55,7 +64,7 @@ class Check:
 def call(url: str, path: str, body: dict | None = None, timeout: float = 600) -> tuple[int, object]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url.rstrip("/") + path, data=data, method="GET" if body is None else "POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers=HEADERS)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             text = response.read().decode()
@@ -110,9 +119,9 @@ def training_request(dataset: Path, name: str, epochs: int) -> dict:
     }}
 
 
-def train(url: str, dataset: Path, name: str, epochs: int, check: Check, label: str = "training run") -> dict:
+def train(url: str, request: dict, check: Check, label: str = "training run") -> dict:
     started = time.perf_counter()
-    code, run = call(url, API, training_request(dataset, name, epochs))
+    code, run = call(url, API, request)
     if not check(code == 200, f"POST {API} starts a run", str(run)[:300]):
         raise RuntimeError("training did not start")
     while run["state"] in ("queued", "running"):
@@ -193,23 +202,54 @@ def run_checks(args) -> Check:
     code, flags = call(args.url, "/sdapi/v1/cmd-flags")
     flags = flags if code == 200 and isinstance(flags, dict) else {}
     dataset_root = Path(args.dataset_dir or Path(flags.get("data_dir") or ".") / "train_lora_check" / "dataset")
-    run = train(args.url, make_dataset(dataset_root), args.name or f"tlcheck_{int(time.time())}", args.epochs, check)
+    name = args.name or f"tlcheck_{int(time.time())}"
+    run = train(args.url, training_request(make_dataset(dataset_root), name, args.epochs), check)
     pixels_b, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "B (after training)")
     check(pixels_b == pixels_a, "after training, txt2img without LoRA is pixel-identical to A")
     with_lora = check_lora(args.url, run, pixels_a, args, check)
     if with_lora:
         name, pixels_c = with_lora
-        again = train(args.url, dataset_root, f"{name}-again", 1, check, "second run, LoRA still merged")
+        again = train(args.url, training_request(dataset_root, f"{name}-again", 1), check,
+                      "second run, LoRA still merged")
         check_same_first_epoch(run, again, "all" in str(flags.get("use_cpu", "")).lower(), check)
         pixels_e, _ = txt2img(args.url, f"{args.prompt} <lora:{name}:1>", args.seed, args.steps, check, "E")
         check(pixels_e == pixels_c, "after a run that began with the LoRA merged, the LoRA gives C again")
     pixels_d, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "D (no LoRA)")
     check(pixels_d == pixels_a, "at the end, txt2img without LoRA is pixel-identical to A")
+    if not args.skip_real_scale:
+        check_real_scale(args, dataset_root.parent / "scale", name, check)
     if args.webui_log:
         logged = log_since(args.webui_log, log_start)
         bad = [line for line in logged.splitlines() if "Traceback" in line or line.startswith("*** ")]
         check(not bad, "no error reported in the WebUI log during the check", "; ".join(bad[:3]))
     return check
+
+
+def scale_run(args, check: Check, pid: int | None, label: str, dataset: Path, name: str, size: int) -> None:
+    """One real-shape run with the WebUI's RSS watched; generation must be the same before and after."""
+    before, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, f"before {label}")
+    watch = real_scale.RssWatch(pid) if pid else None
+    with watch or contextlib.nullcontext():
+        train(args.url, real_scale.scale_request(dataset, name, size), check, label)
+    if watch:
+        print(f"[INFO] {label}: {watch.describe()}", flush=True)
+    after, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, f"after {label}")
+    check(after == before, f"{label}: txt2img without LoRA is pixel-identical before and after the run")
+
+
+def check_real_scale(args, root: Path, name: str, check: Check) -> None:
+    pid = real_scale.pid_or_note(args)
+    for size in (512, 64):
+        real_scale.make_dataset(root / str(size), size, COLOURS)
+    scale_run(args, check, pid, "SD1.5-size run at 512 px", root / "512", f"{name}-512px", 512)
+    if not args.sdxl_checkpoint:
+        print("[INFO] no --sdxl-checkpoint given: the SDXL-size run is skipped")
+        return
+    previous = real_scale.switch_checkpoint(call, args.url, args.sdxl_checkpoint)
+    try:
+        scale_run(args, check, pid, "SDXL-size run at 64 px", root / "64", f"{name}-sdxl", 64)
+    finally:
+        real_scale.switch_checkpoint(call, args.url, previous.split(" [")[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="sampling steps of each txt2img")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--prompt", default="tlcheck, red square, plain")
+    parser.add_argument("--api-auth", default=None, help="user:password when the WebUI runs with --api-auth")
+    parser.add_argument("--webui-pid", type=int, default=None,
+                        help="the WebUI's process id for RSS figures (default: found from --url's port)")
+    parser.add_argument("--sdxl-checkpoint", default="sdxl-random",
+                        help="part of the title of an SDXL-size checkpoint for the SDXL run ('' skips it)")
+    parser.add_argument("--skip-real-scale", action="store_true", help="skip the 512 px and SDXL-size runs")
     args = parser.parse_args(argv)
+    if args.api_auth:
+        HEADERS["Authorization"] = "Basic " + base64.b64encode(args.api_auth.encode()).decode()
     started = time.perf_counter()
     check = run_checks(args)
     for what, seconds in check.timings.items():

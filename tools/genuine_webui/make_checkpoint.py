@@ -1,4 +1,5 @@
-"""Write a random-weight SD1.5 checkpoint (ldm layout, fp16 safetensors, ~2 GB) for a genuine WebUI.
+"""Write a random-weight SD1.5 (~2 GB) or SDXL-base (~7 GB) checkpoint (ldm/sgm layout, fp16
+safetensors) for a genuine WebUI.
 
 Runs in the WebUI's venv: the UNet and VAE are the WebUI's own ldm classes built from its
 configs/v1-inference.yaml, the text encoder is transformers' CLIPTextModel with the ViT-L/14
@@ -6,8 +7,11 @@ config. ldm starts some output projections at zero (zero_module: every ResBlock'
 every SpatialTransformer's proj_out, the UNet's final conv); left at zero the UNet always
 predicts zero and no LoRA could change an image, so those are re-initialised like any conv.
 The key names and shapes are checked against our own SD1.5 table (lib_lora/ops/sd15_layout.py).
+SDXL is built by sdxl_checkpoint.py (meta device, one tensor at a time) and checked by our
+single-file loader's layout detection (lib_lora/models/checkpoint_layout.py).
 
-    python tools/genuine_webui/make_checkpoint.py --webui /path/to/webui --out /path/to/model.safetensors
+    python tools/genuine_webui/make_checkpoint.py --webui /path/to/webui --out /path/to/model.safetensors \
+        [--family sd15|sdxl]
 """
 from __future__ import annotations
 
@@ -66,16 +70,33 @@ def check_against_our_layout(state: dict[str, torch.Tensor]) -> None:
             raise SystemExit(f"{name}: our table says {shape}, ldm has {tuple(state[name].shape)}")
 
 
+def check_sdxl_layout(state: dict[str, torch.Tensor]) -> None:
+    sys.path.insert(0, str(REPO_ROOT))
+    from lib_lora.models.checkpoint_layout import detect_layout
+
+    layout = detect_layout(state)
+    if layout.family != "sdxl":
+        raise SystemExit(f"the SDXL builder wrote a {layout.family} layout")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--webui", type=Path, required=True, help="the WebUI folder (with repositories/)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the .safetensors")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=("sd15", "sdxl"), default="sd15")
     args = parser.parse_args()
     from safetensors.torch import save_file
 
-    state = build_state_dict(args.webui, args.seed)
-    check_against_our_layout(state)
+    if args.family == "sdxl":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from sdxl_checkpoint import build_sdxl_state_dict
+
+        state = build_sdxl_state_dict(args.webui, args.seed)
+        check_sdxl_layout(state)
+    else:
+        state = build_state_dict(args.webui, args.seed)
+        check_against_our_layout(state)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})

@@ -8,14 +8,20 @@
 # out at the commits pinned in modules/launch_utils.py (stable-diffusion-stability-ai cf1d67a6,
 # generative-models 45c443b3, k-diffusion ab527a9a, BLIP 48211a15, stable-diffusion-webui-assets
 # 6f7db241), and GENUINE_DIR/src/CLIP to hold openai/CLIP at d50d76da. Then it makes GENUINE_DIR/venv
-# (never the project's .venv), an offline Hugging Face cache, a random SD1.5 checkpoint, links this
-# repository in as extensions/train-lora and runs our install.py the way the WebUI does.
+# (never the project's .venv), an offline Hugging Face cache, random SD1.5- and SDXL-size checkpoints,
+# runs this repository's own .ci/setup (its .venv and .cache: the CLIP vocabulary the extension's
+# tokenizer files come from), links it in as extensions/train-lora and runs our install.py the way
+# the WebUI does. Set GENUINE_SKIP_SDXL=1 to skip the ~7 GB SDXL checkpoint (the check then skips its run).
 set -euo pipefail
 GENUINE=$(realpath "${1:?usage: setup.sh GENUINE_DIR}")
 REPO=$(realpath "$(dirname "$0")/../..")
 WEBUI="$GENUINE/webui"
 PY="$GENUINE/venv/bin/python"
 [ -f "$WEBUI/launch.py" ] || { echo "no WebUI at $WEBUI (see the header of this script)"; exit 2; }
+
+# The extension's own set-up first: a fresh clone has no .cache/clip vocabulary, and the tab's tokenizer
+# files are derived from it on first use.
+bash "$REPO/.ci/setup"
 
 [ -x "$PY" ] || python3.11 -m venv "$GENUINE/venv"
 # torch first, the local CPU wheel: any other torch spec pulls gigabytes of CUDA packages.
@@ -40,6 +46,10 @@ printf 'setuptools>=77,<81\npydantic==1.10.*\n' >> "$GENUINE/requirements.txt"
 HF_HOME="$GENUINE/hf" "$PY" "$REPO/tools/genuine_webui/make_hf_cache.py"
 CKPT="$WEBUI/models/Stable-diffusion/sd15-random.safetensors"
 [ -f "$CKPT" ] || "$PY" "$REPO/tools/genuine_webui/make_checkpoint.py" --webui "$WEBUI" --out "$CKPT"
+XL_CKPT="$WEBUI/models/Stable-diffusion/sdxl-random.safetensors"
+if [ -z "${GENUINE_SKIP_SDXL:-}" ] && [ ! -f "$XL_CKPT" ]; then
+  "$PY" "$REPO/tools/genuine_webui/make_checkpoint.py" --webui "$WEBUI" --family sdxl --out "$XL_CKPT"
+fi
 
 # Install the extension as a user would, then run install.py as the WebUI runs it.
 ln -sfn "$REPO" "$WEBUI/extensions/train-lora"
