@@ -4,60 +4,122 @@ POST /train_lora/v1/runs            start a run from a JSON config {"config": {s
 GET  /train_lora/v1/runs            list runs
 GET  /train_lora/v1/runs/{run_id}   one run: state, step, epoch, loss, files, error
 POST /train_lora/v1/runs/{run_id}/cancel
-Paths in a request must stay under the allowed roots (the WebUI data folder and the
-folders the user configured); anything else is rejected with 400 and the reason.
+
+The routes exist when the WebUI's own API does (--api, or --nowebui), and like its own routes
+they ask for HTTP Basic credentials when the WebUI runs with --api-auth "user:pass[,user2:pass2]"
+(passwords compared in constant time). Paths in a request must stay under the allowed roots
+(lib_lora.webui.path_policy); a bad request (a NUL byte, a wrong type, a value out of range)
+answers 400 with one sentence, never 500.
 """
 from __future__ import annotations
 
-import os
+import logging
+from secrets import compare_digest
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
+from lib_lora.webui.path_policy import PathPolicy, check_text, check_train_paths, webui_policy
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/train_lora/v1"
-PATH_FIELDS = (("dataset", "train_dir"), ("dataset", "reg_dir"), ("model", "pretrained"))
+MAX_DEPTH = 8               # a config is {section: {key: value or [values]}}; deeper is not ours
 
 
-def check_under_roots(path: str, roots: list[str], field_name: str) -> str:
-    """The resolved path (symlinks followed) must be inside one of `roots`."""
-    resolved = os.path.realpath(os.path.expanduser(path))
-    for root in roots:
-        real_root = os.path.realpath(root)
-        if os.path.commonpath([resolved, real_root]) == real_root:
-            return resolved
-    raise LoraError(f"Path {path!r} is outside the folders Train LoRA may read", where=field_name,
-                    fix="Use a folder inside: " + ", ".join(roots))
+def api_enabled(cmd_opts: Any) -> bool:
+    """The WebUI adds its own API only with --api or --nowebui; ours follows it."""
+    return bool(getattr(cmd_opts, "api", False) or getattr(cmd_opts, "nowebui", False))
 
 
-def config_from_request(body: dict, roots: list[str]):
+def parse_credentials(api_auth: str) -> dict[str, str]:
+    """--api-auth "u1:p1,u2:p2" as {user: password} (a password may itself hold ':')."""
+    credentials = {}
+    for pair in api_auth.split(","):
+        user, colon, password = pair.partition(":")
+        if not colon:
+            raise LoraError("--api-auth must be user:password pairs separated by commas", where="--api-auth",
+                            fix='Start the WebUI with --api-auth "user:password" (or "u1:p1,u2:p2")')
+        credentials[user] = password
+    return credentials
+
+
+def basic_auth(credentials: dict[str, str]) -> Callable:
+    """A FastAPI dependency: 401 unless the request carries one of `credentials` (HTTP Basic)."""
+    from fastapi import Depends, HTTPException
+    from fastapi.security import HTTPBasic
+    scheme = HTTPBasic()    # answers 401 itself when the Authorization header is missing or broken
+
+    def check(given=Depends(scheme)) -> bool:
+        expected = credentials.get(given.username)
+        # bytes: compare_digest refuses non-ASCII str, and a crash here would answer 500
+        if expected is not None and compare_digest(given.password.encode("utf-8"), expected.encode("utf-8")):
+            return True
+        raise HTTPException(status_code=401, detail="Incorrect username or password",
+                            headers={"WWW-Authenticate": "Basic"})
+    return check
+
+
+def check_values(value: Any, where: str = "config", depth: int = 0) -> None:
+    """Every string in the request (keys too) is free of NUL bytes; nesting is bounded."""
+    if depth > MAX_DEPTH:
+        raise LoraError("The request nests deeper than a run config can", where=where,
+                        fix='Send {"config": {"section": {"key": value}}}')
+    if isinstance(value, str):
+        check_text(value, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"{where} key")
+            check_values(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_values(item, f"{where}[{index}]", depth + 1)
+
+
+def config_from_request(body: Any, policy: PathPolicy):
     from lib_lora import options
     from lib_lora.config import TrainConfig
-    data = body.get("config", body)
+    data = body.get("config", body) if isinstance(body, dict) else body
     if not isinstance(data, dict):
         raise LoraError("The request body must be a JSON object", where="config",
                         fix='Send {"config": {"dataset": {"train_dir": ...}, ...}}')
+    check_values(data)
     cfg = options.from_dict(TrainConfig, data)
-    for section, key in PATH_FIELDS:
-        value = getattr(getattr(cfg, section), key)
-        if value:
-            setattr(getattr(cfg, section), key, check_under_roots(value, roots, f"{section}.{key}"))
+    check_train_paths(policy, cfg, replace=True)
     name = cfg.output.output_name
-    if not name or os.path.basename(name) != name or name in (".", ".."):
+    if not name or name in (".", "..") or any(c in name for c in '/\\:*?"<>|') or not name.isprintable():
         raise LoraError(f"Output name {name!r} must be a plain file name", where="output.output_name",
                         fix="Use letters, digits, '-' and '_' without folders")
     options.validate(cfg)
     return cfg
 
 
-def allowed_roots() -> list[str]:
-    from modules import shared
-    roots = [shared.data_path, getattr(shared.cmd_opts, "data_dir", None) or shared.data_path]
-    extra = getattr(shared.opts, "train_lora_allowed_roots", "") or ""
-    roots += [r.strip() for r in extra.split(",") if r.strip()]
-    return list(dict.fromkeys(roots))
+def register(app: Any, manager: Any = None, policy: Callable[[], PathPolicy] | None = None,
+             cmd_opts: Any = None) -> bool:
+    """Add the routes to `app` when the WebUI's API is on; returns whether they were added."""
+    if cmd_opts is None:
+        from modules import shared
+        cmd_opts = shared.cmd_opts
+    if not api_enabled(cmd_opts):
+        log.info("Train LoRA: the HTTP API is off, as the WebUI's is (start the WebUI with --api to use it)")
+        return False
+    api_auth = getattr(cmd_opts, "api_auth", None)
+    try:
+        dependencies = _auth_dependencies(api_auth)
+    except LoraError as err:    # fail closed: a broken --api-auth must not leave the routes open
+        log.error("Train LoRA: the HTTP API is off: %s", err)
+        return False
+    _add_routes(app, manager, policy or (lambda: webui_policy(for_api=True)), dependencies)
+    return True
 
 
-def register(app: Any, manager: Any = None, roots: Callable[[], list[str]] = allowed_roots) -> None:
+def _auth_dependencies(api_auth: str | None) -> list:
+    if not api_auth:
+        return []
+    from fastapi import Depends
+    return [Depends(basic_auth(parse_credentials(api_auth)))]
+
+
+def _add_routes(app: Any, manager: Any, policy: Callable[[], PathPolicy], dependencies: list) -> None:
     from fastapi import Body, HTTPException
 
     from lib_lora.webui.jobs import manager as default_manager
@@ -66,9 +128,19 @@ def register(app: Any, manager: Any = None, roots: Callable[[], list[str]] = all
     def fail(err: LoraError, code: int = 400):
         raise HTTPException(status_code=code, detail=str(err))
 
-    def start(body: dict = Body(...)) -> dict:
+    def known_run(run_id: str):
         try:
-            cfg = config_from_request(body, roots())
+            check_text(run_id, "run id")
+        except LoraError as err:
+            fail(err)
+        try:
+            return runs.get(run_id)
+        except LoraError as err:
+            fail(err, 404)
+
+    def start(body: Any = Body(...)) -> dict:
+        try:
+            cfg = config_from_request(body, policy())
         except LoraError as err:
             fail(err)
         return runs.start(cfg, background=True).as_dict()
@@ -77,18 +149,12 @@ def register(app: Any, manager: Any = None, roots: Callable[[], list[str]] = all
         return {"runs": [r.as_dict() for r in runs.runs.values()]}
 
     def status(run_id: str) -> dict:
-        try:
-            return runs.get(run_id).as_dict()
-        except LoraError as err:
-            fail(err, 404)
+        return known_run(run_id).as_dict()
 
     def cancel(run_id: str) -> dict:
-        try:
-            return runs.cancel(run_id).as_dict()
-        except LoraError as err:
-            fail(err, 404)
+        return runs.cancel(known_run(run_id).run_id).as_dict()
 
-    app.add_api_route(f"{PREFIX}/runs", start, methods=["POST"])
-    app.add_api_route(f"{PREFIX}/runs", list_runs, methods=["GET"])
-    app.add_api_route(f"{PREFIX}/runs/{{run_id}}", status, methods=["GET"])
-    app.add_api_route(f"{PREFIX}/runs/{{run_id}}/cancel", cancel, methods=["POST"])
+    routes = [("/runs", start, "POST"), ("/runs", list_runs, "GET"), ("/runs/{run_id}", status, "GET"),
+              ("/runs/{run_id}/cancel", cancel, "POST")]
+    for path, endpoint, method in routes:
+        app.add_api_route(PREFIX + path, endpoint, methods=[method], dependencies=dependencies)

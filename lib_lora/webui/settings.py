@@ -1,4 +1,9 @@
-"""Train LoRA's entries in the WebUI's Settings page (section "Train LoRA")."""
+"""Train LoRA's entries in the WebUI's Settings page (section "Train LoRA").
+
+The allowed folders widen what a remote user may name, so that setting cannot be changed over
+/sdapi/v1/options (restrict_api), and not at all while the WebUI runs with --hide-ui-dir-config
+(it joins the WebUI's restricted_opts, like its own output-folder settings).
+"""
 from __future__ import annotations
 
 SECTION = ("train_lora", "Train LoRA")
@@ -8,9 +13,13 @@ def on_ui_settings() -> None:
     from modules import shared
     options = {
         "train_lora_allowed_roots": shared.OptionInfo(
-            "", "Extra folders the Train LoRA HTTP API may read datasets from (comma-separated)"),
+            "", "Extra folders Train LoRA may use (comma-separated): datasets, tool inputs and outputs named in "
+                "the tab when the WebUI listens beyond localhost, and in the HTTP API always", restrict_api=True),
         "train_lora_check_vram": shared.OptionInfo(True, "Check free VRAM before a training run starts"),
     }
     for key, info in options.items():
         info.section = SECTION
         shared.opts.add_option(key, info)
+    restricted = getattr(shared.opts, "restricted_opts", None)
+    if isinstance(restricted, set):
+        restricted.add("train_lora_allowed_roots")

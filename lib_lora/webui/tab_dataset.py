@@ -15,6 +15,7 @@ from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
 from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view, stoppable
+from lib_lora.webui.path_policy import check_paths
 from lib_lora.webui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.webui.ui_render import message_html, report_html
 
@@ -160,6 +161,7 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
     @guarded(4, "The dataset check")
     def on_check(task: str, folder_text: str, kind_value: str):
         folder = _chosen_folder(folder_text)
+        check_paths(backend, [("Dataset folder", folder, True)])
         epochs, batch = epochs_batch()
         return started(jobs.start("check", lambda job: DatasetOutcome(
             "Report ready", None, dataset_report(folder, kind_value, epochs, batch, stoppable(job)))))
@@ -181,6 +183,7 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
     def on_prep(task: str, folder_text: str, out_text: str, *prep_values):
         cfg = form.config_from_values(PrepConfig, prep_specs, list(prep_values))
         folder = _chosen_folder(folder_text)
+        check_paths(backend, [("Dataset folder", folder, True), ("Write the copies to", out_text, False)])
         return started(jobs.start("prep", lambda job: prep_outcome(job, backend, folder, out_text, cfg),
                                   uses_gpu=uses_gpu(backend, cfg), task_id=task))
 

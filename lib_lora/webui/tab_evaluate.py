@@ -10,6 +10,7 @@ from lib_lora.evaluation.run_hint import hint_for_run
 from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.runs import BackgroundTask
 from lib_lora.webui.tab_common import TabContext, elem, guarded
+from lib_lora.webui.tab_tagging import check_tagger_model
 from lib_lora.webui.ui_render import best_epoch_html, message_html
 
 GRID_FIELDS = ("prompts", "negative_prompt", "grid_weights", "seed", "steps", "cfg_scale", "width", "height",
@@ -42,6 +43,17 @@ def build_evaluate_section(ctx: TabContext) -> None:
     _wire_evaluate(ctx, specs, locals())
 
 
+def known_run(backend, name: str) -> str:
+    """A run the Lora folder holds, by name: the page sends it back, and it names files we read and write."""
+    name = (name or "").strip()
+    if not name:
+        raise LoraError("No run is chosen", where="Run", fix="Train a run first, then press Refresh runs")
+    if name not in run_names(backend.lora_dir):
+        raise LoraError(f"There is no run {name!r} in the Lora folder", where=str(backend.lora_dir),
+                        fix="Press Refresh runs and pick one from the list")
+    return name
+
+
 def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
     """Event handlers of the Evaluate section; `c` holds its components by name."""
     backend = ctx.backend
@@ -49,9 +61,7 @@ def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
 
     @guarded(4, "Drawing the grid")
     def on_draw(name: str, *values):
-        name = (name or "").strip()
-        if not name:
-            raise LoraError("No run is chosen", where="Run", fix="Train a run first, then press Refresh runs")
+        name = known_run(backend, name)
         sample = form.config_from_values(SampleConfig, specs, list(values))
         files = [p for p in epoch_files(backend.lora_dir, name) if epoch_of(p) is not None]
         if not files:
@@ -77,7 +87,8 @@ def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
 
     @guarded(3, "The best-epoch hint")
     def on_suggest(name: str, tagger: str):
-        result = hint_for_run(backend.lora_dir, (name or "").strip(), tagger or "", str(backend.tagger_models_dir))
+        check_tagger_model(backend, tagger)
+        result = hint_for_run(backend.lora_dir, known_run(backend, name), tagger or "", str(backend.tagger_models_dir))
         return message_html(""), best_epoch_html(result), result.to_rows()
 
     def on_refresh():

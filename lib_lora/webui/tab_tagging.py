@@ -6,6 +6,7 @@ the WebUI it waits for the WebUI's queue and shows on its progress bar.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from lib_lora.config import TaggingConfig
 from lib_lora.errors import DatasetError
 from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
 from lib_lora.webui import form, gradio_compat
+from lib_lora.safe_paths import is_within
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view
+from lib_lora.webui.path_policy import check_paths
 from lib_lora.webui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.webui.ui_render import message_html
 
@@ -31,6 +34,29 @@ def _folder(text: str) -> Path:
         raise DatasetError("The dataset folder does not exist", where=str(text or "Dataset folder"),
                            fix="Choose or upload a dataset in the Dataset section first")
     return folder
+
+
+def _checked_folder(backend: Any, text: str) -> Path:
+    """The dataset folder, once the path policy allows it (read recursively: symlinks inside checked too)."""
+    folder = _folder(text)
+    check_paths(backend, [("Dataset folder", str(folder), True)])
+    return folder
+
+
+def _checked_image(backend: Any, folder: Path, image: str) -> str:
+    """The gallery's selected image (sent back by the page): one of the dataset folder's own files."""
+    check_paths(backend, [("Selected image", image, False)])
+    if not is_within(image, folder):
+        raise DatasetError("The selected image is not in the dataset folder", where=str(image),
+                           fix="Click Refresh, then pick the image in the gallery again")
+    return image
+
+
+def check_tagger_model(backend: Any, model: str) -> None:
+    """A tagger given as a local folder (not a Hub repo id) is a path like any other."""
+    text = (model or "").strip()
+    if text and (os.path.isabs(text) or text.startswith(("~", ".")) or os.path.exists(text)):
+        check_paths(backend, [("Tagger model", text, True)])
 
 
 def _split(text: str) -> list[str]:
@@ -175,7 +201,7 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
     @guarded(3, "The bulk edit")
     def on_apply(folder_text: str, action_v: str, tags_v: str, with_v: str):
         from lib_lora.tagging.edits import apply_bulk_edit
-        folder = _folder(folder_text)
+        folder = _checked_folder(ctx.backend, folder_text)
         result = apply_bulk_edit(folder, bulk_edit(action_v, tags_v, with_v), action_v)
         return (message_html(f"{action_v}: {result.changed} of {result.total} captions changed"),
                 tag_summary(folder), gallery_items(folder))
@@ -183,17 +209,17 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
     @guarded(3, "Undo")
     def on_undo(folder_text: str):
         from lib_lora.tagging.snapshot import undo_last
-        folder = _folder(folder_text)
+        folder = _checked_folder(ctx.backend, folder_text)
         restored = undo_last(folder)
         return message_html(f"Restored {restored} captions"), tag_summary(folder), gallery_items(folder)
 
     @guarded(3, "Listing the images")
     def on_refresh(folder_text: str):
-        folder = _folder(folder_text)
+        folder = _checked_folder(ctx.backend, folder_text)
         return message_html(""), tag_summary(folder), gallery_items(folder)
 
     def on_select(folder_text, evt):
-        items = gallery_items(_folder(folder_text))
+        items = gallery_items(_checked_folder(ctx.backend, folder_text))
         if evt is None or evt.index is None or evt.index >= len(items):
             return "", ""
         image = items[evt.index][0]
@@ -204,8 +230,9 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
         from lib_lora.tagging.edits import edit_caption
         if not image:
             raise DatasetError("No image is selected", where="Caption", fix="Click an image in the gallery first")
-        edit_caption(image, text)
-        return message_html(f"Saved the caption of {Path(image).name}"), tag_summary(_folder(folder_text))
+        folder = _checked_folder(ctx.backend, folder_text)
+        edit_caption(_checked_image(ctx.backend, folder, image), text)
+        return message_html(f"Saved the caption of {Path(image).name}"), tag_summary(folder)
 
     on_select.__annotations__ = {"evt": gr.SelectData}   # how Gradio knows to pass the selection
     listing = [c["status"], c["summary"], c["gallery"]]
@@ -222,7 +249,8 @@ def _wire_tag_job(ctx: TabContext, specs: list, c: dict) -> None:
 
     @guarded(4, "Tagging")
     def on_tag(task: str, folder_text: str, captioner_label: str, model: str, *values):
-        folder = _folder(folder_text)
+        folder = _checked_folder(ctx.backend, folder_text)
+        check_tagger_model(ctx.backend, model)
         cfg = form.config_from_values(TaggingConfig, specs, list(values))
         cfg.models, cfg.captioner = [model], captioner_key(captioner_label)
         cfg.models_dir = str(ctx.backend.tagger_models_dir)

@@ -10,6 +10,7 @@ import contextlib
 import io
 
 from lib_lora.errors import LoraError
+from lib_lora.webui.path_policy import check_paths
 from lib_lora.webui.tab_common import elem, guarded
 from lib_lora.webui.ui_render import message_html
 
@@ -31,6 +32,19 @@ def run_tool(command: str, argv: list[str]) -> str:
     if code:
         raise LoraError(text or f"{command} failed", where=command, fix="Check the paths and numbers, then retry")
     return text
+
+
+# the form fields that name files, by their position among each tool's inputs (LoRA lists: one per line)
+PATH_INPUTS = {"extract": {0: "Base checkpoint", 1: "Fine-tuned checkpoint", 2: "LoRA to write"},
+               "merge": {0: "LoRA files", 2: "File to write", 3: "Checkpoint to merge into"},
+               "resize": {0: "LoRA file", 1: "File to write"}}
+
+
+def check_tool_paths(backend, command: str, values: tuple) -> None:
+    """Every file a tool form names passes the path policy before the tool starts."""
+    fields = [(label, line, False) for index, label in PATH_INPUTS[command].items()
+              for line in (values[index] or "").splitlines()]
+    check_paths(backend, fields)
 
 
 def extract_argv(base: str, tuned: str, out: str, rank: float, conv_rank: float, device: str) -> list[str]:
@@ -94,6 +108,7 @@ def build_tools_section(ctx) -> None:
     def tool(command: str, make_argv):
         @guarded(2, command.capitalize())
         def run(*values):
+            check_tool_paths(ctx.backend, command, values)
             text = run_tool(command, make_argv(*values))
             return message_html(f"{command.capitalize()} done"), text
         return run

@@ -10,6 +10,7 @@ from lib_lora import options, presets
 from lib_lora.config import TrainConfig
 from lib_lora.errors import LoraError
 from lib_lora.webui import form, gradio_compat
+from lib_lora.webui.path_policy import check_paths, check_train_paths, policy_for
 from lib_lora.webui.tab_common import TabContext, elem, guarded, no_change
 from lib_lora.webui.ui_render import loss_chart, message_html, progress_html
 
@@ -24,7 +25,8 @@ STEP_INPUTS = ("dataset.train_dir", "training.epochs", "training.batch_size",
                "training.gradient_accumulation_steps", "training.max_train_steps")
 
 
-def steps_text(train_dir: str, epochs: Any, batch_size: Any, accumulation: Any, max_steps: Any) -> str:
+def steps_text(train_dir: str, epochs: Any, batch_size: Any, accumulation: Any, max_steps: Any,
+               backend: Any = None) -> str:
     """'12 images x repeats = 60 per epoch -> 30 steps per epoch x 10 epochs = 300 steps'.
 
     Counted by the trainer's own plan (bucket by bucket), so the number shown is the number run."""
@@ -37,6 +39,8 @@ def steps_text(train_dir: str, epochs: Any, batch_size: Any, accumulation: Any, 
     t.epochs, t.batch_size = max(1, int(epochs or 1)), max(1, int(batch_size or 1))
     t.gradient_accumulation_steps, t.max_train_steps = max(1, int(accumulation or 1)), max(0, int(max_steps or 0))
     try:
+        if backend is not None:
+            check_paths(backend, [("Dataset folder", cfg.dataset.train_dir, True)])
         plan = make_plan(cfg)
     except LoraError as err:
         return f"Steps: {err}"
@@ -139,6 +143,8 @@ def _wire_presets(ctx: TabContext, c: dict) -> None:
         cfg = form.config_from_values(TrainConfig, specs, list(values))
         if name in presets.PRESETS:
             cfg = presets.apply_preset(cfg, name)
+        elif name not in preset_choices(backend):     # the page sends the name; it must be one we listed
+            raise LoraError(f"There is no preset {name!r}", where="Preset", fix="Pick a preset from the list")
         else:
             cfg = presets.load_preset(backend.presets_dir / f"{name}.toml").config
         save_form(backend.form_file, options.flatten(cfg))
@@ -173,6 +179,7 @@ def _wire_run_controls(ctx: TabContext, c: dict) -> None:
     @guarded(3, "Starting the run")
     def on_start(task: str, *values):
         cfg = backend.prepare(form.config_from_values(TrainConfig, specs, list(values)))
+        check_train_paths(policy_for(backend), cfg)
         save_form(backend.form_file, form.flat_from_values(specs, list(values)))
         runner = backend.runner
         view = runner.start(cfg, task) if backend.kind == "webui" else runner.start(cfg)
@@ -229,8 +236,10 @@ def _wire_progress(ctx: TabContext, c: dict) -> None:
     c["poll"].click(on_poll, [c["run_id"]], [c["progress"], c["chart"], c["samples"], c["run_state"], c["files"]],
                     show_progress=gradio_compat.HIDE_PROGRESS)
     step_inputs = [ctx.component(n) for n in STEP_INPUTS]
+    def steps_here(*values) -> str:
+        return steps_text(*values, backend=ctx.backend)
     for comp in step_inputs:
-        comp.change(steps_text, step_inputs, [c["steps"]], show_progress=gradio_compat.HIDE_PROGRESS)
+        comp.change(steps_here, step_inputs, [c["steps"]], show_progress=gradio_compat.HIDE_PROGRESS)
 
 
 def merge_form_values(saved: dict, specs: list, values: list) -> dict:

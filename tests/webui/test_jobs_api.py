@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -43,9 +44,11 @@ def client(fresh_state):
 
     from lib_lora.webui import api
     from lib_lora.webui.jobs import RunManager
+    from lib_lora.webui.path_policy import PathPolicy
     app = FastAPI()
     manager = RunManager()
-    api.register(app, manager, roots=lambda: [fresh_state.root])
+    policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")
+    assert api.register(app, manager, policy=lambda: policy, cmd_opts=SimpleNamespace(api=True, api_auth=None))
     return TestClient(app), manager
 
 
@@ -89,7 +92,7 @@ def test_paths_outside_the_roots_are_rejected(client, field, value):
     http, _ = client
     body = {"config": {"dataset": {field: value}}}
     response = http.post("/train_lora/v1/runs", json=body)
-    assert response.status_code == 400 and "outside the folders" in response.json()["detail"]
+    assert response.status_code == 400 and "outside the allowed folders" in response.json()["detail"]
 
 
 def test_bad_output_name_and_unknown_run(client, fresh_state):

@@ -27,7 +27,14 @@ def test_settings_and_api_register(webui):
     assert webui.shared.opts.train_lora_check_vram is True
     from fastapi import FastAPI
     app = FastAPI()
-    webui.script_callbacks.app_started_callback(None, app)
+    webui.script_callbacks.app_started_callback(None, app)      # no --api: no routes, as the WebUI's own API
+    assert not any(getattr(r, "path", "").startswith("/train_lora/") for r in app.routes)
+    webui.shared.cmd_opts.api = True
+    try:
+        app = FastAPI()
+        webui.script_callbacks.app_started_callback(None, app)
+    finally:
+        webui.shared.cmd_opts.api = False
     assert any(getattr(r, "path", "") == "/train_lora/v1/runs" for r in app.routes)
     webui.script_callbacks.before_ui_callback()
     webui.script_callbacks.script_unloaded_callback()

@@ -72,6 +72,8 @@ class Options:
             info = self.data_labels.get(key)
             if info is not None and info.do_not_save:
                 return None
+            if cmd_opts.hide_ui_dir_config and key in self.restricted_opts:
+                raise RuntimeError(f"not possible to set '{key}' because it is restricted with --hide_ui_dir_config")
             self.data[key] = value
             return None
         return super().__setattr__(key, value)
