@@ -17,6 +17,7 @@ which places may be named at all.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -131,6 +132,25 @@ def check_paths(backend: Any, fields: Iterable[tuple[str, Any, bool]]) -> list[s
     """Check several (field label, path, read recursively) at once; empty fields stay empty."""
     policy = policy_for(backend)
     return [policy.check_optional(path, field, tree=tree) for field, path, tree in fields]
+
+
+def gradio_upload_dir() -> str:
+    """Where Gradio (3.x and 4.x) keeps uploaded files."""
+    return os.environ.get("GRADIO_TEMP_DIR") or os.path.join(tempfile.gettempdir(), "gradio")
+
+
+def check_uploads(backend: Any, *values: Any) -> None:
+    """Gradio 3 copies whatever server file the page names as "uploaded" (orig_name) before our
+    handler runs; a real upload names a file in Gradio's upload folder, so while confined any other
+    source outside the roots is refused (else a remote page could import the server's files)."""
+    policy = policy_for(backend)
+    if not policy.confined:
+        return
+    uploads = PathPolicy(policy.roots + (gradio_upload_dir(),), True, policy.reason)
+    for value in values:
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item:
+                uploads.check(getattr(item, "orig_name", None) or getattr(item, "name", item), "Upload")
 
 
 # (section, key, read recursively): the TrainConfig fields that name files or folders a user chooses

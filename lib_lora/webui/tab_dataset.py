@@ -15,7 +15,7 @@ from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
 from lib_lora.webui import form, gradio_compat
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view, stoppable
-from lib_lora.webui.path_policy import check_paths
+from lib_lora.webui.path_policy import check_paths, check_uploads
 from lib_lora.webui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.webui.ui_render import message_html, report_html
 
@@ -170,6 +170,7 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
     def on_upload(task: str, name_v, concept_v, repeats_v, files_v, folder_v, kind_value):
         if not (gradio_compat.uploaded_paths(files_v) or gradio_compat.uploaded_paths(folder_v)):
             import_upload(backend, name_v, concept_v, repeats_v, files_v, folder_v)   # says what is missing
+        check_uploads(backend, files_v, folder_v)
         epochs, batch = epochs_batch()
 
         def work(job: DataJob) -> DatasetOutcome:

@@ -10,7 +10,7 @@ from lib_lora import options, presets
 from lib_lora.config import TrainConfig
 from lib_lora.errors import LoraError
 from lib_lora.webui import form, gradio_compat
-from lib_lora.webui.path_policy import check_paths, check_train_paths, policy_for
+from lib_lora.webui.path_policy import check_paths, check_train_paths, check_uploads, policy_for
 from lib_lora.webui.tab_common import TabContext, elem, guarded, no_change
 from lib_lora.webui.ui_render import loss_chart, message_html, progress_html
 
@@ -164,6 +164,7 @@ def _wire_presets(ctx: TabContext, c: dict) -> None:
     def on_import(upload: Any, *values):
         if upload is None:
             return [message_html("")] + no_change(n_form)
+        check_uploads(backend, upload)
         imported = presets.load_preset(gradio_compat.uploaded_path(upload))
         save_form(backend.form_file, options.flatten(imported.config))
         return [message_html(imported.summary())] + form.values_from_config(imported.config, specs)
