@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from lib_lora.errors import LoraError, PathNotAllowedError
 from lib_lora.safe_paths import is_within, resolved, shown
+from lib_lora.webui import gradio_compat
 
 SETTING = "train_lora_allowed_roots"
 SETTING_LABEL = "Settings > Train LoRA > Extra folders Train LoRA may use"
@@ -150,7 +151,7 @@ def check_uploads(backend: Any, *values: Any) -> None:
     for value in values:
         for item in value if isinstance(value, (list, tuple)) else [value]:
             if item:
-                uploads.check(getattr(item, "orig_name", None) or getattr(item, "name", item), "Upload")
+                uploads.check(getattr(item, "orig_name", None) or gradio_compat.uploaded_path(item), "Upload")
 
 
 # (section, key, read recursively): the TrainConfig fields that name files or folders a user chooses
