@@ -3,9 +3,13 @@
 fp16 needs a GradScaler: small gradients underflow in half precision, so the loss
 is multiplied before backward and the gradients divided again before clipping
 and the optimizer step (a step whose gradients overflowed is skipped and the
-scale lowered). bf16 has fp32's range and needs no scaling. Both only on CUDA;
-on CPU the run is fp32 and the trainer says so. LoRA parameters stay fp32 in
-every mode; only the frozen base model may be held in half precision.
+scale lowered). bf16 has fp32's range and needs no scaling. On CUDA both run;
+on CPU bf16 runs (oneDNN has bf16 matmuls and convolutions), while fp16 does
+not: CPU kernels such as group_norm refuse fp16 parameters under autocast and
+most fp16 CPU kernels are slower than fp32, so an fp16 run on CPU trains in fp32
+and `note()` says so. LoRA parameters stay fp32 in every mode; only the frozen
+base model may be held in half precision (bf16 on CPU, where fp16 weights would
+meet those same kernels).
 """
 from __future__ import annotations
 
@@ -14,11 +18,32 @@ import contextlib
 import torch
 
 
+def autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in for `mode` on `device`; None when the run is fp32."""
+    if mode == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.bfloat16
+    if mode == "fp16" and device.type == "cuda":
+        return torch.float16
+    return None
+
+
+def note(mode: str, device: torch.device) -> str:
+    """What the user must know about `mode` on `device` ('' when it runs as asked)."""
+    if mode == "fp16" and device.type == "cpu":
+        return ("Mixed precision fp16 does not run on CPU (its kernels refuse or slow down half-precision "
+                "weights); training in fp32. Set training.mixed_precision to bf16 for half-precision "
+                "compute on CPU")
+    if mode != "no" and autocast_dtype(mode, device) is None:
+        return f"Mixed precision {mode} is not available on {device.type}; training in fp32"
+    return ""
+
+
 class Precision:
     def __init__(self, mode: str, device: torch.device):
-        self.enabled = mode in ("fp16", "bf16") and device.type == "cuda"
+        dtype = autocast_dtype(mode, device)
+        self.enabled = dtype is not None
         self.device_type = device.type
-        self.dtype = torch.float16 if mode == "fp16" else torch.bfloat16
+        self.dtype = dtype or torch.float32
         self.scaler = torch.amp.GradScaler("cuda") if self.enabled and mode == "fp16" else None
 
     def autocast(self):

@@ -36,7 +36,7 @@ from .memory import model_sizes
 from .noise import rescale_zero_terminal_snr
 from .optim import evaluation_weights
 from .plan import TrainPlan, make_plan
-from .precision import Precision
+from .precision import Precision, note as precision_note
 from .step import TextEncoderCache, compute_loss, draw_noise
 
 
@@ -101,8 +101,9 @@ def _prepare_model(cfg: TrainConfig, model, caller: HookCaller) -> torch.Tensor:
         if note:
             caller.on_status(note)
     model.set_gradient_checkpointing(t.gradient_checkpointing)
-    if t.mixed_precision != "no" and model.device.type == "cpu":
-        caller.on_status(f"Mixed precision {t.mixed_precision} is ignored on CPU; training in fp32")
+    mixed_precision_note = precision_note(t.mixed_precision, model.device)   # fp16 on CPU trains in fp32
+    if mixed_precision_note:
+        caller.on_status(mixed_precision_note)
     ac = model.alphas_cumprod().float()
     return rescale_zero_terminal_snr(ac) if t.zero_terminal_snr else ac
 

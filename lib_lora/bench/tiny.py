@@ -1,6 +1,7 @@
-"""`python -m lib_lora bench`: training speed and memory on a chosen model size (`--tool extract`: see ops).
+"""`python -m lib_lora bench --model tiny`: the TEST STAND, training speed and memory of the tiny model.
 
-The defaults are the reference work of shared/reference/perf.md section 7: the
+Figures of real shapes (SD1.5, SDXL) come from realshape.py; these are for
+comparing code changes on the reference work only. The defaults are the reference work of shared/reference/perf.md section 7: the
 tiny model, 20 images at 256 px, 10 repeats, batch 2, 2 epochs = 200 steps,
 LoRA dim 8 alpha 4 on UNet + text encoder, AdamW, constant LR, latents cached
 in memory, SDPA, fp32, seed 42. sd-scripts does 5.79 steps/s there in 630 MiB
@@ -20,73 +21,40 @@ Nothing here is imported by training itself.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from .errors import LoraError
+from ..errors import LoraError
+from .options import BenchOptions
 
 GOALS = {"steps_per_s": 7.5, "peak_rss_mib": 630.0, "first_step_s": 5.0}  # perf.md section 7, tiny model, 2 cores
 SD_SCRIPTS = {"steps_per_s": 5.79, "peak_rss_mib": 630.0, "first_step_s": 11.9}
 
 
-def add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tool", choices=("train", "extract"), default="train",
-                   help="What to benchmark: the training loop (default) or LoRA extraction")
-    g = p.add_argument_group("training benchmark (--tool train)")
-    g.add_argument("--model", choices=("tiny", "sd15"), default="tiny",
-                   help="tiny: the built-in tiny SD1 model; sd15: SD1.5-sized random weights (for GPUs)")
-    g.add_argument("--images", type=int, default=20, help="Images in the generated dataset")
-    g.add_argument("--resolution", type=int, default=256, help="Image and training size in pixels")
-    g.add_argument("--repeats", type=int, default=10, help="Repeats per image per epoch")
-    g.add_argument("--epochs", type=int, default=2, help="Epochs")
-    g.add_argument("--batch", type=int, default=2, help="Batch size")
-    g.add_argument("--dim", type=int, default=8, help="LoRA rank")
-    g.add_argument("--alpha", type=float, default=4.0, help="LoRA alpha")
-    g.add_argument("--steps", type=int, default=0, help="Stop after this many steps (0: images x repeats x epochs / batch)")
-    g.add_argument("--optimizer", default="AdamW", help="Optimizer name, as training.optimizer")
-    g.add_argument("--scheduler", default="constant", help="LR schedule, as training.lr_scheduler")
-    g.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
-                   help="Mixed precision (used on GPUs; ignored on CPU)")
-    g.add_argument("--gradient-checkpointing", action="store_true", help="Turn gradient checkpointing on")
-    g.add_argument("--cache-latents", choices=("memory", "disk", "off"), default="memory", help="Latent cache")
-    g.add_argument("--unet-only", action="store_true", help="Train the UNet only (no text-encoder LoRA)")
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: the trainer's choice)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    g.add_argument("--seed", type=int, default=42, help="Seed")
-    g.add_argument("--runs", type=int, default=1, help="Repeat the run and report the median")
-    from .ops.commands import add_bench_extract_args  # adds --workdir, --keep and the extraction options
-
-    add_bench_extract_args(p)
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    if args.tool == "extract":
-        from .ops.commands import run_bench_extract
-
-        return run_bench_extract(args)
-    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / "lib_lora_bench").resolve()
-    dataset = make_bench_dataset(workdir / f"dataset_{args.images}x{args.resolution}_r{args.repeats}",
-                                 args.images, args.resolution, args.repeats)
-    config_path = write_bench_config(args, dataset, workdir)
-    print(f"bench: {args.model} model, {args.images} images at {args.resolution} px x {args.repeats} repeats, "
-          f"batch {args.batch}, {args.epochs} epochs, dim {args.dim}, {args.optimizer}; {args.runs} run(s)",
+def run_tiny_bench(opts: BenchOptions, workdir: Path) -> int:
+    """The reference work on the tiny model (a test stand), each run in a fresh process."""
+    px = opts.px()
+    dataset = make_bench_dataset(workdir / f"dataset_{opts.images}x{px}_r{opts.repeats}", opts.images, px,
+                                 opts.repeats)
+    config_path = write_bench_config(opts, dataset, workdir)
+    batch = opts.batches()[0]
+    print(f"bench (test stand): tiny model, {opts.images} images at {px} px x {opts.repeats} repeats, "
+          f"batch {batch}, {opts.epochs} epochs, dim {opts.rank()}, {opts.optimizer}; {opts.runs} run(s)",
           flush=True)
     runs = []
-    for i in range(args.runs):
-        figures = run_child(config_path, args.model, workdir / "result.json", args.batch)
+    for i in range(opts.runs):
+        figures = run_child(config_path, opts.model, workdir / "result.json", batch)
         runs.append(figures)
         print(f"run {i + 1}: " + format_figures(figures), flush=True)
-    if args.runs > 1:
+    if opts.runs > 1:
         median = {k: statistics.median(r[k] for r in runs) for k in runs[0] if isinstance(runs[0][k], float)}
         print("median: " + format_figures({**runs[0], **median}))
-    _print_goals(runs, args)
+    _print_goals(runs, opts)
     return 0
 
 
@@ -96,7 +64,7 @@ def make_bench_dataset(root: Path, n_images: int, size: int, repeats: int) -> Pa
 
     from PIL import Image, ImageDraw
 
-    from .fileio import write_text, write_with
+    from ..fileio import write_text, write_with
 
     concept = root / f"{repeats}_bench"
     if concept.is_dir() and len(list(concept.glob("*.png"))) == n_images:
@@ -116,22 +84,23 @@ def make_bench_dataset(root: Path, n_images: int, size: int, repeats: int) -> Pa
     return root
 
 
-def write_bench_config(args: argparse.Namespace, dataset: Path, workdir: Path) -> Path:
-    from .config import TrainConfig, dumps_train_config
-    from .fileio import write_text
+def write_bench_config(opts: BenchOptions, dataset: Path, workdir: Path) -> Path:
+    from ..config import TrainConfig, dumps_train_config
+    from ..fileio import write_text
 
     cfg = TrainConfig()
-    cfg.model.pretrained = args.model
+    cfg.model.pretrained = opts.model
     d, n, t, o = cfg.dataset, cfg.network, cfg.training, cfg.output
-    d.train_dir, d.resolution, d.cache_latents = str(dataset), args.resolution, args.cache_latents
+    px = opts.px()
+    d.train_dir, d.resolution, d.cache_latents = str(dataset), px, opts.cache_latents
     d.shuffle_caption, d.enable_bucket = True, True
-    d.min_bucket_reso, d.max_bucket_reso = min(256, args.resolution), max(1024, args.resolution)
-    n.dim, n.alpha, n.train_text_encoder = args.dim, args.alpha, not args.unet_only
-    t.epochs, t.max_train_steps, t.batch_size = args.epochs, args.steps, args.batch
-    t.optimizer, t.lr_scheduler, t.lr_warmup = args.optimizer, args.scheduler, 0.0
+    d.min_bucket_reso, d.max_bucket_reso = min(256, px), max(1024, px)
+    n.dim, n.alpha, n.train_text_encoder = opts.rank(), opts.lora_alpha(), opts.trains_text_encoder()
+    t.epochs, t.max_train_steps, t.batch_size = opts.epochs, opts.steps, opts.batches()[0]
+    t.optimizer, t.lr_scheduler, t.lr_warmup = opts.optimizer, opts.scheduler, 0.0
     t.unet_lr, t.text_encoder_lr, t.min_snr_gamma = 1e-4, 5e-5, 0.0
-    t.mixed_precision, t.gradient_checkpointing, t.sdpa = args.mixed_precision, args.gradient_checkpointing, True
-    t.seed, t.num_threads, t.device = args.seed, args.threads, args.device
+    t.mixed_precision, t.gradient_checkpointing, t.sdpa = opts.precision("cpu"), opts.checkpointing()[0], True
+    t.seed, t.num_threads, t.device = opts.seed, opts.threads, opts.device
     o.output_dir, o.output_name = str(workdir / "out"), "bench"
     o.save_state, o.tensorboard = False, False   # sd-scripts' reference run saved neither
     return write_text(workdir / "bench.toml", dumps_train_config(cfg))
@@ -141,7 +110,7 @@ def run_child(config_path: Path, model: str, result_path: Path, batch: int) -> d
     """Train in a fresh process; return its figures (see the module docstring)."""
     result_path.unlink(missing_ok=True)
     command = [sys.executable, "-m", "lib_lora.bench", "--child", str(config_path), model, str(result_path)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")])}
     started = time.time()
     child = subprocess.Popen(command, env=env)
     _, status, usage = os.wait4(child.pid, 0)
@@ -174,9 +143,9 @@ def format_figures(f: dict) -> str:
             f"(final loss {f['final_loss']:.4f}, {f['device']}, {f['threads']:.0f} threads)")
 
 
-def _print_goals(runs: list[dict], args: argparse.Namespace) -> None:
-    reference = (args.model == "tiny" and args.images == 20 and args.resolution == 256 and args.batch == 2
-                 and args.dim == 8 and runs[0]["device"] == "cpu")
+def _print_goals(runs: list[dict], opts: BenchOptions) -> None:
+    reference = (opts.model == "tiny" and opts.images == 20 and opts.px() == 256 and opts.batches() == [2]
+                 and opts.rank() == 8 and runs[0]["device"] == "cpu")
     if not reference:
         return
     for key, goal in GOALS.items():
@@ -189,9 +158,9 @@ def _print_goals(runs: list[dict], args: argparse.Namespace) -> None:
 # -- the child process -------------------------------------------------------------------------------
 
 def _child(config_path: str, model_kind: str, result_path: str) -> int:
-    from .config import load_train_config
-    from .training import TrainHooks, train
-    from .training.cli_hooks import PrintHooks
+    from ..config import load_train_config
+    from ..training import TrainHooks, train
+    from ..training.cli_hooks import PrintHooks
 
     step_end_times: list[float] = []
     step_end_cpu: list[float] = []  # process CPU seconds: what a step costs even when others load the machine
@@ -220,47 +189,12 @@ def _child(config_path: str, model_kind: str, result_path: str) -> int:
 
 
 def build_bench_model(kind: str, cfg):
-    import torch
-
-    from .models.diffusers_adapter import DiffusersModel
+    from ..models.diffusers_adapter import DiffusersModel
+    from ..models.tiny import build_tiny_sd1
 
     device = cfg.training.device
     if device == "auto":
+        import torch
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "tiny":
-        from .models.tiny import build_tiny_sd1
-
-        return DiffusersModel(build_tiny_sd1(seed=0), name="tiny", device=device)
-    dtype = torch.float32 if device == "cpu" or cfg.training.mixed_precision == "no" else \
-        (torch.bfloat16 if cfg.training.mixed_precision == "bf16" else torch.float16)
-    return DiffusersModel(build_random_sd15(seed=0), name="sd15-random", device=device, dtype=dtype)
-
-
-def build_random_sd15(seed: int = 0):
-    """An SD1.5-shaped pipeline with random (seeded) weights: 860M UNet, ViT-L/14 text model, SD VAE."""
-    import torch
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from .models.tiny import _scheduler, build_clip_tokenizer
-
-    tokenizer = build_clip_tokenizer()
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
-                                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4,
-                        sample_size=512)
-    te_config = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                               max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
-                               vocab_size=tokenizer.vocab_size, bos_token_id=tokenizer.bos_token_id,
-                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=CLIPTextModel(te_config), tokenizer=tokenizer, unet=unet,
-                                   scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--child":
-    sys.exit(_child(*sys.argv[2:]))
+    return DiffusersModel(build_tiny_sd1(seed=0), name="tiny", device=device)
