@@ -11,9 +11,11 @@ layer's weight, already scaled by alpha/rank). Everything else lives here:
   as `type(layer).forward(layer, ...)` at call time, so a class patch made (or
   undone) after attaching is honoured. Detaching deletes the instance attribute
   (or puts back one that was there before), leaving the layer exactly as found.
-- DoRA follows the WebUI v1.10.1 loader (network.py apply_weight_decompose):
-  `dora_scale` has shape (1, in[, 1, 1]) and holds per-input-channel norms;
-  W' = (W + dW) * dora_scale / ||W + dW||_col, and the multiplier scales W' - W.
+- DoRA keeps its magnitude per output row, `dora_scale` of shape (out, 1[, 1, 1]), as LyCORIS
+  (wd_on_output, its default), peft/diffusers (lora_magnitude_vector), ComfyUI and Forge (which
+  detect the layout by shape) read it: W' = (W + dW) * dora_scale / ||W + dW||_row, and the
+  multiplier scales W' - W. Files of the older per-input-column layout (1, in[, 1, 1]) are read
+  by ops.lora_delta (inspect, merge, resize); training cannot continue from them.
 - The wrapped layer is held in a plain list so it is not registered as a child:
   the network's parameters and state_dict then hold only the network's own tensors.
 """
@@ -63,7 +65,7 @@ class NetworkModule(nn.Module):
         device = layer.weight.device
         self.build(**options)
         self.to(device)
-        self.dora_scale = nn.Parameter(self.column_norm(layer.weight.detach().float())) if dora else None
+        self.dora_scale = nn.Parameter(self.row_norm(layer.weight.detach().float())) if dora else None
 
     # ---- to be provided by each algorithm -------------------------------------------------
     def build(self, **options: Any) -> None:
@@ -102,17 +104,16 @@ class NetworkModule(nn.Module):
         return F.linear(x, weight, bias)
 
     @staticmethod
-    def column_norm(weight: torch.Tensor) -> torch.Tensor:
-        """Norm over every axis but the input one, shaped (1, in[, 1, 1]) as the WebUI's dora_scale."""
-        per_input = weight.transpose(0, 1).reshape(weight.shape[1], -1).norm(dim=1)
-        return per_input.reshape(1, weight.shape[1], *[1] * (weight.dim() - 2))
+    def row_norm(weight: torch.Tensor) -> torch.Tensor:
+        """Norm of each output row (over every axis but the first), shaped (out, 1[, 1, 1]) as dora_scale."""
+        return weight.reshape(weight.shape[0], -1).norm(dim=1).reshape(weight.shape[0], *[1] * (weight.dim() - 1))
 
     def full_delta(self, weight: torch.Tensor) -> torch.Tensor:
         """The total change of `weight` this module applies, multiplier included (what merge adds)."""
         delta = self.delta_weight().reshape(weight.shape).to(weight.dtype)
         if self.dora_scale is not None:
             merged = weight + delta
-            scale = self.dora_scale.to(weight.dtype) / self.column_norm(merged)
+            scale = self.dora_scale.to(weight.dtype) / self.row_norm(merged)
             delta = merged * scale - weight
         return delta * self.multiplier
 

@@ -13,7 +13,7 @@ the model's 3x3 conv keys for that.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -32,11 +32,13 @@ class ModuleKind:
     dora: bool = False        # has dora_scale
     conv3x3: bool | None = None   # a conv with a kernel > 1x1; None when the shapes do not tell
     tucker: bool = False      # a CP/Tucker core (lora_mid, hada_t1, lokr_t2)
+    dora_per_input: bool = False  # dora_scale in the older per-input-column layout (1, in[, 1, 1])
 
     @property
     def label(self) -> str:
-        """Shown by inspect: the algorithm, '+dora' when it has a DoRA magnitude."""
-        return self.algo + ("+dora" if self.dora else "")
+        """Shown by inspect: the algorithm, '+dora' when it has a DoRA magnitude ('+dora(per-input)' in
+        the older layout that LyCORIS' default, peft and diffusers do not read)."""
+        return self.algo + ("+dora(per-input)" if self.dora_per_input else "+dora" if self.dora else "")
 
 
 def _has_kernel(tensor: torch.Tensor | None) -> bool:
@@ -46,6 +48,18 @@ def _has_kernel(tensor: torch.Tensor | None) -> bool:
 def module_kind(parts: dict[str, torch.Tensor]) -> ModuleKind:
     """Algorithm, rank, alpha and shape facts of one module, from its tensors by part name
     ('lora_down.weight', 'hada_w1_b', 'alpha', ...)."""
+    kind = _module_kind(parts)
+    return replace(kind, dora_per_input=dora_is_per_input(parts.get("dora_scale")))
+
+
+def dora_is_per_input(dora_scale: torch.Tensor | None) -> bool:
+    """A magnitude of shape (1, in[, 1, 1]) with in > 1 is per input column (the WebUI v1.10.1 layout);
+    (out, 1[, 1, 1]) is per output row (LyCORIS' default, peft, ComfyUI, Forge). A layer with one
+    output row reads the same either way and counts as per row."""
+    return dora_scale is not None and dora_scale.dim() >= 2 and dora_scale.shape[0] == 1 < dora_scale.shape[1]
+
+
+def _module_kind(parts: dict[str, torch.Tensor]) -> ModuleKind:
     alpha = float(parts["alpha"].float().item()) if "alpha" in parts else None
     dora = "dora_scale" in parts
     down = parts.get("lora_down.weight", parts.get("lora_A.weight"))

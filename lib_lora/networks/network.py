@@ -128,6 +128,10 @@ class LoraNetwork(nn.Module):
 
 def _copy_tensor(module: NetworkModule, tensor_name: str, value: torch.Tensor, full_key: str) -> None:
     target = module.get_parameter(tensor_name) if tensor_name != "alpha" else module.alpha
+    if tensor_name == "dora_scale" and value.dim() >= 2 and value.shape[0] == 1 < target.shape[0]:
+        raise NetworkFileError(f"Tensor {full_key} holds the DoRA magnitude per input column {tuple(value.shape)} "
+                               "(the older layout); training keeps it per output row", where=full_key,
+                               fix="Start a new DoRA run; the old file still works for inspect, merge and resize")
     if target.numel() != value.numel() or (target.dim() > 0 and value.dim() == 0):
         raise NetworkFileError(f"Tensor {full_key} has shape {tuple(value.shape)}, the network needs "
                                f"{tuple(target.shape)}", where=full_key,

@@ -91,8 +91,10 @@ class ModuleWeights:
 
 def check_supported(module: ModuleWeights) -> None:
     algo = module.algo
-    if "dora_scale" in module.parts:
-        raise NetworkFileError(f"Module {module.key} is DoRA, whose change depends on the base weight",
+    if "dora_scale" in module.parts:  # either layout: per output row, or the older per input column
+        layout = "per input column" if module_kind(module.parts).dora_per_input else "per output row"
+        raise NetworkFileError(f"Module {module.key} is DoRA (magnitude {layout}), whose change depends on "
+                               "the base weight",
                                where=module.key, fix="Merge DoRA files in the WebUI at generation time, "
                                "or train/extract a plain LoRA")
     if algo not in ("lora", "loha", "lokr", "full"):

@@ -44,8 +44,10 @@ def test_module_kind_reads_algorithm_rank_and_shape(parts, algo, rank, conv3x3, 
 
 
 def test_dora_and_inspect_label():
-    kind = module_kind({"lora_down.weight": R(4, 32), "lora_up.weight": R(16, 4), "dora_scale": R(1, 32)})
+    kind = module_kind({"lora_down.weight": R(4, 32), "lora_up.weight": R(16, 4), "dora_scale": R(16, 1)})
     assert kind.dora and kind.label == "lora+dora" and kind.rank == 4
+    old = module_kind({"lora_down.weight": R(4, 32), "lora_up.weight": R(16, 4), "dora_scale": R(1, 32)})
+    assert old.dora_per_input and old.label == "lora+dora(per-input)"
 
 
 def _targets(sd1_unet, clip_te):

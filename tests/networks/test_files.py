@@ -120,9 +120,11 @@ def webui_updown(parts: dict[str, torch.Tensor], weight: torch.Tensor, multiplie
             torch.nn.functional.conv2d(down.permute(1, 0, 2, 3), up).permute(1, 0, 2, 3)
     updown = updown.reshape(weight.shape) * (alpha / dim if dim is not None and alpha is not None else 1.0)
     if "dora_scale" in parts:
+        # Our files keep the DoRA magnitude per output row (LyCORIS' default): the norm is taken per
+        # row of the merged weight. The WebUI v1.10.1 itself normalises per input column only
+        # (test_dora_readers.py records that it misreads these files).
         merged = updown + weight
-        norm = merged.transpose(0, 1).reshape(merged.shape[1], -1).norm(dim=1, keepdim=True)
-        norm = norm.reshape(merged.shape[1], *[1] * (weight.dim() - 1)).transpose(0, 1)
+        norm = merged.reshape(merged.shape[0], -1).norm(dim=1).reshape(merged.shape[0], *[1] * (weight.dim() - 1))
         updown = merged * (parts["dora_scale"] / norm) - weight
     return updown * multiplier
 
