@@ -17,7 +17,7 @@ from ..networks import build_metadata, save_network_file
 from . import distributed as dist
 from . import saving
 from .ema import EmaWeights
-from .hooks import EpochResult, HookCaller
+from .hooks import EpochResult, HookCaller, PauseGate
 from .latents import LatentCache
 from .optim import build_optimizer, build_scheduler, evaluation_weights, restore_current_lr
 from .precision import Precision
@@ -118,21 +118,24 @@ class RunState:
         run.caption_rng.setstate(point["caption_rng"])
         return point["batch"], list(point["epoch_losses"])
 
-    def save_resume_point(self, run: "RunContext", next_batch: int, epoch_losses: list[float]) -> None:
-        """The state at an optimizer-step boundary inside an epoch (stop or save-now), so that
-        `--resume` continues from this very step instead of the last epoch end."""
-        if not (dist.is_main() and run.cfg.output.save_state):
-            return
+    def save_resume_point(self, run: "RunContext", next_batch: int, epoch_losses: list[float],
+                          force: bool = False) -> Path | None:
+        """The state at an optimizer-step boundary inside an epoch (stop, save-now or pause), so that
+        `--resume` continues from this very step instead of the last epoch end. A pause saves it even
+        without output.save_state: a paused run must stay resumable whatever happens meanwhile."""
+        if not (dist.is_main() and (run.cfg.output.save_state or force)):
+            return None
         loop = {"generator": run.generator.get_state(), "caption_rng": run.caption_rng.getstate(),
                 "epoch_losses": list(epoch_losses)}
         extra = {"ema": self.ema.state() if self.ema else None, "grad_scaler": run.precision.state_dict(),
                  "loop": loop}
         counters = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": next_batch,
                     "started_at": self.started_at}
-        saving.save_state(self.out_dir, run.cfg.output.output_name, run.network, run.optimizer, run.scheduler,
-                          counters, extra)
+        path = saving.save_state(self.out_dir, run.cfg.output.output_name, run.network, run.optimizer,
+                                 run.scheduler, counters, extra)
         run.caller.on_status(f"Saved the training state at step {self.step}: `train --resume {self.out_dir}` "
                              "continues from here")
+        return path
 
     def optimizer_step(self, network, optimizer, scheduler, precision: Precision) -> None:
         params = [p for p in network.parameters() if p.requires_grad]
@@ -167,12 +170,14 @@ class RunState:
                                                                 self.started_at))
         return save_network_file(path, tensors, meta, cfg.output.save_precision)
 
-    def save_now(self, run: "RunContext") -> None:
+    def save_now(self, run: "RunContext") -> Path | None:
         if not dist.is_main():
-            return
+            return None
         path = self.write_file(self.out_dir / f"{run.cfg.output.output_name}-step{self.step:08d}.safetensors", run)
-        run.result.files.append(str(path))
+        if str(path) not in run.result.files:
+            run.result.files.append(str(path))
         run.caller.on_status(f"Saved {path}")
+        return path
 
 
 @dataclass
@@ -194,6 +199,8 @@ class RunContext:
     sampler: object
     generator: torch.Generator
     caption_rng: random.Random
+    gate: PauseGate = field(default_factory=PauseGate)    # where a paused run waits (the host's)
+    offloader: object = None                              # offload.Offloader of the parts moved off the device
 
 
 def end_epoch(run: RunContext, epoch: int, losses: list[float]) -> None:

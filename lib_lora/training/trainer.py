@@ -4,6 +4,9 @@ train(cfg, model, hooks) plans the run, attaches the network, caches latents,
 then steps through epochs; it saves a file per save-epoch, reports through
 hooks, honours stop/pause/save-now, stops cleanly on NaN (keeping the last good
 epoch), and always detaches the network, so the model comes back as it was.
+A pause stops at an optimizer-step boundary and hands control to the host's
+PauseGate (training/pause.py): the WebUI's gives the model back for the pause,
+and the run then continues with the same objects, exactly as if never paused.
 Data-parallel runs (torchrun / accelerate launch) shard each global batch
 across ranks and average gradients (training/distributed.py).
 
@@ -29,12 +32,13 @@ from ..networks import create_network
 from . import distributed as dist
 from . import offload, saving
 from .batches import epoch_batches
-from .hooks import HookCaller, Progress, TrainHooks
+from .hooks import HookCaller, PauseGate, Progress, TrainHooks
 from .latents import LatentCache
 from .loop_parts import RunContext, RunState, build_optimization, end_epoch, make_inputs
 from .memory import model_sizes
 from .noise import rescale_zero_terminal_snr
 from .optim import evaluation_weights
+from .pause import pause_here
 from .plan import TrainPlan, make_plan
 from .precision import Precision, note as precision_note
 from .step import TextEncoderCache, compute_loss, draw_noise
@@ -47,7 +51,7 @@ class TrainResult:
     final_loss: float = float("nan")
     steps: int = 0
     epochs_done: int = 0
-    stopped_reason: str = ""          # '' when finished, else 'cancelled' | 'nan'
+    stopped_reason: str = ""          # '' when finished, else 'cancelled' | 'nan' | 'paused' (ended while paused)
     losses: list[float] = field(default_factory=list)
     validation_losses: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
@@ -65,8 +69,10 @@ def plan_run(cfg: TrainConfig, model=None) -> TrainPlan:
 
 
 def train(cfg: TrainConfig, model, hooks: TrainHooks | list[TrainHooks] | None = None,
-          resume_dir: str | Path | None = None, sampler=None, dry_run: bool = False) -> TrainResult:
-    """Run (or, with dry_run, only plan) a training run; returns what was written and why it ended."""
+          resume_dir: str | Path | None = None, sampler=None, dry_run: bool = False,
+          pause_gate: PauseGate | None = None) -> TrainResult:
+    """Run (or, with dry_run, only plan) a training run; returns what was written and why it ended.
+    pause_gate: where a paused run waits (default: in place, holding the model)."""
     options.validate(cfg)
     offload.check_offload(cfg)
     caller = _as_caller(hooks)
@@ -85,7 +91,7 @@ def train(cfg: TrainConfig, model, hooks: TrainHooks | list[TrainHooks] | None =
                              cfg.network)
     network.attach()
     try:
-        _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler)
+        _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler, pause_gate or PauseGate())
     finally:
         network.detach()
         model.set_gradient_checkpointing(False)
@@ -121,7 +127,7 @@ def _caches(cfg: TrainConfig, model, out_dir: Path, caller: HookCaller) -> tuple
     return latents, TextEncoderCache(use_te_cache)
 
 
-def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler) -> None:
+def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler, gate) -> None:
     t = cfg.training
     alphas = _prepare_model(cfg, model, caller)
     network.to(model.device)
@@ -142,7 +148,7 @@ def _run(cfg, model, network, plan, caller, result, out_dir, resume_dir, sampler
     offloader = offload.offload_after_caching(cfg, model, plan, te_cache, precision, caller.on_status)
     run = RunContext(cfg, model, network, plan, caller, result, state, latent_cache, te_cache, alphas, optimizer,
                      scheduler, precision, offloader.around(sampler), torch.Generator(device=model.device),
-                     random.Random())
+                     random.Random(), gate, offloader)
     try:
         for epoch in range(state.epoch + 1, plan.epochs + 1):
             if _run_epoch(run, epoch):
@@ -167,7 +173,11 @@ def _run_epoch(run: RunContext, epoch: int) -> bool:
     for i, batch in enumerate(batches):
         if i < skip:
             continue
-        # stop only between optimizer steps, where the state can be saved and resumed exactly
+        # pause and stop only between optimizer steps, where the state can be saved and resumed exactly
+        if pending is None and caller.should_pause() and not caller.should_stop():
+            if not pause_here(run, epoch, i, epoch_losses, lambda: _prepare_model(run.cfg, run.model, caller)):
+                run.result.stopped_reason = "cancelled" if caller.should_stop() else "paused"
+                return True
         if pending is None and _should_stop(caller):
             run.result.stopped_reason = "cancelled"
             if i > skip:  # the state holds the training weights (not a schedule-free optimizer's average)
@@ -199,8 +209,6 @@ def _run_epoch(run: RunContext, epoch: int) -> bool:
 
 def _should_stop(caller: HookCaller) -> bool:
     """Stop requested on any rank (every rank must stop at the same step, or the others wait forever)."""
-    while caller.should_pause() and not caller.should_stop():
-        time.sleep(0.2)
     return dist.any_rank(caller.should_stop())
 
 

@@ -56,11 +56,23 @@ class WebUIProgress(TrainHooks):
         if images:
             self.state.assign_current_image(images[0])
 
+    def _paused(self) -> bool:
+        """While the run is paused, shared.state's Interrupt and Skip belong to the WebUI's own jobs."""
+        return self.record is not None and self.record.state == "paused"
+
     def should_stop(self) -> bool:
         cancelled = self.record is not None and self.record.cancel_requested
-        return bool(self.state.interrupted) or cancelled
+        return cancelled or (not self._paused() and bool(self.state.interrupted))
+
+    def should_pause(self) -> bool:
+        return self.record is not None and self.record.pause_requested
 
     def save_requested(self) -> bool:
+        if self.record is not None and self.record.save_requested:
+            self.record.save_requested = False     # one press, one save
+            return True
+        if self._paused():
+            return False
         if self.state.skipped:
             self.state.skipped = False     # one press, one save
             return True

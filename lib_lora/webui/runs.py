@@ -79,6 +79,7 @@ class RunView:
     error: str = ""
     files: list[str] = field(default_factory=list)
     history: RunHistory = field(default_factory=RunHistory)
+    notice: str = ""            # what the user should know now (e.g. why a resume was refused)
 
     @property
     def active(self) -> bool:

@@ -1,0 +1,124 @@
+"""Pausing a run at an optimizer-step boundary, so that resuming continues it exactly.
+
+On a pause request the loop stops between optimizer steps, saves its resumable
+state there (so the run can also be resumed from the file, e.g. headless), and
+hands control to the host's `PauseGate`. A gate that `releases_model` (the
+WebUI's) gets the model back as the run found it: the network detached, the
+run's attention and checkpointing wrappers undone, offloaded parts back on their
+devices; the network's weights and the optimizer's state move to the CPU while
+paused. The objects themselves stay alive (network, optimizer, scheduler, the
+epoch's noise and caption generators), and the global RNG streams are put back
+on resume, because whatever runs during the pause (a txt2img seeds the global
+torch RNG) must not change what the run draws next: losses, learning rates and
+weights then equal an uninterrupted run's.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import distributed as dist
+from .hooks import PausePoint
+from .optim import evaluation_weights
+
+PARK_DEVICE = torch.device("cpu")
+
+
+def pause_here(run: Any, epoch: int, next_batch: int, epoch_losses: list[float],
+               prepare: Callable[[], None]) -> bool:
+    """Pause before batch `next_batch` of `epoch`; returns True when the run goes on, False when it
+    ends during the pause (then the model is no longer the run's to touch). `prepare` re-applies the
+    run's model settings (attention, gradient checkpointing) after the model is borrowed again."""
+    state, caller, gate = run.state, run.caller, run.gate
+    path = state.save_resume_point(run, next_batch, epoch_losses, force=True)
+
+    def save_now() -> Path | None:
+        with evaluation_weights(run.optimizer):
+            return state.save_now(run)
+
+    point = PausePoint(state.step, epoch, path, caller.should_pause, lambda: dist.any_rank(caller.should_stop()),
+                       caller.save_requested, save_now)
+    caller.on_status(f"Paused after step {state.step} (epoch {epoch})")
+    if not gate.releases_model:
+        go_on = gate.hold(point)
+    else:
+        rng = global_rng_state()
+        parked = give_model_back(run)
+        go_on = gate.hold(point)
+        if go_on:
+            take_model_again(run, parked, prepare)
+            set_global_rng_state(rng)
+    if go_on:
+        state.steps_this_session = 0        # it/s and ETA are measured again from the next step
+        caller.on_status(f"Resumed at step {state.step} (epoch {epoch})")
+    return go_on
+
+
+def give_model_back(run: Any) -> "Parked":
+    """Undo what the run did to the model (the reverse order of doing it) and park the run's tensors."""
+    run.network.detach()
+    run.model.set_gradient_checkpointing(False)
+    if hasattr(run.model, "set_attention"):
+        run.model.set_attention(False)
+    if run.offloader is not None:
+        run.offloader.restore()
+    return Parked.of(run.network, run.optimizer)
+
+
+def take_model_again(run: Any, parked: "Parked", prepare: Callable[[], None]) -> None:
+    parked.restore()
+    run.network.attach()
+    prepare()
+    if run.offloader is not None:
+        run.offloader.offload()
+
+
+@dataclass
+class Parked:
+    """Tensors moved to the CPU for a pause, each with the device it goes back to. Parameters move
+    in place (`param.data`), so the optimizer keeps holding the very Parameter objects."""
+    moved: list[tuple[Any, Any, torch.device]] = field(default_factory=list)
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, network: torch.nn.Module, optimizer: Any) -> "Parked":
+        parked = cls()
+        for param in list(network.parameters()) + list(network.buffers()):
+            if param.device != PARK_DEVICE:
+                parked.moved.append((param, None, param.device))
+                param.data = param.data.to(PARK_DEVICE)
+        for slot in optimizer.state.values():
+            for key, value in slot.items():
+                if isinstance(value, torch.Tensor) and value.device != PARK_DEVICE:
+                    parked.moved.append((slot, key, value.device))
+                    slot[key] = value.to(PARK_DEVICE)
+        return parked
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for holder, key, device in self.moved:
+            if key is None:
+                holder.data = holder.data.to(device)
+            else:
+                holder[key] = holder[key].to(device)
+        self.moved.clear()
+
+
+def global_rng_state() -> dict:
+    """Every global random stream a generation in the pause may draw from or reseed."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return {"torch": torch.get_rng_state(), "cuda": cuda, "numpy": np.random.get_state(),
+            "python": random.getstate()}
+
+
+def set_global_rng_state(saved: dict) -> None:
+    torch.set_rng_state(saved["torch"])
+    if saved["cuda"] is not None:
+        torch.cuda.set_rng_state_all(saved["cuda"])
+    np.random.set_state(saved["numpy"])
+    random.setstate(saved["python"])

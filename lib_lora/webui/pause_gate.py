@@ -1,0 +1,203 @@
+"""A paused run hands the WebUI back: the model, the queue and shared.state, until Resume.
+
+`WebUIHold` is what one training run holds of the WebUI: the queue lock (every
+txt2img, img2img and X/Y/Z plot waits for it), shared.state's job, the WebUI
+progress task of the tab's progress bar, and the model borrowed through
+model_bridge.training_session. It can give each back and take it again, and
+knows what it holds, so every exit releases exactly that.
+
+`WebUIPauseGate` is the trainer's PauseGate inside the WebUI: at a step boundary
+the loop has saved its state and taken its network out of the model; the gate
+then leaves the session (the model comes back bit for bit, with options and
+attention optimizations restored), releases the queue, and waits. On Resume it
+takes the queue again (after the generation in progress), borrows the model again
+and checks it is the one the run started on (same model object, checkpoint and
+weights, by a cheap fingerprint); if the user loaded another checkpoint meanwhile
+it refuses with what to do and stays paused. A run paused longer than the setting
+`train_lora_pause_minutes` ends in memory (freeing what it held) and resumes later
+from its saved state.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lib_lora.training.hooks import PauseGate, PausePoint
+
+FINGERPRINT_TENSORS = 16          # tensors sampled for the cheap weight fingerprint
+FINGERPRINT_VALUES = 4096         # values sampled per tensor
+DEFAULT_PAUSE_MINUTES = 30.0
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model a run trains on: the object, its checkpoint and a cheap fingerprint of its weights."""
+    object_id: int
+    checkpoint: str               # the checkpoint file
+    title: str                    # as the WebUI's checkpoint list shows it
+    weights: str
+
+    @classmethod
+    def of(cls, sd_model: Any) -> "ModelIdentity":
+        info = getattr(sd_model, "sd_checkpoint_info", None)
+        checkpoint = str(getattr(info, "filename", None) or getattr(sd_model, "sd_model_checkpoint", "") or "")
+        title = str(getattr(info, "title", None) or Path(checkpoint).name or "the checkpoint the run started on")
+        return cls(id(sd_model), checkpoint, title, weight_fingerprint(sd_model))
+
+    def same_weights(self, other: "ModelIdentity") -> bool:
+        return self.checkpoint == other.checkpoint and self.weights == other.weights
+
+
+@torch.no_grad()
+def weight_fingerprint(sd_model: torch.nn.Module) -> str:
+    """A digest of a strided sample of evenly spaced tensors: loading another checkpoint (even into
+    the same model object, as the WebUI does for one of the same kind) changes it; reading it costs
+    a few small copies, not a pass over the weights."""
+    params = [p for _, p in sd_model.named_parameters()]
+    step = max(1, len(params) // FINGERPRINT_TENSORS)
+    digest = hashlib.sha1()
+    for param in params[::step]:
+        flat = param.detach().reshape(-1)
+        sample = flat[::max(1, flat.numel() // FINGERPRINT_VALUES)][:FINGERPRINT_VALUES]
+        digest.update(f"{tuple(param.shape)} {param.dtype}".encode())
+        digest.update(sample.to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def headless_command(cfg: Any, identity: ModelIdentity) -> str:
+    out = Path(cfg.output.output_dir)
+    return (f"python -m lib_lora train --resume \"{out}\" --config \"{out / (cfg.output.output_name + '.toml')}\" "
+            f"--set \"model.pretrained={identity.checkpoint}\"")
+
+
+def wrong_model_message(cfg: Any, started: ModelIdentity, now: ModelIdentity) -> str:
+    return (f"Not resumed: this run trains on {started.title}, but the WebUI has {now.title} loaded now "
+            f"(or other weights under that name). Train on the model it started on: "
+            f"load {started.title} again (Stable Diffusion checkpoint at the top of the page) and press Resume; "
+            f"or resume it headless from its saved state: {headless_command(cfg, started)}")
+
+
+class WebUIHold:
+    """The WebUI as one run holds it; every method may be called whatever is held (idempotent)."""
+
+    def __init__(self, job: str, task_id: str = ""):
+        from modules import call_queue, progress, shared   # the WebUI, lazily
+        self.call_queue, self.progress, self.shared = call_queue, progress, shared
+        self.job, self.task_id = job, task_id
+        self.has_queue = False
+        self.task_started = False
+        self._session = None            # the entered training_session context manager
+        self.model = None               # the LdmModel it yielded
+
+    def take_queue(self) -> None:
+        """Wait for the generation in progress (and those queued before us), then own shared.state."""
+        if self.has_queue:
+            return
+        self.call_queue.queue_lock.acquire()
+        self.has_queue = True
+        self.shared.state.begin(job=self.job)
+        if self.task_id and not self.task_started:
+            self.progress.start_task(self.task_id)
+            self.task_started = True
+
+    def release_queue(self) -> None:
+        if not self.has_queue:
+            return
+        try:
+            self.shared.state.end()
+        finally:
+            self.has_queue = False
+            self.call_queue.queue_lock.release()
+
+    def enter_session(self, cfg: Any):
+        """Borrow the WebUI's current model for training (model_bridge.training_session)."""
+        from lib_lora.webui.model_bridge import training_session
+        if self._session is None:
+            session = training_session(self.shared.sd_model, self.shared.opts, cfg)
+            self.model = session.__enter__()
+            self._session = session
+        return self.model
+
+    def leave_session(self) -> None:
+        """Give the model back exactly as it was (the session's own exit)."""
+        session, self._session, self.model = self._session, None, None
+        if session is not None:
+            session.__exit__(None, None, None)
+
+    def finish(self) -> None:
+        """The run is over: the model back, the queue released, the progress task finished."""
+        try:
+            self.leave_session()
+        finally:
+            try:
+                if self.task_started:
+                    self.progress.finish_task(self.task_id)
+                    self.task_started = False
+            finally:
+                self.release_queue()
+
+
+class WebUIPauseGate(PauseGate):
+    """The trainer's pause inside the WebUI: the model and the queue are the WebUI's while paused."""
+
+    releases_model = True
+
+    def __init__(self, hold: WebUIHold, record: Any, cfg: Any, identity: ModelIdentity,
+                 minutes: float = DEFAULT_PAUSE_MINUTES):
+        super().__init__()
+        self.webui, self.record, self.cfg, self.identity = hold, record, cfg, identity
+        self.minutes = minutes
+        self.ended_for = ""             # why the run ended in the pause: "" | "expired" | "rebuilt"
+
+    def hold(self, point: PausePoint) -> bool:
+        from lib_lora.webui.grid import refresh_lora_list
+        self.webui.leave_session()
+        self.webui.release_queue()
+        self.record.state = "paused"        # only now: "paused" means the WebUI is free
+        self.record.log(f"Paused at step {point.step}: txt2img, img2img and the X/Y/Z plot are free; "
+                        f"the saved epochs are in the Lora list")
+        refresh_lora_list()
+        deadline = time.monotonic() + self.minutes * 60
+        while True:
+            while point.still_paused() and not point.stop_requested() and time.monotonic() < deadline:
+                saved = self.serve_save(point)
+                if saved is not None:
+                    self.record.files.append(str(saved))
+                    refresh_lora_list()
+                self._wake.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                self._wake.clear()
+            if point.stop_requested():
+                return False
+            if point.still_paused():        # the time is up: free the run's memory, keep its state file
+                self.ended_for = "expired"
+                self.record.notice = (f"Paused for more than {self.minutes:g} minutes: the run let go of its "
+                                      "memory. Resume continues it from the state saved at the pause")
+                return False
+            if self._borrow_again():
+                self.record.state, self.record.notice = "running", ""
+                return True
+            if self.ended_for:
+                return False
+
+    def _borrow_again(self) -> bool:
+        """Take the queue and the model again; False (and paused again, with the reason) when the
+        model is not the one the run started on."""
+        self.webui.take_queue()            # on an error the run fails, and WebUIHold.finish lets go
+        self.webui.enter_session(self.cfg)
+        now = ModelIdentity.of(self.webui.shared.sd_model)
+        if now == self.identity:
+            return True
+        self.webui.leave_session()
+        self.webui.release_queue()
+        if now.object_id != self.identity.object_id and self.identity.same_weights(now):
+            self.ended_for = "rebuilt"      # the network's layers are gone; its saved state goes on
+            return False
+        self.record.notice = wrong_model_message(self.cfg, self.identity, now)
+        self.record.log(self.record.notice)
+        self.record.pause_requested = True    # stays paused until the user fixes it and resumes
+        return False
