@@ -184,10 +184,12 @@ def check_write(path: PathLike) -> Path:
 
 
 def remove(path: PathLike) -> bool:
-    """Delete one regular file the active guard allows to be written; False when it is not there."""
+    """Delete one regular file the active guard allows to be written; False when there is none
+    (missing, or a folder or special file, which is left alone)."""
     path = Path(path)
-    check_write(path)
-    if not os.path.lexists(path):
+    for guard in _ACTIVE.get():
+        guard.check(path)
+    if not os.path.lexists(path) or (not os.path.islink(path) and not stat.S_ISREG(os.lstat(path).st_mode)):
         return False
     os.unlink(path)
     return True

@@ -12,6 +12,7 @@ import sys
 
 from ..config import PrepConfig
 from ..errors import LoraError
+from ..safe_paths import shown
 from .balance import KINDS
 from .importer import import_dataset
 from .prep import run_prep as prep_folder
@@ -81,11 +82,11 @@ def run_prep(args: argparse.Namespace) -> int:
     print(f"{len(result.written)} images written, {len(result.copied)} copied unchanged, "
           f"{result.flattened} flattened, {result.upscaled} upscaled, {len(result.skipped)} skipped")
     for path, why in result.skipped:
-        print(f"  skipped {path}: {why}")
+        print(f"  skipped {shown(path)}: {why}")
     if result.renamed:
         print(f"{len(result.renamed)} outputs renamed so that no two images share a name (and a caption):")
     for source, output in result.renamed:
-        print(f"  {source} -> {output.name}")
+        print(f"  {shown(source)} -> {shown(output.name)}")
     return 0
 
 
@@ -105,7 +106,7 @@ def run_import(args: argparse.Namespace) -> int:
                                 args.caption_extension)
     except LoraError as err:
         return _fail(err)
-    print(f"{len(result.imported)} images imported into {result.train_dir}")
+    print(f"{len(result.imported)} images imported into {shown(result.train_dir)}")
     for source, why in result.skipped:
         print(f"  skipped {source}: {why}")
     return 0

@@ -13,6 +13,7 @@ Upscaling uses the `upscaler` hook when given (the WebUI's upscalers, chosen by
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +22,17 @@ from typing import Callable
 from PIL import Image
 
 from ..config import PrepConfig
-from ..errors import ConfigError, DatasetError
+from ..errors import ConfigError, DatasetError, WriteError
 from ..fileio import write_bytes, write_text, write_with
+from ..safe_paths import WriteGuard, guarded, resolved
 from .crop import Box, centre_square, focal_square, split_boxes
 from .dedupe import duplicates_to_skip
 from .images import ImageReadError, flatten_to_rgb, has_transparency, load_image, read_header
 from .output_names import OutputNames
 from .resize import Upscaler, fit_area, scale_to, upscale_factor
-from .scan import normalize_extension
+from .input_limits import normalize_extension
 from .tag_rewrite import rewrite_transparent_background
-from .textfiles import read_caption_file
+from .textfiles import read_caption_bytes, read_caption_file
 
 ProgressFn = Callable[[int, int, str], None]
 # Far larger than any bucket needs; saves disk and time in every later step.
@@ -58,11 +60,25 @@ def _check_paths(src: Path, dst: Path | None, cfg: PrepConfig) -> Path:
     if dst is None:
         raise DatasetError("No destination folder given", where="prep",
                            fix="Give a DST folder for the fixed copies (or ask for in-place explicitly)")
-    src_r, dst_r = src.resolve(), dst.resolve()
+    src_r, dst_r = resolved(src), resolved(dst)
     if dst_r == src_r or src_r in dst_r.parents:
         raise DatasetError("The destination is the source folder or inside it", where=str(dst),
                            fix="Choose a folder outside the source, e.g. a sibling folder")
+    if dst_r in src_r.parents:
+        raise DatasetError("The destination holds the source folder: copies would land among the originals",
+                           where=str(dst), fix="Choose a folder outside the source, e.g. a sibling folder")
+    if dst.exists() and not dst.is_dir():
+        raise DatasetError("The destination is a file, not a folder", where=str(dst),
+                           fix="Give a folder for the fixed copies (it is created when missing)")
     return dst
+
+
+def _guard(src: Path, dst_root: Path, images: list[Path], in_place: bool) -> WriteGuard:
+    """Copies go only into DST and never onto the source tree; in place, only into SRC (validated
+    caption extensions keep caption text off the images)."""
+    if in_place:
+        return WriteGuard([src], purpose="prep in place")
+    return WriteGuard([dst_root], protected=images, protected_trees=[src], purpose="prep")
 
 
 def _pieces(img: Image.Image, cfg: PrepConfig) -> list[Box]:
@@ -121,7 +137,7 @@ def _copy_caption(image: Path, outputs: list[Path], ext: str, flattened: bool) -
         for out in outputs:
             write_text(out.with_suffix(ext), text)
     else:
-        data = caption_file.read_bytes()
+        data = read_caption_bytes(caption_file)
         for out in outputs:
             if out.with_suffix(ext) != caption_file:
                 write_bytes(out.with_suffix(ext), data)
@@ -190,25 +206,40 @@ def run_prep(src: str | os.PathLike, dst: str | os.PathLike | None, cfg: PrepCon
     """Write fixed copies of every image under `src` into `dst` (same relative layout)."""
     from .files import find_images
     src = Path(src)
+    normalize_extension(cfg.caption_extension)   # refuse '.png' or '' before anything is written
     dst_root = _check_paths(src, Path(dst) if dst else None, cfg)
     check_upscaler(cfg, upscaler)
     result = PrepResult()
-    images = find_images(src)
+    images = find_images(src, result.skipped)
+    guard = _guard(src, dst_root, images, cfg.in_place)
     if cfg.dedupe and not cfg.in_place:
         images = _dedupe(images, cfg, result, workers)
     names = None if cfg.in_place else OutputNames([p.relative_to(src) for p in images])
-    for done, image in enumerate(images, start=1):
-        if should_stop and should_stop():
-            result.cancelled = True
-            break
-        try:
-            _process_image(image, src, dst_root, cfg, upscaler, result, names)
-        except ImageReadError as e:
-            result.skipped.append((image, e.reason))
-        except OSError as e:
-            result.skipped.append((image, f"Cannot read or write: {e.strerror or e}"))
-        if progress:
-            progress(done, len(images), str(image))
+    with guarded(guard):
+        for done, image in enumerate(images, start=1):
+            if should_stop and should_stop():
+                result.cancelled = True
+                break
+            _process_one(image, src, dst_root, cfg, upscaler, result, names)
+            if progress:
+                progress(done, len(images), str(image))
     if names:
         result.renamed = [(src / source, dst_root / rel) for source, rel in names.renamed]
     return result
+
+
+def _process_one(image: Path, src: Path, dst_root: Path, cfg: PrepConfig, upscaler: Upscaler | None,
+                 result: PrepResult, names: OutputNames | None) -> None:
+    """One image; its own problems become a skip, the destination's (disk full, read-only) stop the run."""
+    try:
+        _process_image(image, src, dst_root, cfg, upscaler, result, names)
+    except ImageReadError as e:
+        result.skipped.append((image, e.reason))
+    except WriteError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        result.skipped.append((image, "The output name is too long for the file system"))
+    except DatasetError as e:    # its caption is a FIFO or far too large
+        result.skipped.append((image, e.what))
+    except OSError as e:
+        result.skipped.append((image, f"Cannot read or write: {e.strerror or e}"))

@@ -4,20 +4,31 @@ Refused: entry names that are absolute, hold '..' or a drive letter, symbolic
 links, encrypted entries, more entries than the count limit, and more bytes
 than the size limit, counted while reading (a zip's declared sizes can lie).
 Only the entries `wanted(name)` accepts are written; the rest are listed as
-skipped. Every file lands inside `dest` through an atomic write.
+skipped. Every file lands inside `dest` through an atomic write. A damaged
+entry (bad CRC, sizes that lie, a truncated stream) or a name the file system
+cannot hold (over 255 bytes) skips that entry with the reason; nothing of it
+is left behind.
 """
 from __future__ import annotations
 
+import errno
+import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from ..errors import DatasetError
+from ..errors import DatasetError, UnsafeWriteError, WriteError
 from ..fileio import write_with
+from .input_limits import is_regular_file
 
 CHUNK = 1 << 20
+NAME_MAX = 250      # bytes; the file systems' limit is 255, and the atomic write needs room for its temp name
+# Write errors caused by the entry's own name (too long, clashing with a folder, invalid on this OS).
+_ENTRY_ERRNOS = {errno.ENAMETOOLONG, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EINVAL, errno.EILSEQ}
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,8 @@ def _check_entry(info: zipfile.ZipInfo, limits: ExtractLimits) -> str:
         return "encrypted (not supported)"
     if safe_member_path(info.filename) is None:
         return "unsafe path (absolute or with '..'; not extracted)"
+    if any(len(os.fsencode(part)) > NAME_MAX for part in safe_member_path(info.filename).parts):
+        return f"a name longer than {NAME_MAX} bytes, which file systems cannot hold"
     if info.file_size > limits.max_file_bytes:
         return f"larger than {limits.max_file_bytes >> 20} MiB"
     if info.compress_size and info.file_size / info.compress_size > limits.max_ratio and info.file_size > CHUNK:
@@ -79,13 +92,36 @@ def _copy_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budg
     write_with(target, writer)
 
 
-def extract_zip(zip_path: Path, dest: Path, wanted: Callable[[PurePosixPath], bool],
-                limits: ExtractLimits = ExtractLimits()) -> ExtractResult:
+def _open_zip(zip_path: Path) -> zipfile.ZipFile:
+    if not is_regular_file(zip_path):
+        raise DatasetError("The zip is not a regular file (a folder, FIFO or device)", where=str(zip_path),
+                           fix="Upload the zip file itself")
     try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as e:
+        return zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise DatasetError(f"Not a readable zip file ({e})", where=str(zip_path),
                            fix="Re-create the zip, or upload the images themselves") from None
+
+
+def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: list[int],
+                   limits: ExtractLimits) -> str:
+    """Write one entry; '' when written, else why it was skipped (the zip's damage, not the disk's)."""
+    try:
+        _copy_limited(zf, info, target, budget, limits)
+    except _DAMAGED as e:
+        return f"damaged in the zip ({e}); re-create the zip"
+    except UnsafeWriteError as e:
+        return e.what
+    except WriteError as e:
+        if e.errno not in _ENTRY_ERRNOS:     # disk full, read-only: stop, it concerns every entry
+            raise
+        return f"cannot be written under this name ({e.what})"
+    return ""
+
+
+def extract_zip(zip_path: Path, dest: Path, wanted: Callable[[PurePosixPath], bool],
+                limits: ExtractLimits = ExtractLimits()) -> ExtractResult:
+    zf = _open_zip(zip_path)
     result = ExtractResult()
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
@@ -98,10 +134,10 @@ def extract_zip(zip_path: Path, dest: Path, wanted: Callable[[PurePosixPath], bo
             rel = safe_member_path(info.filename)
             if not reason and not wanted(rel):
                 reason = "not an image or caption"
+            target = dest.joinpath(*rel.parts) if rel is not None else dest
+            reason = reason or _extract_entry(zf, info, target, budget, limits)
             if reason:
                 result.skipped.append((info.filename, reason))
                 continue
-            target = dest.joinpath(*rel.parts)
-            _copy_limited(zf, info, target, budget, limits)
             result.written.append(target)
     return result

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from .images import ImageReadError, image_extensions, load_image_rgb, read_header
+from .input_limits import check_repeats, count_entry, list_folder, normalize_extension, special_file_reason
 from .textfiles import read_caption_file
 
 __all__ = ["Concept", "Dataset", "ImageItem", "ScanIssue", "load_image_rgb", "scan_dataset",
@@ -77,17 +78,14 @@ class Dataset:
         return [item for concept in self.concepts for item in concept.items]
 
 
-def normalize_extension(ext: str) -> str:
-    ext = ext.strip()
-    return ext if ext.startswith(".") else "." + ext
-
-
 def parse_concept_folder_name(name: str) -> tuple[int, str] | None:
     """'10_alice' -> (10, 'alice'); None when the name has no '<repeats>_' prefix."""
     match = CONCEPT_FOLDER.match(name)
     if not match:
         return None
-    return int(match.group(1)), match.group(2)
+    digits = match.group(1)
+    # int() of thousands of digits is slow or refused; anything this long is refused later as too many repeats
+    return (int(digits) if len(digits) <= 12 else 10 ** 12), match.group(2)
 
 
 def _is_ignored(path: Path) -> bool:
@@ -104,6 +102,9 @@ def _read_caption(image: Path, ext: str, issues: list[ScanIssue]) -> tuple[str, 
         issues.append(ScanIssue("caption_unreadable", caption_path, f"Caption cannot be read: {e.strerror}",
                                 "Check the file's permissions"))
         return "", None, ""
+    except DatasetError as e:
+        issues.append(ScanIssue("caption_unreadable", caption_path, e.what, e.fix))
+        return "", None, ""
     if encoding == "cp1252":
         issues.append(ScanIssue("caption_encoding", caption_path,
                                 "Caption is not UTF-8 or UTF-16; read as Windows-1252",
@@ -111,13 +112,20 @@ def _read_caption(image: Path, ext: str, issues: list[ScanIssue]) -> tuple[str, 
     return text, caption_path, encoding
 
 
-def _scan_concept(folder: Path, repeats: int, name: str, ext: str, issues: list[ScanIssue]) -> Concept:
+def _scan_concept(folder: Path, repeats: int, name: str, ext: str, issues: list[ScanIssue],
+                  walked: list[int]) -> Concept:
     concept = Concept(name=name, repeats=repeats, folder=folder)
     image_exts = image_extensions()
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+    for path in list_folder(folder):
+        count_entry(walked, folder)
         if _is_ignored(path):
             continue
         suffix = path.suffix.lower()
+        special = special_file_reason(path)
+        if special:
+            issues.append(ScanIssue("special_file", path, f"Not used: {special}",
+                                    "Remove it from the dataset folder"))
+            continue
         if path.is_dir():
             issues.append(ScanIssue("subfolder_ignored", path, "Subfolder inside a concept folder is not used",
                                     "Move its images up into the concept folder, or make it its own "
@@ -181,7 +189,9 @@ def scan_dataset(train_dir: str | os.PathLike, caption_extension: str = ".txt", 
     ext = normalize_extension(caption_extension)
     dataset = Dataset(root=root, concepts=[], is_reg=is_reg, caption_extension=ext)
     skipped: list[Path] = []
-    for folder in sorted(root.iterdir(), key=lambda p: p.name):
+    walked = [0]
+    for folder in list_folder(root):
+        count_entry(walked, root)
         if _is_ignored(folder) or not folder.is_dir():
             continue
         parsed = parse_concept_folder_name(folder.name)
@@ -192,7 +202,8 @@ def scan_dataset(train_dir: str | os.PathLike, caption_extension: str = ".txt", 
             dataset.issues.append(ScanIssue("bad_folder_name", folder, what,
                                             f"Rename it like 10_{parsed[1] if parsed else folder.name}"))
             continue
-        dataset.concepts.append(_scan_concept(folder, parsed[0], parsed[1], ext, dataset.issues))
+        check_repeats(parsed[0], folder)
+        dataset.concepts.append(_scan_concept(folder, parsed[0], parsed[1], ext, dataset.issues, walked))
     if not dataset.concepts:
         raise _no_concepts_error(root, is_reg, skipped)
     if not dataset.items:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import codecs
 import os
+import stat
 from pathlib import Path
+
+from ..errors import DatasetError
+
+# A caption is a line of tags; a file a thousand times longer is not a caption (and must not fill memory).
+MAX_CAPTION_BYTES = 1 << 20
 
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -42,8 +48,29 @@ def _utf16_byte_order(data: bytes) -> str:
 
 
 def read_caption_file(path: str | os.PathLike) -> tuple[str, str]:
-    """(caption, encoding). Lines are joined with ', ' (some tools write one tag per line)."""
-    text, encoding = decode_text(Path(path).read_bytes())
+    """(caption, encoding). Lines are joined with ', ' (some tools write one tag per line).
+
+    DatasetError for a file that is not a regular file (a FIFO would block) or is larger than 1 MiB."""
+    text, encoding = decode_text(read_caption_bytes(path))
     text = text.replace("\x00", "")
     lines = [line.strip() for line in text.splitlines()]
     return ", ".join(line for line in lines if line), encoding
+
+
+def read_caption_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a caption file, refusing FIFOs, devices and files too large to be a caption."""
+    with open(path, "rb", opener=_open_nonblocking) as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise DatasetError("The caption is not a regular file (a FIFO, socket or device)", where=str(path),
+                               fix="Remove it and write the caption as a plain text file")
+        data = f.read(MAX_CAPTION_BYTES + 1)
+    if len(data) > MAX_CAPTION_BYTES:
+        raise DatasetError(f"The caption file is larger than {MAX_CAPTION_BYTES >> 20} MiB", where=str(path),
+                           fix="A caption is a line of tags; remove or replace this file")
+    return data
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # Opening a FIFO for reading blocks until a writer appears; O_NONBLOCK makes it return at once.
+    return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..dataset.input_limits import normalize_extension
 from ..dataset.tags import dedupe_tags, join_tags, split_tags
 from ..dataset.textfiles import read_caption_file
 from ..fileio import write_text
+from ..safe_paths import WriteGuard, guarded
 from .postprocess import put_trigger_first
 
 WRITE_MODES = ("skip", "append", "prepend", "overwrite")
 
 
 def caption_path_for(image: Path, caption_extension: str) -> Path:
-    ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
-    return image.with_suffix(ext)
+    """The caption beside `image`; ConfigError for an extension that is empty or names an image or model."""
+    return Path(image).with_suffix(normalize_extension(caption_extension))
+
+
+def write_caption(image: Path, text: str, caption_extension: str) -> Path:
+    """Write the caption of `image`: only beside it, never over it or any other image (the guard), atomically."""
+    image = Path(image)
+    target = caption_path_for(image, caption_extension)
+    with guarded(WriteGuard([image.parent], protected=[image], purpose="caption")):
+        return write_text(target, text)
 
 
 def existing_tags(caption_file: Path) -> list[str]:
@@ -41,8 +51,10 @@ def merge_for_mode(old: list[str], new: list[str], mode: str, trigger: str) -> l
 def write_tags(image: Path, new: list[str], mode: str, caption_extension: str, trigger: str = "") -> bool:
     """Write the caption for `image`; True if the file was written."""
     target = caption_path_for(image, caption_extension)
+    if target.exists() and not target.is_file():
+        return False            # a folder, FIFO or device named like the caption is left alone
     tags = merge_for_mode(existing_tags(target), new, mode, trigger)
     if tags is None:
         return False
-    write_text(target, join_tags(tags))
+    write_caption(image, join_tags(tags), caption_extension)
     return True

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Callable
 
 from ..dataset.files import find_images
+from ..dataset.input_limits import is_regular_file
 from ..dataset.tags import dedupe_tags, join_tags, split_tags, tag_key
 from ..errors import DatasetError
-from ..fileio import write_text
-from .caption_writer import caption_path_for, existing_tags
+from ..safe_paths import WriteGuard, guarded
+from .caption_writer import caption_path_for, existing_tags, write_caption
 from .postprocess import put_trigger_first
 from .snapshot import save_snapshot
 
@@ -93,11 +94,15 @@ class EditResult:
     action: str
 
 
-def _caption_files(root: Path, caption_extension: str) -> list[Path]:
+def _images(root: Path) -> list[Path]:
     if not root.is_dir():
         raise DatasetError("The folder for tag edits does not exist", where=str(root),
                            fix="Give the dataset folder (or one concept folder) whose captions to edit")
-    return [caption_path_for(img, caption_extension) for img in find_images(root)]
+    return find_images(root)
+
+
+def _caption_files(root: Path, caption_extension: str) -> list[Path]:
+    return [caption_path_for(img, caption_extension) for img in _images(root)]
 
 
 def tag_counts(root: str | os.PathLike, caption_extension: str = ".txt") -> Counter:
@@ -112,20 +117,29 @@ def apply_bulk_edit(root: str | os.PathLike, edit: TagEdit, action: str,
                     caption_extension: str = ".txt") -> EditResult:
     """Apply `edit` to every caption under root; snapshot, then write the changed ones."""
     root = Path(root)
-    files = _caption_files(root, caption_extension)
+    images = _images(root)
+    images_of = {caption_path_for(img, caption_extension): img for img in images}
+    files = list(images_of)
     changes: dict[Path, list[str]] = {}
     for path in files:
+        if os.path.lexists(path) and not is_regular_file(path):
+            continue            # a FIFO or device named like a caption is neither read nor replaced
         old = existing_tags(path)
         new = edit(list(old))
         if new != old:
             changes[path] = new
     if changes:
         save_snapshot(root, list(changes), action)
-        for path, tags in changes.items():
-            write_text(path, join_tags(tags))
+        with guarded(WriteGuard([root], protected=images, purpose="tag edit")):
+            for path, tags in changes.items():
+                write_caption(images_of[path], join_tags(tags), caption_extension)
     return EditResult(len(changes), len(files), action)
 
 
 def edit_caption(image: str | os.PathLike, text: str, caption_extension: str = ".txt") -> Path:
-    """Per-image edit from the gallery: tidy the tag list and write it."""
-    return write_text(caption_path_for(Path(image), caption_extension), join_tags(split_tags(text)))
+    """Per-image edit from the gallery: tidy the tag list and write it (beside the image, never over one)."""
+    image = Path(image)
+    if not image.is_file():
+        raise DatasetError("The image of this caption does not exist", where=str(image),
+                           fix="Reload the gallery; the image may have been moved or deleted")
+    return write_caption(image, join_tags(split_tags(text)), caption_extension)
