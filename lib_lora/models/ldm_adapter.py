@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lib_lora.errors import ModelError
-from lib_lora.models import ldm_text
+from lib_lora.models import ldm_attention, ldm_text
 from lib_lora.models.protocol import Conditioning, NetworkTarget
 
 # UNet blocks wrapped for gradient checkpointing (same names in ldm and sgm)
@@ -51,6 +51,7 @@ class LdmModel:
         self.sdxl_clip_l_skip = sdxl_clip_l_skip
         self._encoders = self._describe_text_encoders()
         self._saved_forwards: dict[nn.Module, object] = {}
+        self._attention_forwards: dict[nn.Module, object] = {}
         self._vae_fingerprint: str | None = None
 
     # ----- structure -------------------------------------------------------------------------
@@ -179,6 +180,16 @@ class LdmModel:
             out = self.unet(noisy_latents.to(self.device, self.dtype), timesteps=timesteps.to(self.device),
                             context=context, y=vector)
         return out.float()
+
+    def set_attention(self, sdpa: bool) -> str:
+        """With `sdpa`, every attention module of the UNet and the VAE runs through
+        scaled_dot_product_attention (models/ldm_attention.py), whatever forward its class has now;
+        without, they run their class's forward (the stock ldm/sgm math once the WebUI bridge has
+        undone the WebUI's optimization). Per instance, undone exactly by set_attention(False)."""
+        ldm_attention.remove_sdpa_forwards(self._attention_forwards)
+        if sdpa:
+            ldm_attention.install_sdpa_forwards([self.unet, self._vae()], self._attention_forwards)
+        return ""
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Wrap each ResBlock/BasicTransformerBlock forward in torch's non-reentrant checkpoint,

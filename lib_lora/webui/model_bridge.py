@@ -1,15 +1,23 @@
 """Borrow the WebUI's loaded model for training and give it back exactly as it was.
 
 `training_session(sd_model, opts, cfg)` puts the model into a known state (the
-built-in Lora extension's merged weights restored and its networks cleared,
-attention optimizations undone unless the user keeps them for training, clip skip
-set for the run's previews, ldm's own block checkpointing off because it drops
-LoRA gradients) and yields an `LdmModel`. On every way out (success, cancel,
+built-in Lora extension's merged weights restored and its networks cleared, every
+base parameter frozen, attention optimizations undone unless the user keeps them
+for training (the trainer then runs attention through SDPA per instance when
+`training.sdpa` is on: LdmModel.set_attention), clip skip set for the run's
+previews, ldm's own block checkpointing off because it drops LoRA gradients) and
+yields an `LdmModel`. On every way out (success, cancel,
 exception, NaN, out of memory, KeyboardInterrupt) it restores devices, dtypes,
 requires_grad, training flags, hooks and per-instance forwards, options and
 optimizations, and releases VRAM. Parameters are never copied: nothing in the
 session writes to base weights (LoRA adds its own modules), and tests prove
 the weights come back bit for bit with `fingerprint`.
+
+Why freeze: the WebUI loads the UNet with requires_grad=True (ldm and sgm freeze
+only the VAE and the text encoders), so a backward through it would compute and
+keep a full-size gradient for every UNet weight (one more copy of the UNet: +3.2
+GiB for SD1.5 in fp32), and autocast would cache a half-precision copy of every
+fp32 weight that requires grad for the whole forward.
 
 About merged LoRAs: the WebUI treats weights merged by `<lora:...>` as a cache
 (its backups are the real weights). We restore the real weights and leave no
@@ -176,6 +184,13 @@ def _restore_by_hand(module: nn.Module, weights: Any, bias: Any) -> None:
         module.bias.copy_(bias)
 
 
+def _freeze_base(snap: _Snapshot) -> None:
+    """No base weight gets a gradient: LoRA's own parameters are the only ones trained (the
+    snapshot puts each flag back as it was)."""
+    for param, _ in snap.requires_grad:
+        param.requires_grad_(False)
+
+
 def _disable_block_checkpointing(snap: _Snapshot) -> None:
     """ldm/sgm blocks with use_checkpoint=True run ldm's CheckpointFunction, which only
     differentiates the block's own parameters: LoRA modules outside them would get no gradient."""
@@ -199,6 +214,7 @@ def training_session(sd_model: nn.Module, opts: Any, cfg: Any, *, cmd_opts: Any 
             sd_hijack.undo_optimizations()
             optimizations_undone = True
         _set_option(opts, "CLIP_stop_at_last_layers", int(cfg.model.clip_skip), snap)
+        _freeze_base(snap)
         _disable_block_checkpointing(snap)
         adapter = LdmModel(sd_model, sdxl_clip_l_skip=bool(getattr(opts, "sdxl_clip_l_skip", False)))
         yield adapter
@@ -214,6 +230,7 @@ def _set_option(opts: Any, key: str, value: Any, snap: _Snapshot) -> None:
 def _leave(adapter, snap: _Snapshot, opts, optimizations_undone: bool, sd_hijack, devices) -> None:
     steps = [
         lambda: adapter is not None and adapter.set_gradient_checkpointing(False),
+        lambda: adapter is not None and adapter.set_attention(False),
         lambda: restore(snap),
         lambda: [setattr(opts, k, v) for k, v in snap.options.items()],
         lambda: optimizations_undone and sd_hijack.apply_optimizations(),

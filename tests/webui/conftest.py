@@ -1,8 +1,11 @@
 """Puts the WebUI stand-in (tests/webui_stub) first on sys.path for the tests in this folder only.
 
-Each test module gets fresh stand-in modules (state, opts, loaded model); afterwards every
-module loaded from the stand-in is dropped from sys.modules, the class-wide attention patch
-is undone, and sys.path is restored, so the rest of the suite never sees a fake `modules`."""
+Each test module gets fresh stand-in modules (state, opts, loaded model) and, as in the WebUI,
+the built-in Lora extension's class-wide patches of torch.nn.Linear/Conv2d/GroupNorm/LayerNorm/
+MultiheadAttention (the stand-in's lora_script), so every test here trains through them.
+Afterwards those patches and the class-wide attention patch are undone, every module loaded
+from the stand-in is dropped from sys.modules, and sys.path is restored, so the rest of the
+suite never sees a fake `modules` or a patched torch."""
 from __future__ import annotations
 
 import os
@@ -12,7 +15,7 @@ import types
 import pytest
 
 STUB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui_stub")
-STUB_TOP_LEVEL = ("modules", "launch", "networks")
+STUB_TOP_LEVEL = ("modules", "launch", "networks", "lora_patches", "lora_script")
 
 
 def _stub_module_names() -> list[str]:
@@ -22,6 +25,16 @@ def _stub_module_names() -> list[str]:
         if name.split(".")[0] in STUB_TOP_LEVEL and (not file or file.startswith(STUB_DIR)):
             names.append(name)
     return names
+
+
+def _undo_class_patches() -> None:
+    """Put back every torch function the stand-in patched (whether or not a test already unloaded
+    the scripts), so the next test module patches torch's own functions again."""
+    patches = sys.modules.get("modules.patches")
+    for key_originals in (patches.originals.values() if patches is not None else ()):
+        for (obj, field), original in list(key_originals.items()):
+            setattr(obj, field, original)
+        key_originals.clear()
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +48,7 @@ def webui(tmp_path_factory):
         from modules import (call_queue, devices, extra_networks, images, processing, script_callbacks, scripts,
                              sd_hijack, sd_models, shared)
         import launch
+        import lora_script  # noqa: F401  (patches torch.nn class-wide, as the WebUI's built-in Lora does)
         import networks
         os.makedirs(shared.cmd_opts.lora_dir, exist_ok=True)
         yield types.SimpleNamespace(
@@ -45,6 +59,7 @@ def webui(tmp_path_factory):
         hijack = sys.modules.get("modules.sd_hijack")
         if hijack is not None:
             hijack.undo_optimizations()
+        _undo_class_patches()
         for name in _stub_module_names():
             del sys.modules[name]
         sys.path[:] = saved_path

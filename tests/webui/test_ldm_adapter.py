@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib_lora.config import NetworkConfig
+from lib_lora.config import NetworkConfig, TrainConfig
 from lib_lora.models import ldm_text
 from lib_lora.models.ldm_adapter import LdmModel
 from lib_lora.networks import create_network
+from lib_lora.webui.model_bridge import training_session
 from tests.webui.conftest import load_family
 
 
@@ -89,8 +90,14 @@ def test_sdxl_crossattn_and_per_sample_size_vector(models):
 
 
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
-def test_checkpointing_gives_lora_params_gradients(models, family):
-    model = models[family]
+def test_checkpointing_gives_lora_params_gradients(webui, family):
+    # in a training session, as a run: the WebUI leaves the UNet's parameters requiring grad
+    with training_session(load_family(webui, family), webui.shared.opts, TrainConfig()) as model:
+        _checkpointed_step_gives_gradients(model, family)
+    assert all("forward" not in m.__dict__ for m in model.unet.modules())
+
+
+def _checkpointed_step_gives_gradients(model, family):
     network = create_network(model.network_targets(True, True), NetworkConfig(dim=2, alpha=1.0))
     network.attach()
     try:
@@ -111,7 +118,6 @@ def test_checkpointing_gives_lora_params_gradients(models, family):
     finally:
         model.set_gradient_checkpointing(False)
         network.detach()
-    assert all("forward" not in m.__dict__ for m in model.unet.modules())
 
 
 def test_lora_keys_match_the_diffusers_path(models):

@@ -2,9 +2,11 @@
 
 The state Train LoRA must clean up: `loaded_networks`, and LoRA weights merged INTO the
 model's Linear/Conv weights in place, with the originals kept in `network_weights_backup`
-/ `network_bias_backup` and the merged set in `network_current_names`. The real module
-merges lazily inside patched forwards; this one merges when `apply_networks(sd_model)` is
-called (processing does that before sampling), which leaves the same state behind.
+/ `network_bias_backup` and the merged set in `network_current_names`. As in the real
+module, the merge happens lazily inside the class-wide patched forwards of torch.nn.Linear,
+Conv2d, GroupNorm, LayerNorm and MultiheadAttention (network_Linear_forward ..., installed by
+lora_script.py through lora_patches.py, originals in `originals`); `apply_networks(sd_model)`
+(stand-in only, called by processing before sampling) does the same for every named layer.
 Only plain LoRA (lora_up/lora_down/alpha) is read; unknown keys go to `unmatched_keys`.
 OpenCLIP attention (SD2, SDXL's bigG) is an nn.MultiheadAttention with one fused
 in_proj_weight: as in the real loader, `..._attn_q_proj/k_proj/v_proj` keys attach to the
@@ -21,10 +23,12 @@ import torch
 
 from modules import devices, shared
 
+originals = None   # lora_patches.LoraPatches, set by lora_script (the torch.nn originals)
 loaded_networks: list = []
 available_networks: dict = {}
 unmatched_keys: list[str] = []
 
+PATCHED_LAYERS = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm, torch.nn.LayerNorm, torch.nn.MultiheadAttention)
 RE_X_PROJ = re.compile(r"(.*)_([qkv]_proj)$")
 RESNET_SUFFIXES = {"conv1": "in_layers_2", "conv2": "out_layers_3", "norm1": "in_layers_0",
                    "norm2": "out_layers_0", "time_emb_proj": "emb_layers_1", "conv_shortcut": "skip_connection"}
@@ -139,19 +143,32 @@ def load_networks(names, te_multipliers=None, unet_multipliers=None, dyn_dims=No
         loaded_networks.append(net)
 
 
+def _store_weights_backup(weight):
+    return None if weight is None else weight.to(devices.cpu, copy=True)
+
+
+def _restore_weights_backup(obj, field, weight):
+    if weight is None:
+        setattr(obj, field, None)
+        return
+    getattr(obj, field).copy_(weight)
+
+
 def network_restore_weights_from_backup(self):
+    """Put the layer's real weights back (MultiheadAttention: (in_proj_weight, out_proj.weight),
+    bias of out_proj)."""
     weights_backup = getattr(self, "network_weights_backup", None)
     bias_backup = getattr(self, "network_bias_backup", None)
     if weights_backup is None and bias_backup is None:
         return
-    if isinstance(self, torch.nn.MultiheadAttention):   # backup = (in_proj_weight, out_proj.weight)
-        self.in_proj_weight.copy_(weights_backup[0])
-        self.out_proj.weight.copy_(weights_backup[1])
-        return
+    is_attention = isinstance(self, torch.nn.MultiheadAttention)
     if weights_backup is not None:
-        self.weight.copy_(weights_backup)
-    if bias_backup is not None:
-        self.bias.copy_(bias_backup)
+        if is_attention:
+            _restore_weights_backup(self, "in_proj_weight", weights_backup[0])
+            _restore_weights_backup(self.out_proj, "weight", weights_backup[1])
+        else:
+            _restore_weights_backup(self, "weight", weights_backup)
+    _restore_weights_backup(self.out_proj if is_attention else self, "bias", bias_backup)
 
 
 def _updown(shape, parts, multiplier):
@@ -176,31 +193,103 @@ def _merge_attention(self, name, net, mult):
     out += _updown(out.shape, parts[3], mult).to(out.device, out.dtype)
 
 
-def network_apply_weights(self):
-    """Merge the wanted networks into this layer's weight, restoring from backup first."""
-    name = getattr(self, "network_layer_name", None)
+def _take_backups(self, current, wanted):
+    """The first time a network applies to a layer: CPU copies of its weight and bias."""
     is_attention = isinstance(self, torch.nn.MultiheadAttention)
-    if name is None or not (is_attention or isinstance(self, (torch.nn.Linear, torch.nn.Conv2d))):
+    if getattr(self, "network_weights_backup", None) is None and wanted != ():
+        if current != () and not (isinstance(self, torch.nn.LayerNorm) and not self.elementwise_affine):
+            raise RuntimeError(f"{self.network_layer_name} - no backup weights found and current weights are "
+                               "not unchanged")
+        self.network_weights_backup = ((_store_weights_backup(self.in_proj_weight),
+                                        _store_weights_backup(self.out_proj.weight)) if is_attention
+                                       else _store_weights_backup(self.weight))
+    if getattr(self, "network_bias_backup", None) is None and wanted != ():
+        bias = self.out_proj.bias if is_attention else getattr(self, "bias", None)
+        if bias is not None and current != ():
+            raise RuntimeError("no backup bias found and current bias are not unchanged")
+        self.network_bias_backup = _store_weights_backup(bias)
+
+
+def network_apply_weights(self):
+    """Merge the loaded networks into this layer's weight, in place, when the wanted set changed:
+    backups first, then restore from them and add each network's update (plain LoRA only here)."""
+    name = getattr(self, "network_layer_name", None)
+    if name is None:
         return
     current = getattr(self, "network_current_names", ())
     wanted = tuple((n.name, n.te_multiplier, n.unet_multiplier, n.dyn_dim) for n in loaded_networks)
-    if current == wanted:
-        return
     with torch.no_grad():
-        if getattr(self, "network_weights_backup", None) is None and wanted:
-            self.network_weights_backup = ((self.in_proj_weight.to(devices.cpu, copy=True),
-                                            self.out_proj.weight.to(devices.cpu, copy=True)) if is_attention
-                                           else self.weight.to(devices.cpu, copy=True))
+        _take_backups(self, current, wanted)
+        if current == wanted:
+            return
         network_restore_weights_from_backup(self)
         for net in loaded_networks:
             mult = net.te_multiplier if "transformer" in name[:20] else net.unet_multiplier
-            if is_attention:
+            if isinstance(self, torch.nn.MultiheadAttention):
                 _merge_attention(self, name, net, mult)
                 continue
             parts = net.modules.get(name)
-            if parts and "lora_up.weight" in parts:
+            if parts and "lora_up.weight" in parts and isinstance(self, (torch.nn.Linear, torch.nn.Conv2d)):
                 self.weight += _updown(self.weight.shape, parts, mult).to(self.weight.device, self.weight.dtype)
     self.network_current_names = wanted
+
+
+def network_reset_cached_weight(self):
+    self.network_current_names = ()
+    self.network_weights_backup = None
+    self.network_bias_backup = None
+
+
+# The class-wide patches lora_patches.LoraPatches installs: merge (if the loaded set changed), then
+# run torch's own forward kept in `originals`; loading a state dict forgets the layer's backups.
+def network_Linear_forward(self, input):
+    network_apply_weights(self)
+    return originals.Linear_forward(self, input)
+
+
+def network_Linear_load_state_dict(self, *args, **kwargs):
+    network_reset_cached_weight(self)
+    return originals.Linear_load_state_dict(self, *args, **kwargs)
+
+
+def network_Conv2d_forward(self, input):
+    network_apply_weights(self)
+    return originals.Conv2d_forward(self, input)
+
+
+def network_Conv2d_load_state_dict(self, *args, **kwargs):
+    network_reset_cached_weight(self)
+    return originals.Conv2d_load_state_dict(self, *args, **kwargs)
+
+
+def network_GroupNorm_forward(self, input):
+    network_apply_weights(self)
+    return originals.GroupNorm_forward(self, input)
+
+
+def network_GroupNorm_load_state_dict(self, *args, **kwargs):
+    network_reset_cached_weight(self)
+    return originals.GroupNorm_load_state_dict(self, *args, **kwargs)
+
+
+def network_LayerNorm_forward(self, input):
+    network_apply_weights(self)
+    return originals.LayerNorm_forward(self, input)
+
+
+def network_LayerNorm_load_state_dict(self, *args, **kwargs):
+    network_reset_cached_weight(self)
+    return originals.LayerNorm_load_state_dict(self, *args, **kwargs)
+
+
+def network_MultiheadAttention_forward(self, *args, **kwargs):
+    network_apply_weights(self)
+    return originals.MultiheadAttention_forward(self, *args, **kwargs)
+
+
+def network_MultiheadAttention_load_state_dict(self, *args, **kwargs):
+    network_reset_cached_weight(self)
+    return originals.MultiheadAttention_load_state_dict(self, *args, **kwargs)
 
 
 def apply_networks(sd_model):
@@ -210,5 +299,6 @@ def apply_networks(sd_model):
     mapping = sd_model.network_layer_mapping.values()
     attention_outputs = {id(m.out_proj) for m in mapping if isinstance(m, torch.nn.MultiheadAttention)}
     for module in mapping:
-        if id(module) not in attention_outputs:    # merged by its MultiheadAttention instead
+        # the layers whose forwards are patched; an out_proj is merged by its MultiheadAttention
+        if isinstance(module, PATCHED_LAYERS) and id(module) not in attention_outputs:
             network_apply_weights(module)

@@ -35,6 +35,7 @@ def load_model():
 
 def webui(port: int, extension_root: str):
     from modules import processing, progress, script_callbacks, scripts, shared, ui, ui_gradio_extensions
+    import lora_script  # noqa: F401  (built-in extensions load first; this one patches torch.nn class-wide)
     load_model()
     scripts.load_scripts_from(extension_root)
     shared.cmd_opts.port = port

@@ -84,6 +84,9 @@ def load_model(checkpoint_info=None, already_loaded_state_dict=None):
     from tests.fixtures import tiny_ldm
     builders = {"sd1": tiny_ldm.build_sd1, "sd2": tiny_ldm.build_sd2_v, "sdxl": tiny_ldm.build_sdxl}
     sd_model = builders[model_family]()
+    # As the WebUI holds it: ldm/sgm freeze only the VAE and the text encoders when they build a
+    # model, and load_model freezes nothing more, so the UNet's parameters require grad.
+    sd_model.model.requires_grad_(True)
     sd_model.sd_checkpoint_info = checkpoint_info or select_checkpoint()
     sd_model.sd_model_checkpoint = sd_model.sd_checkpoint_info.filename
     sd_model.sd_model_hash = sd_model.sd_checkpoint_info.shorthash
