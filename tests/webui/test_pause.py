@@ -1,0 +1,178 @@
+"""Pause hands the WebUI back: while a run is paused the queue is free, the model is exactly the
+one the user had, generations (with the saved epochs as <lora:...>) run normally, and Resume
+continues the run exactly: losses, learning rates and weights equal an uninterrupted run's."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from lib_lora.webui.fingerprint import differences, fingerprint
+from tests.webui.conftest import load_family
+
+STEPS_PER_EPOCH = 4          # 2 images x 2 repeats, batch 1
+
+
+def _dataset(root: str) -> str:
+    folder = os.path.join(root, "datasets", "pause", "2_cat")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype("uint8")).save(os.path.join(folder, f"{i}.png"))
+        with open(os.path.join(folder, f"{i}.txt"), "w", encoding="utf-8") as f:
+            f.write("zkcat, smile")
+    return os.path.dirname(folder)
+
+
+def _config(root: str, name: str, epochs: int = 3):
+    from lib_lora import options
+    from lib_lora.config import TrainConfig
+    return options.from_dict(TrainConfig, {
+        "dataset": {"train_dir": _dataset(root), "resolution": 64, "enable_bucket": False,
+                    "shuffle_caption": False},
+        # dropout draws from the global torch RNG, which a generation in the pause reseeds
+        "network": {"dim": 4, "alpha": 4.0, "train_text_encoder": True, "dropout": 0.1},
+        "training": {"epochs": epochs, "batch_size": 1, "optimizer": "AdamW", "unet_lr": 1e-2,
+                     "text_encoder_lr": 1e-3, "lr_scheduler": "cosine", "lr_warmup": 0.2,
+                     "mixed_precision": "no", "gradient_checkpointing": True, "sdpa": True},
+        "output": {"output_name": name, "save_state": False, "tensorboard": False, "save_precision": "fp32"},
+    })
+
+
+class Trace:
+    """The run's reported (loss, lr) per step; asks for a pause after `pause_after` steps."""
+
+    def __init__(self, manager=None, pause_after: int = 0):
+        from lib_lora.training.hooks import TrainHooks
+
+        class Hook(TrainHooks):
+            def on_progress(hook, p):
+                self.steps.append((p.step, p.loss, p.lr))
+                if p.step == pause_after and self.run_id:
+                    manager.pause(self.run_id)
+        self.steps, self.run_id, self.hook = [], "", Hook()
+
+
+def _wait(condition, what: str, seconds: float = 300):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _generate(webui, prompt: str) -> bytes:
+    p = webui.processing.StableDiffusionProcessingTxt2Img(prompt=prompt, steps=2, width=16, height=16, seed=3)
+    return webui.processing.process_images(p).images[0].tobytes()
+
+
+def _start_paused(webui, manager, cfg, pause_after: int):
+    """Start a run that asks for a pause after `pause_after` steps; returns once it is paused."""
+    trace = Trace(manager, pause_after)
+    with webui.call_queue.queue_lock:         # the run waits, so its id is known before its first step
+        record = manager.start(cfg, background=True, extra_hooks=[trace.hook])
+        trace.run_id = record.run_id
+    _wait(lambda: record.state in ("paused", "finished", "failed"), "the pause")
+    assert record.state == "paused", record.error
+    return record, trace
+
+
+def _tensors(path: str) -> dict:
+    return load_file(path)
+
+
+def test_pause_frees_the_webui_and_resume_equals_the_uninterrupted_run(fresh_state):
+    from lib_lora.webui.jobs import RunManager
+    webui = fresh_state
+    sd_model = load_family(webui, "sd1")
+    lora_dir = webui.shared.cmd_opts.lora_dir
+    before, plain_before = fingerprint(sd_model), _generate(webui, "zkcat")
+    clip_skip_before = webui.shared.opts.CLIP_stop_at_last_layers
+
+    straight, manager = Trace(), RunManager()
+    done = manager.start(_config(webui.root, "straight"), background=False, extra_hooks=[straight.hook])
+    assert done.state == "finished", done.error
+
+    record, paused = _start_paused(webui, manager, _config(webui.root, "paused"), pause_after=STEPS_PER_EPOCH + 1)
+    # the WebUI is free: nobody holds the queue, and the model is exactly the user's
+    assert webui.call_queue.queue_lock.acquire(blocking=False), "the paused run still holds the queue lock"
+    webui.call_queue.queue_lock.release()
+    assert differences(before, fingerprint(sd_model)) == []
+    assert webui.shared.opts.CLIP_stop_at_last_layers == clip_skip_before
+    assert record.as_dict()["paused"] is True and record.step == STEPS_PER_EPOCH + 1
+    # a generation runs through the WebUI's queue as txt2img does, and equals one before the run
+    assert webui.call_queue.wrap_queued_call(_generate)(webui, "zkcat") == plain_before
+    # the saved epoch and a "Save now" file are LoRAs the WebUI lists and applies
+    manager.save_now(record.run_id)
+    _wait(lambda: any("-step" in f for f in record.files), "the save-now file")
+    assert {"paused-000001", f"paused-step{STEPS_PER_EPOCH + 1:08d}"} <= set(webui.networks.available_networks)
+    assert _generate(webui, "zkcat <lora:paused-000001:1>") != plain_before
+    assert _generate(webui, f"zkcat <lora:paused-step{STEPS_PER_EPOCH + 1:08d}:1>") != plain_before
+    torch.manual_seed(999)   # as the WebUI's own generations do (modules/rng.py seeds the global RNG)
+
+    manager.resume(record.run_id)
+    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the resumed run")
+    assert record.state == "finished", record.error
+    assert paused.steps == straight.steps           # losses and learning rates, bit for bit
+    for epoch in (2, 3):
+        a = _tensors(os.path.join(lora_dir, f"straight-00000{epoch}.safetensors"))
+        b = _tensors(os.path.join(lora_dir, f"paused-00000{epoch}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"epoch {epoch} differs"
+    assert differences(before, fingerprint(sd_model)) == []
+    assert _generate(webui, "zkcat") == plain_before
+
+
+def test_resume_on_another_checkpoint_is_refused_and_the_run_stays_paused(fresh_state):
+    from lib_lora.webui.jobs import RunManager
+    webui = fresh_state
+    sd_model = load_family(webui, "sd1")
+    before = fingerprint(sd_model)
+    manager = RunManager()
+    record, _ = _start_paused(webui, manager, _config(webui.root, "other", epochs=1), pause_after=2)
+    started_on = sd_model.sd_checkpoint_info
+    # the WebUI loads another checkpoint of the same kind: new weights into the same model object
+    other = webui.sd_models.CheckpointInfo(os.path.join(webui.sd_models.model_path, "another.safetensors"))
+    weight = sd_model.model.diffusion_model.out[2].weight
+    kept = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(0.5)
+    sd_model.sd_checkpoint_info = other
+    manager.resume(record.run_id)
+    _wait(lambda: record.notice, "the refusal")
+    assert record.state == "paused" and record.pause_requested
+    assert f"load {started_on.title} again" in record.notice
+    assert f"python -m lib_lora train --resume \"{webui.shared.cmd_opts.lora_dir}\"" in record.notice
+    assert os.path.isfile(os.path.join(webui.shared.cmd_opts.lora_dir, "state", "other.state"))
+    assert webui.call_queue.queue_lock.acquire(blocking=False)
+    webui.call_queue.queue_lock.release()
+    # the user loads the run's checkpoint again: now it resumes and finishes
+    with torch.no_grad():
+        weight.copy_(kept)
+    sd_model.sd_checkpoint_info = started_on
+    manager.resume(record.run_id)
+    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the run")
+    assert record.state == "finished" and record.notice == "", record.error
+    assert differences(before, fingerprint(sd_model)) == []
+
+
+def test_a_run_paused_too_long_lets_go_and_resumes_from_its_state(fresh_state):
+    from lib_lora.webui.jobs import RunManager
+    webui = fresh_state
+    load_family(webui, "sd1")
+    webui.shared.opts.train_lora_pause_minutes = 0.0005          # 30 ms
+    try:
+        manager = RunManager()
+        record, _ = _start_paused(webui, manager, _config(webui.root, "long", epochs=1), pause_after=2)
+        _wait(lambda: manager.specs[record.run_id].gate is None, "the run to let go")
+    finally:
+        webui.shared.opts.train_lora_pause_minutes = 30
+    assert record.state == "paused" and record.stopped_reason == "paused" and "memory" in record.notice
+    manager.resume(record.run_id)
+    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the resumed run")
+    assert record.state == "finished", record.error
+    assert record.step == STEPS_PER_EPOCH
+    assert [os.path.basename(f) for f in record.files] == ["long-000001.safetensors"]
