@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import LoraError
+from ..safe_paths import WriteGuard, guarded, resolved, shown
 from .config import ExtractConfig, MergeConfig, ResizeConfig
 from .svd import DYNAMIC_METHODS
 
@@ -45,6 +46,28 @@ def _run(action, *args) -> int:
     except LoraError as e:  # exit status 2 for a problem the user can fix, as lib_lora/cli.py does
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _output_guard(out: Path, inputs: list, purpose: str) -> WriteGuard:
+    """The tool may write only `out` and its reports, beside it, and never one of its inputs.
+
+    Checked before any work (an extract takes minutes), and again by fileio at each write."""
+    from .report import report_paths
+    given = [Path(p) for p in inputs if p]
+    for target in (out, *report_paths(out)):
+        clash = next((p for p in given if resolved(p) == resolved(target)), None)
+        if clash is not None:
+            raise LoraError(f"The output would replace an input of {purpose}", where=shown(target),
+                            fix="Give --out a new file name; inputs are never overwritten")
+    guard = WriteGuard([resolved(out).parent], protected=given, purpose=purpose)
+    for target in (out, *report_paths(out)):
+        guard.check(target)
+    return guard
+
+
+def _guarded(action, args: argparse.Namespace, inputs: list, purpose: str) -> int:
+    with guarded(_output_guard(Path(args.out), inputs, purpose)):
+        return action(args)
 
 
 def _finish(report, out: Path, quiet: bool) -> None:
@@ -116,7 +139,7 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    return _run(_extract, args)
+    return _run(_guarded, _extract, args, [args.base, args.tuned], "extract")
 
 
 # --- merge ---------------------------------------------------------------------------------------
@@ -174,7 +197,7 @@ def _merge_to_lora(inputs, config: MergeConfig, out: Path):
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    return _run(_merge, args)
+    return _run(_guarded, _merge, args, [*args.lora, args.base], "merge")
 
 
 # --- resize --------------------------------------------------------------------------------------
@@ -204,7 +227,7 @@ def _resize(args: argparse.Namespace) -> int:
 
 
 def run_resize(args: argparse.Namespace) -> int:
-    return _run(_resize, args)
+    return _run(_guarded, _resize, args, [args.lora], "resize")
 
 
 # --- bench ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..config import TrainConfig
 from ..dataset.buckets import assign_bucket
+from ..dataset.input_limits import check_plan_size
 from ..dataset.scan import Dataset, scan_dataset
 from ..errors import DatasetError
 from .batches import Sample, optimizer_steps_per_epoch
@@ -90,6 +91,9 @@ def make_plan(cfg: TrainConfig, sizes: ModelSizes | None = None) -> TrainPlan:
                            fix="Put images (and .txt captions) into <repeats>_<name> folders inside this folder")
     train, val = split_validation(samples, d.validation_split, t.seed)
     reg = _samples(scan_dataset(d.reg_dir, d.caption_extension, is_reg=True), cfg, True) if d.reg_dir else []
+    # refuse an absurd plan (a 99999_x folder, a million epochs) before its batches are built
+    draws = sum(s.repeats for s in train) * (2 if reg else 1) + sum(s.repeats for s in reg)
+    check_plan_size(draws, max(t.epochs, 1), t.batch_size, d.train_dir)
     spe = optimizer_steps_per_epoch(train, reg, t.batch_size, t.gradient_accumulation_steps)
     epochs = t.epochs
     total = spe * epochs

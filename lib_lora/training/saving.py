@@ -6,15 +6,22 @@ State (network, optimizer, scheduler, RNG, counters) goes to `<out>/state/<name>
 written atomically, so `train --resume DIR` continues with the same counters.
 Each epoch's numbers (file, mean and validation loss) go to `<name>-epochs.json`,
 which the best-epoch hint reads whoever started the run (CLI, HTTP API or tab).
+
+`claim_outputs` is where every run (CLI, tab, API) starts writing: it takes the
+run lock of the folder and name (run_lock.py: a second run is refused with who
+holds it) and a WriteGuard, so everything the run writes lands inside the output
+folder and never on the dataset's images or captions or the base model.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -23,12 +30,33 @@ from .. import __version__
 from ..config import TrainConfig, dumps_train_config
 from ..dataset.tags import split_tags
 from ..fileio import write_text, write_with
+from ..safe_paths import WriteGuard, guarded, remove
 from ..networks.metadata import bucket_info, checkpoint_hashes
 from .distributed import world_size
 from .optim import warmup_steps
 from .plan import TrainPlan
+from .run_lock import output_lock
 
 log = logging.getLogger(__name__)
+
+
+def _originals(cfg: TrainConfig, plan: TrainPlan) -> list[Path]:
+    """The files a run reads and must never write: images, captions, the base model and VAE files."""
+    files = [Path(p) for p in (cfg.model.pretrained, getattr(cfg.model, "vae", "")) if p and Path(p).is_file()]
+    for sample in plan.train + plan.reg + plan.validation:
+        files.append(sample.item.path)
+        if sample.item.caption_path is not None:
+            files.append(sample.item.caption_path)
+    return files
+
+
+@contextlib.contextmanager
+def claim_outputs(cfg: TrainConfig, plan: TrainPlan, out_dir: Path, main_rank: bool = True) -> Iterator[None]:
+    """Hold the run lock of (out_dir, output_name) and guard every write of the run (see the module note)."""
+    guard = WriteGuard([out_dir], protected=_originals(cfg, plan), purpose="training")
+    with output_lock(out_dir, cfg.output.output_name, enabled=main_rank), guarded(guard):
+        yield
+
 
 def epochs_log_file(out_dir: str | Path, name: str) -> Path:
     return Path(out_dir) / f"{name}-epochs.json"
@@ -174,7 +202,6 @@ def prune_old_epochs(out_dir: Path, name: str, current_epoch: int, keep_last: in
     removed = []
     for epoch in range(1, current_epoch - keep_last + 1):
         path = epoch_file(out_dir, name, epoch)
-        if path.exists():
-            path.unlink()
+        if remove(path):
             removed.append(path)
     return removed

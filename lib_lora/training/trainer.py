@@ -83,6 +83,14 @@ def train(cfg: TrainConfig, model, hooks: TrainHooks | list[TrainHooks] | None =
     if dry_run:
         return result
     out_dir = Path(cfg.output.output_dir)
+    # one run per output folder and name (CLI, tab and API all pass here); every write guarded
+    with saving.claim_outputs(cfg, plan, out_dir, main_rank=dist.is_main()):
+        return _train_claimed(cfg, model, caller, result, out_dir, resume_dir, sampler, pause_gate)
+
+
+def _train_claimed(cfg: TrainConfig, model, caller: HookCaller, result: TrainResult, out_dir: Path,
+                   resume_dir, sampler, pause_gate) -> TrainResult:
+    plan = result.plan
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
         saving.write_run_config(cfg, out_dir)
