@@ -1,8 +1,10 @@
 """`python -m lib_lora <command>`: every tab action has a twin here, built on the same configs.
 
 Each command is a thin function: parse, build the typed config, call the
-library. Errors the user can fix (LoraError) print as one plain sentence and
-exit with code 2; nothing else is caught.
+library. Errors the user can fix print as one line on stderr and exit with code 2,
+without a traceback: a LoraError, a file the OS cannot open (OSError), and a
+mistake in the command line itself (argparse, whose usage block would be many
+lines). Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -29,6 +31,18 @@ EXTERNAL_COMMANDS = {
     "bench": ("lib_lora.bench", "add_bench_args", "run_bench", "Measure training (or --tool extract) speed and memory"),
     "ui": ("lib_lora.webui.standalone", "add_ui_args", "run_ui", "Serve the Train LoRA tab on its own (127.0.0.1)"),
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A command-line mistake is one line naming the command and its --help, with argparse's exit status 2."""
+
+    def error(self, message: str):
+        print(f"error: {message} ({self.prog}). Run `{self.prog} --help` to see the options", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split("\n"))
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -127,7 +141,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lib_lora", description="Train LoRA: headless commands")
+    parser = OneLineParser(prog="python -m lib_lora", description="Train LoRA: headless commands")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="make a tiny dataset and model, train a LoRA, render a grid (< 60 s on CPU)")
@@ -169,5 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LoraError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:    # a file the user named cannot be opened, read or written
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {one_line(e.strerror or e)}{where}. Check the path and its permissions", file=sys.stderr)
         return 2

@@ -236,6 +236,10 @@ def load_train_config(path: str | Path, overrides: list[str] | None = None) -> T
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LoraError(f"The config file is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",
+                        where=str(path), fix="Save it as UTF-8 (any editor's 'Save with encoding' does), "
+                        "or write a fresh one with `python -m lib_lora config --out run.toml`") from None
     except OSError as e:
         raise LoraError(f"Cannot read the config file: {e.strerror}", where=str(path),
                         fix="Check the path; a template is written by `python -m lib_lora config --out run.toml`") from None

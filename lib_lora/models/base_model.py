@@ -10,9 +10,11 @@ from typing import Any
 
 
 def resolve_device(device: str) -> str:
-    import torch
+    """The torch device for training.device ('auto': a GPU when there is one); one that this
+    machine lacks is a LoraError, not torch's assertion inside .to()."""
+    from ..device_check import check_device
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device in ("", "auto") else device
+    return check_device(device, "training.device")
 
 
 def load_base_model(model_cfg: Any, device: str = "auto", mixed_precision: str = "no"):

@@ -101,6 +101,9 @@ class ResizeConfig:
 
 
 def validated(cfg):
-    """Validate any of the configs above (ranges, choices, cross-field rules) and return it."""
+    """Validate any of the configs above (ranges, choices, cross-field rules, a device this machine
+    has) and return it."""
+    from ..device_check import check_device
     options.validate(cfg)
+    check_device(cfg.device, "--device")
     return cfg

@@ -73,6 +73,16 @@ def _weight(reader: StateReader, target: ExtractTarget) -> torch.Tensor:
     return w
 
 
+def _check_shapes(base: StateReader, tuned: StateReader, targets: list[ExtractTarget]) -> None:
+    """Every layer to compare has one shape in both checkpoints; asked of the headers before any
+    tensor is read, so a tuned model of another size is one sentence, not a failed subtraction."""
+    for t in targets:
+        if t.chunk <= 0 and base.shape(t.param) != tuned.shape(t.param):
+            raise ModelError(f"Layer {t.param} has shape {tuned.shape(t.param)} in the tuned model but "
+                             f"{base.shape(t.param)} in the base", where=tuned.label,
+                             fix="Use the checkpoint the tuned model was trained from as the base")
+
+
 def text_encoder_change(base: StateReader, tuned: StateReader, targets: list[ExtractTarget]) -> tuple[float, float]:
     """(||dW||_F / ||W||_F over all text-encoder targets, max |dW|): how much the text encoders changed."""
     diff_sq = base_sq = 0.0
@@ -185,16 +195,13 @@ def extract_lora(base_source: str | Path | Mapping[str, torch.Tensor],
             torch_threads(_thread_count(config)):
         family = _check_pair(base, tuned)
         targets = [t for t in plan_targets(base, family, config.conv_rank > 0) if t.param in tuned]
+        _check_shapes(base, tuned, targets)
         if not _decide_text_encoder(base, tuned, targets, config, report):
             targets = [t for t in targets if t.part != "te"]
         for i, target in enumerate(targets):
             if progress is not None:
                 progress(i, len(targets), target.lora_key)
             w0, w1 = _weight(base, target), _weight(tuned, target)
-            if w0.shape != w1.shape:
-                raise ModelError(f"Layer {target.param} has shape {tuple(w1.shape)} in the tuned model but "
-                                 f"{tuple(w0.shape)} in the base", where=tuned.label,
-                                 fix="Use the checkpoint the tuned model was trained from as the base")
             delta = w1.to(config.device, torch.float32) - w0.to(config.device, torch.float32)
             if not bool(delta.any()):
                 report.add(LayerReport(target.lora_key, "x".join(map(str, delta.shape)), 0, 0.0, 1.0, 0.0,

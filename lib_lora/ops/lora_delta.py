@@ -66,6 +66,17 @@ class ModuleWeights:
     def delta(self, device: str = "cpu") -> torch.Tensor:
         """dW in fp32 with the WebUI's scale (alpha / dim), before the user's weight."""
         check_supported(self)
+        try:
+            return self._delta(device)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as err:      # factors whose shapes do not fit together (a damaged file)
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in sorted(self.parts.items()))
+            raise NetworkFileError(f"Module {self.key}'s tensors do not fit together ({shapes})",
+                                   fix="The file is damaged or was edited by hand; use the file as it was saved"
+                                   ) from err
+
+    def _delta(self, device: str) -> torch.Tensor:
         p = {k: v.to(device, torch.float32) for k, v in self.parts.items()}
         scale = self.scale()
         algo = self.algo
@@ -115,4 +126,22 @@ def group_modules(tensors: dict[str, torch.Tensor], where: str = "") -> dict[str
                                    fix="This does not look like a LoRA file; check that the right file was given")
         part = PEFT_NAMES.get(part, part)
         modules.setdefault(key, ModuleWeights(key)).parts[part] = tensor
+    for module in modules.values():
+        check_module_tensors(module, where)
     return modules
+
+
+def check_module_tensors(module: ModuleWeights, where: str = "") -> None:
+    """Values a merge or resize can use: finite numbers (a LoRA whose training diverged holds NaN,
+    and an SVD of it fails deep in torch) and up/down factors whose ranks agree."""
+    for part, tensor in module.parts.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NetworkFileError(f"Module {module.key} holds NaN or infinite values in {part}", where=where,
+                                   fix="The file is damaged (often a run whose loss became NaN); use an earlier "
+                                       "epoch's file")
+    up, down = module.parts.get("lora_up.weight"), module.parts.get("lora_down.weight")
+    if up is not None and down is not None and "lora_mid.weight" not in module.parts \
+            and (up.dim() < 2 or up.shape[1] != down.shape[0]):
+        raise NetworkFileError(f"Module {module.key} has lora_up of shape {tuple(up.shape)} and lora_down of shape "
+                               f"{tuple(down.shape)}, whose ranks differ", where=where,
+                               fix="The file is damaged or was edited by hand; use the file as it was saved")
