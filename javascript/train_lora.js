@@ -64,6 +64,15 @@
         return args;
     };
 
+    // "Send epochs to X/Y/Z plot": the server filled the hidden infotext; the hidden paste button is
+    // registered with the WebUI's infotext paste (as its own "Send to txt2img"), which fills txt2img's
+    // prompt and the X/Y/Z plot's fields and switches to the txt2img tab. Empty means it failed.
+    window.trainLoraPasteToTxt2img = function () {
+        const button = root().querySelector("#train_lora_try_xyz_paste");
+        if (button && valueOf("train_lora_try_infotext")) button.click();
+        return [];
+    };
+
     if (!window.trainLoraPolling) {
         window.trainLoraPolling = setInterval(tick, PERIOD_MS);
         // dropdown choices are picked with the mouse and fire no input event: mouseup covers them

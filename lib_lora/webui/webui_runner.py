@@ -51,6 +51,11 @@ class WebUIRunner:
     def get(self, run_id: str) -> RunView:
         return self._view(run_id)
 
+    def run_config(self, run_id: str) -> Any:
+        """The config the run trains with (its samples, output name, trigger word)."""
+        self.manager.get(run_id)
+        return self.manager.specs[run_id].cfg
+
     def cancel(self, run_id: str) -> RunView:
         self.manager.cancel(run_id)
         return self._view(run_id)
