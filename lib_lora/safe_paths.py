@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import stat
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import PathNotAllowedError, UnsafeWriteError
+from .errors import PathNotAllowedError, UnsafeWriteError, WriteError
 
 PathLike = str | os.PathLike
 
@@ -174,12 +175,25 @@ def guarded(guard: WriteGuard) -> Iterator[WriteGuard]:
         _ACTIVE.reset(token)
 
 
+def _refuse_file_in_path(path: Path) -> None:
+    """A file where a folder of the path should be: said before any work, not after it."""
+    for parent in Path(os.path.abspath(path)).parents:
+        if os.path.isdir(parent):
+            return
+        if os.path.lexists(parent):
+            raise WriteError("Cannot write the file: a part of its folder path is a file, not a folder",
+                             where=shown(parent), fix="Choose an output folder whose parts are folders",
+                             errno=errno.ENOTDIR)
+
+
 def check_write(path: PathLike) -> Path:
-    """Called by fileio before every write: refuses special files and whatever an active guard forbids."""
+    """Called by fileio before every write: refuses special files, a file standing where a folder of the path
+    should be, and whatever an active guard forbids."""
     path = Path(path)
     for guard in _ACTIVE.get():
         guard.check(path)
     _refuse_special(path)
+    _refuse_file_in_path(path)
     return path
 
 

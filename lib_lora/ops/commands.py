@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import LoraError
-from ..safe_paths import WriteGuard, guarded, resolved, shown
+from ..safe_paths import WriteGuard, check_write, guarded, resolved, shown
 from .config import ExtractConfig, MergeConfig, ResizeConfig
 from .svd import DYNAMIC_METHODS
 
@@ -53,6 +53,9 @@ def _output_guard(out: Path, inputs: list, purpose: str) -> WriteGuard:
 
     Checked before any work (an extract takes minutes), and again by fileio at each write."""
     from .report import report_paths
+    if out.suffix.lower() != ".safetensors":
+        raise LoraError("The output must be a .safetensors file", where=shown(out),
+                        fix="Give --out a name ending in .safetensors")
     given = [Path(p) for p in inputs if p]
     for target in (out, *report_paths(out)):
         clash = next((p for p in given if resolved(p) == resolved(target)), None)
@@ -62,6 +65,7 @@ def _output_guard(out: Path, inputs: list, purpose: str) -> WriteGuard:
     guard = WriteGuard([resolved(out).parent], protected=given, purpose=purpose)
     for target in (out, *report_paths(out)):
         guard.check(target)
+        check_write(target)             # a folder or FIFO named like the output, a file in its path
     return guard
 
 
