@@ -124,18 +124,19 @@ class RunManager:
         return record
 
     def pause(self, run_id: str) -> RunRecord:
-        """Pause after the current optimizer step: the WebUI is free until resume."""
+        """Pause after the current optimizer step: the WebUI is free until resume. A queued run
+        prepares (borrows the model, caches latents) and pauses before its first step."""
         record = self.get(run_id)
-        if record.state not in ("running", "paused"):
+        if record.state not in ("queued", "running", "paused"):
             raise LoraError(f"The run {run_id} is {record.state}, so it cannot pause", where="run id",
-                            fix="Pause a running run; a queued run can be cancelled")
+                            fix="Only a queued or running run can pause; start a new run")
         record.pause_requested = True
         return record
 
     def resume(self, run_id: str, background: bool = True) -> RunRecord:
         """Go on from the pause: in memory when the run still holds its state, else from its state file."""
         record = self.get(run_id)
-        if record.state not in ("running", "paused"):
+        if record.state not in ("queued", "running", "paused"):
             raise LoraError(f"The run {run_id} is {record.state}, so there is nothing to resume", where="run id",
                             fix="Start a new run (or resume a stopped one headless with `train --resume`)")
         record.pause_requested, record.notice = False, ""
