@@ -101,7 +101,7 @@ class WebUIHold:
         self.call_queue.queue_lock.acquire()
         self.has_queue = True
         self.shared.state.begin(job=self.job)
-        if self.task_id and not self.task_started:
+        if self.task_id:   # again after a pause: the progress bar shows the run as the active task
             self.progress.start_task(self.task_id)
             self.task_started = True
 

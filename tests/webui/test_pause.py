@@ -176,3 +176,28 @@ def test_a_run_paused_too_long_lets_go_and_resumes_from_its_state(fresh_state):
     assert record.state == "finished", record.error
     assert record.step == STEPS_PER_EPOCH
     assert [os.path.basename(f) for f in record.files] == ["long-000001.safetensors"]
+
+
+def test_after_another_kind_of_model_the_run_goes_on_from_its_saved_state(fresh_state):
+    """Loading a model of another kind replaces the model object: loading the run's checkpoint
+    again builds a new one, which the paused network's layers are not part of. Resume then goes on
+    from the state saved at the pause, on the model it started on."""
+    from lib_lora.webui.jobs import RunManager
+    webui = fresh_state
+    load_family(webui, "sd1")
+    manager = RunManager()
+    record, _ = _start_paused(webui, manager, _config(webui.root, "kinds", epochs=1), pause_after=2)
+    try:
+        load_family(webui, "sd2")
+        manager.resume(record.run_id)
+        _wait(lambda: record.notice, "the refusal")
+        assert record.state == "paused" and "tiny-sd2" in record.notice and "load tiny-sd1" in record.notice
+        rebuilt = load_family(webui, "sd1")
+        before = fingerprint(rebuilt)
+        manager.resume(record.run_id)
+        _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the run")
+    finally:
+        load_family(webui, "sd1")
+    assert record.state == "finished" and record.step == STEPS_PER_EPOCH, record.error
+    assert [os.path.basename(f) for f in record.files] == ["kinds-000001.safetensors"]
+    assert differences(before, fingerprint(rebuilt)) == []
