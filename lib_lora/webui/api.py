@@ -4,6 +4,8 @@ POST /train_lora/v1/runs            start a run from a JSON config {"config": {s
 GET  /train_lora/v1/runs            list runs
 GET  /train_lora/v1/runs/{run_id}   one run: state, step, epoch, loss, files, error
 POST /train_lora/v1/runs/{run_id}/cancel
+POST /train_lora/v1/runs/{run_id}/pause    after the current step: the WebUI is free until resume ("paused")
+POST /train_lora/v1/runs/{run_id}/resume   continue exactly where it paused (409 when not paused or running)
 
 The routes exist when the WebUI's own API does (--api, or --nowebui), and like its own routes
 they ask for HTTP Basic credentials when the WebUI runs with --api-auth "user:pass[,user2:pass2]"
@@ -65,14 +67,27 @@ def check_values(value: Any, where: str = "config", depth: int = 0) -> None:
         raise LoraError("The request nests deeper than a run config can", where=where,
                         fix='Send {"config": {"section": {"key": value}}}')
     if isinstance(value, str):
-        check_text(value, where)
+        _check_string(value, where)
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_text(key, f"{where} key")
+            _check_string(key, f"{where} key")
             check_values(item, f"{where}.{key}", depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             check_values(item, f"{where}[{index}]", depth + 1)
+
+
+def _check_string(value: str, where: str) -> None:
+    """No NUL byte (no file name, caption or prompt can hold one) and no lone surrogate (JSON lets
+    "\\ud800" through, but it is no text and no OS call can take it)."""
+    if "\x00" in value:
+        raise LoraError(f"{where} contains a NUL byte", fix="Remove the NUL character from the value")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise LoraError(f"{where} is not valid Unicode text (it holds a lone UTF-16 surrogate)",
+                            fix="Send the request as valid UTF-8 JSON") from None
 
 
 def config_from_request(body: Any, policy: PathPolicy):
@@ -154,7 +169,17 @@ def _add_routes(app: Any, manager: Any, policy: Callable[[], PathPolicy], depend
     def cancel(run_id: str) -> dict:
         return runs.cancel(known_run(run_id).run_id).as_dict()
 
+    def pause_or_resume(action: str) -> Callable[[str], dict]:
+        def endpoint(run_id: str) -> dict:
+            record = known_run(run_id)
+            try:
+                return getattr(runs, action)(record.run_id).as_dict()
+            except LoraError as err:    # the run is in no state to do it (finished, queued)
+                fail(err, 409)
+        return endpoint
+
     routes = [("/runs", start, "POST"), ("/runs", list_runs, "GET"), ("/runs/{run_id}", status, "GET"),
-              ("/runs/{run_id}/cancel", cancel, "POST")]
+              ("/runs/{run_id}/cancel", cancel, "POST"), ("/runs/{run_id}/pause", pause_or_resume("pause"), "POST"),
+              ("/runs/{run_id}/resume", pause_or_resume("resume"), "POST")]
     for path, endpoint, method in routes:
         app.add_api_route(PREFIX + path, endpoint, methods=[method], dependencies=dependencies)

@@ -32,13 +32,18 @@ NON_LOCAL_FLAGS = ("share", "listen", "ngrok", "server_name")
 
 
 def check_text(value: Any, field: str) -> str:
-    """A path field's text: a string without NUL bytes (the OS cannot name such a file)."""
+    """A path field's text: a string without NUL bytes that the OS can encode (the OS cannot name
+    such a file, and os.path calls would fail on it)."""
     if not isinstance(value, str):
-        raise LoraError(f"{field} must be text, not {type(value).__name__}", where=field,
-                        fix="Send the path as a string")
+        raise LoraError(f"{field} must be text, not {type(value).__name__}", fix="Send the path as a string")
     if "\x00" in value:
-        raise LoraError(f"{field} contains a NUL byte, which no file name can hold", where=field,
+        raise LoraError(f"{field} contains a NUL byte, which no file name can hold",
                         fix="Remove the NUL character from the path")
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        raise LoraError(f"{field} holds a character no file name can hold (a lone UTF-16 surrogate)",
+                        fix="Send the path as valid UTF-8 text") from None
     return value
 
 

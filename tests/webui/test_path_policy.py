@@ -76,7 +76,7 @@ def test_a_symlink_that_stays_inside_the_roots_is_fine(tree):
     assert _policy(root).check(str(root / "alias"), "Dataset folder", tree=True) == str((root / "ds").resolve())
 
 
-@pytest.mark.parametrize("value", ["a\x00b", "\x00", 5, None, ["x"]])
+@pytest.mark.parametrize("value", ["a\x00b", "\x00", "\ud800", "/tmp/\udbff\udfff", 5, None, ["x"]])
 def test_nul_bytes_and_non_text_are_refused_confined_or_not(tree, value):
     root, _ = tree
     for policy in (_policy(root), PathPolicy((), False)):
