@@ -16,6 +16,7 @@ which places may be named at all.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from dataclasses import dataclass
@@ -127,11 +128,25 @@ def webui_policy(for_api: bool = False) -> PathPolicy:
 
 
 def policy_for(backend: Any) -> PathPolicy:
-    """The policy of the tab's backend: the WebUI's, or none for the standalone server, which binds
-    127.0.0.1 unless told otherwise (its --host help says what another address exposes)."""
+    """The policy of the tab's backend: the WebUI's; for the standalone server the one it was given
+    (confined to its data folder when it binds an address other machines reach), else none."""
     if getattr(backend, "kind", "") == "webui":
         return webui_policy()
-    return PathPolicy((), False)
+    return getattr(backend, "path_policy", None) or PathPolicy((), False)
+
+
+def standalone_policy(host: str, data_dir: Any) -> PathPolicy | None:
+    """The standalone server's policy: None on a loopback address, else its data folder only (plus
+    TRAIN_LORA_ALLOWED_ROOTS, comma-separated, the setting's twin outside the WebUI)."""
+    name = (host or "").strip().strip("[]")
+    try:
+        loopback = name == "localhost" or ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    roots = [str(data_dir)] + split_roots(os.environ.get("TRAIN_LORA_ALLOWED_ROOTS", ""))
+    return PathPolicy(tuple(roots), True, f"the server listens on {name} (--host), beyond localhost")
 
 
 def check_paths(backend: Any, fields: Iterable[tuple[str, Any, bool]]) -> list[str]:

@@ -44,7 +44,9 @@ def build_app(data_dir: str | Path):
 
 def run_ui(args: argparse.Namespace) -> int:
     from lib_lora.webui import gradio_compat
+    from lib_lora.webui.path_policy import standalone_policy
     app, backend = build_app(args.data_dir)
+    backend.path_policy = standalone_policy(args.host, backend.data_dir)   # read by the tab's path checks
     print(f"Train LoRA: serving on http://{args.host}:{args.port} (data in {backend.data_dir}); Ctrl+C stops")
     app.queue(**gradio_compat.queue_kwargs(4)).launch(**gradio_compat.launch_kwargs(
         server_name=args.host, server_port=args.port, show_api=False, inbrowser=False, prevent_thread_lock=False,

@@ -4,6 +4,7 @@ setting that widens the roots; on localhost the tab may use any folder, the HTTP
 from __future__ import annotations
 
 import os
+import types
 
 import pytest
 
@@ -149,3 +150,21 @@ def test_the_roots_setting_cannot_be_widened_over_the_api_or_with_hide_ui_dir_co
         setattr(opts, SETTING, "/")
     flags(hide_ui_dir_config=False)
     assert opts.set(SETTING, "/srv/datasets") is True          # from the settings page on the machine itself
+
+
+@pytest.mark.parametrize("host, confined", [
+    ("127.0.0.1", False), ("localhost", False), ("::1", False), ("[::1]", False), ("127.0.0.2", False),
+    ("0.0.0.0", True), ("::", True), ("192.168.1.5", True), ("myhost.lan", True)])
+def test_the_standalone_server_is_confined_to_its_data_folder_beyond_localhost(tmp_path, host, confined):
+    from lib_lora.webui.path_policy import policy_for, standalone_policy
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    policy = standalone_policy(host, data)
+    assert (policy is not None) is confined
+    backend = types.SimpleNamespace(kind="standalone", path_policy=policy)
+    assert policy_for(backend).check(str(data / "datasets" / "x"), "Dataset folder")
+    if confined:
+        with pytest.raises(PathNotAllowedError) as caught:
+            policy_for(backend).check(str(outside), "Dataset folder")
+        assert "--host" in str(caught.value) and host.strip("[]") in str(caught.value)
+    else:
+        assert policy_for(backend).check(str(outside), "Dataset folder") == str(outside.resolve())

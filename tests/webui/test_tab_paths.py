@@ -208,3 +208,14 @@ def test_an_upload_that_names_a_server_file_is_refused(tab):
 def test_on_localhost_the_tab_may_use_any_folder(tab):
     outputs = press(tab.blocks, "train_lora_dataset_check", train_lora_dataset_dir=str(tab.outside))
     assert "started" in _status(outputs)
+
+
+def test_the_standalone_tab_on_a_network_address_refuses_folders_outside_its_data(tmp_path):
+    from lib_lora.webui.backend import standalone_backend
+    from lib_lora.webui.path_policy import standalone_policy
+    from lib_lora.webui.tab import build_tab
+    backend = standalone_backend(tmp_path / "data")
+    blocks = build_tab(backend)
+    backend.path_policy = standalone_policy("0.0.0.0", backend.data_dir)     # as run_ui sets it for --host
+    outputs = press(blocks, "train_lora_dataset_check", train_lora_dataset_dir=str(tmp_path))
+    assert "refused" in _status(outputs) and "--host" in _status(outputs) and str(tmp_path) in _status(outputs)
