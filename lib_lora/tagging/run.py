@@ -22,6 +22,7 @@ from PIL import Image
 from ..config import TaggingConfig
 from ..dataset.files import find_images
 from ..dataset.images import ImageReadError, load_image_rgb
+from ..dataset.input_limits import normalize_extension
 from ..errors import DatasetError, TaggerError
 from .caption_writer import caption_path_for, write_tags
 from .captioner import NAMES, Captioner, Wd14Captioner
@@ -81,6 +82,7 @@ def run_tagging(target: str | os.PathLike | list[Path], cfg: TaggingConfig, prog
     """Tag every image of a folder (recursive) or of a list; a snapshot allows one undo.
 
     The captioner is closed when the run ends (done, cancelled or failed)."""
+    normalize_extension(cfg.caption_extension)   # '.png' or '' would write tags over images: refuse first
     paths = list(target) if isinstance(target, list) else find_images(Path(target))
     if not paths:
         raise DatasetError("No images to tag", where=str(target), fix="Choose a folder that holds images")

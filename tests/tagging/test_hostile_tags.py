@@ -148,3 +148,13 @@ def test_damaged_snapshots_are_one_sentence(world, content):
         undo_last(ds)
     assert describe_snapshot(ds).startswith("a damaged")
     assert fingerprint(world) == before
+
+
+@pytest.mark.parametrize("ext", [".png", ""])
+def test_a_tagging_run_refuses_an_image_caption_extension_before_loading_a_model(world, ext):
+    from lib_lora.config import TaggingConfig
+    from lib_lora.tagging.run import run_tagging
+    before = fingerprint(world)
+    with pytest.raises(ConfigError, match="caption_extension"):      # not a download or model error
+        run_tagging(world / "ds", TaggingConfig(models=[str(world / "no_such_model")], caption_extension=ext))
+    assert fingerprint(world) == before
