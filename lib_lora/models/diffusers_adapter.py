@@ -122,7 +122,8 @@ class DiffusersModel:
         h = hashlib.sha1()
         for name, tensor in sorted(self.pipe.vae.encoder.state_dict().items()):
             h.update(name.encode())
-            h.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
+            # the first 1024 values (4096 bytes in fp32), without converting the whole tensor
+            h.update(tensor.detach().reshape(-1)[:1024].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 
     # -- text ------------------------------------------------------------
