@@ -62,7 +62,7 @@ def basic_auth(credentials: dict[str, str]) -> Callable:
 
 
 def check_values(value: Any, where: str = "config", depth: int = 0) -> None:
-    """Every string in the request (keys too) is free of NUL bytes; nesting is bounded."""
+    """Every string in the request (keys too) is text without NUL bytes; nesting is bounded."""
     if depth > MAX_DEPTH:
         raise LoraError("The request nests deeper than a run config can", where=where,
                         fix='Send {"config": {"section": {"key": value}}}')
