@@ -223,21 +223,30 @@ class RunManager:
 
         from lib_lora.training.trainer import plan_run
         from lib_lora.webui import vram
-        from lib_lora.webui.pause_gate import ModelIdentity, wrong_model_message
-        model = hold.enter_session(cfg)
+        from lib_lora.webui.pause_gate import ModelIdentity, refused_message, wrong_model_message
+        resuming = resume and spec.identity is not None
+        try:
+            model = hold.enter_session(cfg)
+        except LoraError as err:
+            if not resuming:
+                raise
+            return _stay_paused(record, refused_message(cfg, spec.identity, err))
         identity = ModelIdentity.of(shared.sd_model)
-        if resume and spec.identity is not None and not spec.identity.same_weights(identity):
+        if resuming and not spec.identity.same_weights(identity):
             hold.leave_session()
-            record.state, record.pause_requested = "paused", True
-            record.notice = wrong_model_message(cfg, spec.identity, identity)
-            record.log(record.notice)
-            return None
+            return _stay_paused(record, wrong_model_message(cfg, spec.identity, identity))
         spec.identity = identity
         if not resume and getattr(shared.opts, "train_lora_check_vram", True):
             need = vram.check_run(cfg, model, plan_run(cfg, model))
             if need is not None:
                 record.log(f"Estimated extra VRAM for this run: {need:.0f} MiB")
         return model
+
+
+def _stay_paused(record: RunRecord, notice: str) -> None:
+    """A run resuming from its state file found the WebUI unfit: it stays paused, saying why."""
+    record.state, record.pause_requested, record.notice = "paused", True, notice
+    record.log(notice)
 
 
 def _record_outcome(record: RunRecord, result: Any) -> None:

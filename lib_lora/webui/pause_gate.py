@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from lib_lora.errors import LoraError
 from lib_lora.training.hooks import PauseGate, PausePoint
 
 FINGERPRINT_TENSORS = 16          # tensors sampled for the cheap weight fingerprint
@@ -41,13 +42,15 @@ class ModelIdentity:
     checkpoint: str               # the checkpoint file
     title: str                    # as the WebUI's checkpoint list shows it
     weights: str
+    device: str                   # where the UNet is ("Unload SD checkpoint to RAM" moves it to the CPU)
 
     @classmethod
     def of(cls, sd_model: Any) -> "ModelIdentity":
         info = getattr(sd_model, "sd_checkpoint_info", None)
         checkpoint = str(getattr(info, "filename", None) or getattr(sd_model, "sd_model_checkpoint", "") or "")
         title = str(getattr(info, "title", None) or Path(checkpoint).name or "the checkpoint the run started on")
-        return cls(id(sd_model), checkpoint, title, weight_fingerprint(sd_model))
+        device = str(next(sd_model.model.diffusion_model.parameters()).device)
+        return cls(id(sd_model), checkpoint, title, weight_fingerprint(sd_model), device)
 
     def same_weights(self, other: "ModelIdentity") -> bool:
         return self.checkpoint == other.checkpoint and self.weights == other.weights
@@ -76,10 +79,19 @@ def headless_command(cfg: Any, identity: ModelIdentity) -> str:
 
 
 def wrong_model_message(cfg: Any, started: ModelIdentity, now: ModelIdentity) -> str:
-    return (f"Not resumed: this run trains on {started.title}, but the WebUI has {now.title} loaded now "
-            f"(or other weights under that name). Train on the model it started on: "
-            f"load {started.title} again (Stable Diffusion checkpoint at the top of the page) and press Resume; "
+    if started.same_weights(now) and started.device != now.device:
+        what = (f"the WebUI holds it on {now.device} now, not on {started.device}. Load it back (pick "
+                f"{started.title} at the top of the page again)")
+    else:
+        what = (f"the WebUI has {now.title} loaded now (or other weights under that name). Train on the model it "
+                f"started on: load {started.title} again (Stable Diffusion checkpoint at the top of the page)")
+    return (f"Not resumed: this run trains on {started.title}, but {what} and press Resume; "
             f"or resume it headless from its saved state: {headless_command(cfg, started)}")
+
+
+def refused_message(cfg: Any, started: ModelIdentity, err: Exception) -> str:
+    return (f"Not resumed: {err}. The run stays paused: press Resume when that is fixed, or resume it headless "
+            f"from its saved state: {headless_command(cfg, started)}")
 
 
 class WebUIHold:
@@ -187,8 +199,12 @@ class WebUIPauseGate(PauseGate):
     def _borrow_again(self) -> bool:
         """Take the queue and the model again; False (and paused again, with the reason) when the
         model is not the one the run started on."""
-        self.webui.take_queue()            # on an error the run fails, and WebUIHold.finish lets go
-        self.webui.enter_session(self.cfg)
+        self.webui.take_queue()            # on an unexpected error the run fails, and WebUIHold.finish lets go
+        try:
+            self.webui.enter_session(self.cfg)
+        except LoraError as err:           # refused before the model was touched (an FP8 or low-VRAM model)
+            self.webui.release_queue()
+            return self._stay_paused(refused_message(self.cfg, self.identity, err))
         now = ModelIdentity.of(self.webui.shared.sd_model)
         if now == self.identity:
             return True
@@ -197,7 +213,11 @@ class WebUIPauseGate(PauseGate):
         if now.object_id != self.identity.object_id and self.identity.same_weights(now):
             self.ended_for = "rebuilt"      # the network's layers are gone; its saved state goes on
             return False
-        self.record.notice = wrong_model_message(self.cfg, self.identity, now)
-        self.record.log(self.record.notice)
-        self.record.pause_requested = True    # stays paused until the user fixes it and resumes
+        return self._stay_paused(wrong_model_message(self.cfg, self.identity, now))
+
+    def _stay_paused(self, notice: str) -> bool:
+        """Paused again until the user fixes what `notice` says and resumes."""
+        self.record.notice = notice
+        self.record.log(notice)
+        self.record.pause_requested = True
         return False

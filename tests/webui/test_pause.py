@@ -201,3 +201,25 @@ def test_after_another_kind_of_model_the_run_goes_on_from_its_saved_state(fresh_
     assert record.state == "finished" and record.step == STEPS_PER_EPOCH, record.error
     assert [os.path.basename(f) for f in record.files] == ["kinds-000001.safetensors"]
     assert differences(before, fingerprint(rebuilt)) == []
+
+
+def test_a_model_that_cannot_train_now_keeps_the_run_paused(fresh_state):
+    """The user turned on FP8 weights during the pause: Resume says why it cannot go on and the run
+    stays paused (resumable), instead of failing."""
+    from lib_lora.webui.jobs import RunManager
+    webui = fresh_state
+    load_family(webui, "sd1")
+    manager = RunManager()
+    record, _ = _start_paused(webui, manager, _config(webui.root, "fp8", epochs=1), pause_after=2)
+    webui.devices.fp8 = True
+    try:
+        manager.resume(record.run_id)
+        _wait(lambda: record.notice, "the refusal")
+    finally:
+        webui.devices.fp8 = False
+    assert record.state == "paused" and "FP8" in record.notice and "python -m lib_lora train --resume" in record.notice
+    assert webui.call_queue.queue_lock.acquire(blocking=False)
+    webui.call_queue.queue_lock.release()
+    manager.resume(record.run_id)
+    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the run")
+    assert record.state == "finished" and record.step == STEPS_PER_EPOCH, record.error
