@@ -100,10 +100,8 @@ def _landing(path: Path) -> Path:
 def _refuse_special(path: Path) -> None:
     try:
         mode = os.stat(path).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        return
     except OSError:
-        return              # unreadable: the write itself reports it
+        return              # not there yet (the usual case), or unreadable: the write itself reports it
     if stat.S_ISDIR(mode):
         raise UnsafeWriteError("A folder is in the way of a file to write", where=shown(path),
                                fix="Rename or move that folder, or choose another output name")

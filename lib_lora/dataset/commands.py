@@ -21,7 +21,7 @@ from .report_text import format_report
 
 
 def _fail(err: LoraError) -> int:
-    print(f"error: {err}", file=sys.stderr)
+    print(f"error: {shown(str(err))}", file=sys.stderr)
     return 2
 
 
@@ -47,7 +47,11 @@ def run_check(args: argparse.Namespace) -> int:
         report = build_report(args.dir, options)
     except LoraError as err:
         return _fail(err)
-    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if args.json else format_report(report))
+    if args.json:   # file names that are not UTF-8 stay valid JSON as \udcXX escapes
+        text = json.dumps(report.to_dict(), ensure_ascii=False, indent=1)
+        print(text if shown(text) == text else json.dumps(report.to_dict(), ensure_ascii=True, indent=1))
+    else:           # and print as \xNN in the text report instead of stopping it
+        print(shown(format_report(report)))
     return 0
 
 

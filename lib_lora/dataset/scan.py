@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..safe_paths import shown
 from .images import ImageReadError, image_extensions, load_image_rgb, read_header
 from .input_limits import check_repeats, count_entry, list_folder, normalize_extension, special_file_reason
 from .textfiles import read_caption_file
@@ -58,7 +59,7 @@ class ScanIssue:
     fix: str = ""
 
     def __str__(self) -> str:
-        return f"{self.what} ({self.path})" + (f". {self.fix}" if self.fix else "")
+        return f"{self.what} ({shown(self.path)})" + (f". {self.fix}" if self.fix else "")
 
 
 @dataclass
@@ -207,7 +208,9 @@ def scan_dataset(train_dir: str | os.PathLike, caption_extension: str = ".txt", 
     if not dataset.concepts:
         raise _no_concepts_error(root, is_reg, skipped)
     if not dataset.items:
-        raise DatasetError("The concept folders hold no readable images", where=str(root),
+        found = "; ".join(f"{shown(issue.path.name)}: {issue.what}" for issue in dataset.issues[:3])
+        raise DatasetError("The concept folders hold no readable images" + (f" ({found})" if found else ""),
+                           where=str(root),
                            fix="Add PNG/JPEG/WebP images to the <repeats>_<name> folders; "
                                "see the problems listed by `python -m lib_lora check`")
     return dataset

@@ -92,3 +92,24 @@ def test_a_dataset_root_that_is_a_file_is_one_sentence(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a file" in err and err.count("\n") == 1
 
+
+
+@pytest.mark.skipif(os.name != "posix", reason="byte file names as on POSIX")
+@pytest.mark.parametrize("as_json", [False, True])
+def test_check_prints_undecodable_names_on_a_strict_utf8_console(tmp_path, as_json):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    ds = tmp_path / "ds"
+    write_png(ds / "10_x" / os.fsdecode(b"caf\xe9.png"))
+    write_png(ds / "10_x" / "ok.png", seed=1)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8:strict")
+    run = subprocess.run([sys.executable, "-m", "lib_lora", "check", str(ds)] + (["--json"] if as_json else []),
+                         capture_output=True, env=env, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    out = run.stdout.decode("utf-8")
+    if as_json:
+        assert json.loads(out) and "caf\\udce9.png" in out         # valid JSON, the name escaped
+    else:
+        assert "caf\\xe9.png" in out
