@@ -129,12 +129,17 @@ def test_check_device_names_the_device_and_the_field(device, words):
     ("resize: inf", ["resize", "--lora", "{inf}", "--rank", "2"], ["infinite", "inf.safetensors"]),
     ("merge: NaN into a checkpoint", ["merge", "--lora", "{nan}", "--base", "{base}"], ["NaN"]),
     ("merge: NaN into a LoRA", ["merge", "--lora", "{lora}", "--lora", "{nan}", "--svd-rank", "2"], ["NaN"]),
+    ("merge: a weight of nan", ["merge", "--lora", "{lora}", "--weight=nan", "--concat"], ["nan", "finite"]),
+    ("merge: a weight of -inf", ["merge", "--lora", "{lora}", "--weight=-inf", "--base", "{base}"], ["-inf"]),
+    ("merge: a block weight of inf", ["merge", "--lora", "{lora}", "--block-weights", ",".join(["1"] * 16 + ["inf"]),
+                                      "--concat"], ["inf", "block weights"]),
 ])
 def test_shapes_that_do_not_fit_and_nan_are_one_sentence(files, tmp_path, capsys, case, argv, words):
     before = {p.name for p in tmp_path.iterdir()}
     argv = [a.format(**{k: str(v) for k, v in files.items()}) for a in argv]
-    _fails_in_one_line([*argv, "--out", tmp_path / "out.safetensors"], capsys, LORA_KEY if "LoRA" in case or
-                       "resize" in case or "ranks" in case else "", *words)
+    module_named = ("LoRA" in case or "resize" in case or "ranks" in case) and "weight" not in case
+    _fails_in_one_line([*argv, "--out", tmp_path / "out.safetensors"], capsys, LORA_KEY if module_named else "",
+                       *words)
     _nothing_new(tmp_path, before)
 
 

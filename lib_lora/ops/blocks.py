@@ -13,6 +13,7 @@ attention-only LoRAs, so use 26 values to steer LoCon layers.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from ..errors import LoraError
@@ -35,6 +36,9 @@ def parse_block_weights(text: str, where: str = "block weights") -> dict[str, fl
     except ValueError:
         raise LoraError(f"Block weights {text!r} are not all numbers", where=where,
                         fix="Write comma-separated numbers, e.g. 1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1") from None
+    if not all(math.isfinite(v) for v in values):
+        raise LoraError(f"Block weights {text!r} hold nan or inf", where=where,
+                        fix="Write finite numbers, e.g. 1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1")
     names = BLOCK_NAMES.get(len(values))
     if names is None:
         raise LoraError(f"{len(values)} block weights were given", where=where,

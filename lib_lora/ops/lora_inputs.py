@@ -7,6 +7,7 @@ already-loaded tensors (the WebUI's own objects) are accepted.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,10 @@ def load_lora_inputs(sources: list[str | Path | Mapping[str, torch.Tensor]], wei
     if len(weights) > len(sources):
         raise LoraError(f"{len(weights)} weights were given for {len(sources)} LoRA files", where="weights",
                         fix="Give one weight per LoRA, in the same order (missing ones are 1.0)")
+    bad = [w for w in weights if not math.isfinite(w)]
+    if bad:
+        raise LoraError(f"The weight {bad[0]} is not a finite number", where="weights",
+                        fix="Give each LoRA a number such as 1, 0.8 or -0.5")
     weights = list(weights) + [1.0] * (len(sources) - len(weights))
     blocks = _per_lora(block_weights, len(sources), "", "block weights")
     inputs = []
