@@ -16,6 +16,9 @@ def on_ui_settings() -> None:
             "", "Extra folders Train LoRA may use (comma-separated): datasets, tool inputs and outputs named in "
                 "the tab when the WebUI listens beyond localhost, and in the HTTP API always", restrict_api=True),
         "train_lora_check_vram": shared.OptionInfo(True, "Check free VRAM before a training run starts"),
+        "train_lora_pause_minutes": shared.OptionInfo(
+            30, "Minutes a paused training run keeps its state in memory; after that it lets go of it and "
+                "Resume continues from the state saved at the pause"),
     }
     for key, info in options.items():
         info.section = SECTION

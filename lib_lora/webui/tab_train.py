@@ -123,6 +123,8 @@ def build_train_section(ctx: TabContext) -> None:
         chart = gr.Image(label="Loss and learning rate", type="pil", interactive=False, elem_id=elem("loss_chart"))
         samples = gr.Gallery(label="Samples", columns=4, height=300, elem_id=elem("samples"))
     files = gr.Markdown(elem_id=elem("files"))
+    from lib_lora.webui.tab_try import build_try_panel
+    build_try_panel(ctx, run_id)
     _wire(ctx, locals())
 
 
@@ -195,8 +197,9 @@ def _wire_run_controls(ctx: TabContext, c: dict) -> None:
             view = {"pause": lambda: runner.set_paused(run_id_v, True),
                     "resume": lambda: runner.set_paused(run_id_v, False),
                     "save": lambda: runner.save_now(run_id_v), "cancel": lambda: runner.cancel(run_id_v)}[action]()
-            done = {"pause": "Paused after the current step", "resume": "Resumed",
-                    "save": "A LoRA file will be saved after the current step",
+            done = {"pause": "Pausing after the current step: once the state says paused, txt2img and the "
+                             "X/Y/Z plot are free (see Try this epoch)", "resume": "Resumed",
+                    "save": "A LoRA file will be saved after the current step (at once while paused)",
                     "cancel": "Stopping after the current step; saved epochs are kept"}[action]
             return message_html(done), view.state
         return run
@@ -224,7 +227,7 @@ def _wire_progress(ctx: TabContext, c: dict) -> None:
         p = h.last
         html = progress_html(view.state, p.step if p else 0, h.total_steps, p.epoch if p else 0, h.total_epochs,
                              p.loss if p else None, p.it_per_s if p else 0.0, p.eta_s if p else float("inf"),
-                             h.status, view.error)
+                             view.notice or h.status, view.error)
         chart_value = gr.update()
         if chart_cache.get(run_id_v) != len(h.losses):   # redraw only when new losses arrived
             chart_value = loss_chart(h.losses, h.lrs)
