@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from lib_lora.errors import RunLockedError, UnsafeWriteError
+from lib_lora.errors import RunLockedError, UnsafeWriteError, WriteError
 from lib_lora.training.run_lock import output_lock
 from lib_lora.training.trainer import train
-from tests.fixtures.hostile import fingerprint
+from tests.fixtures.hostile import fingerprint, small_filesystem
 from training_fixtures import fast_config
 
 
@@ -40,3 +40,16 @@ def test_a_run_writing_into_its_dataset_never_replaces_a_caption(tiny_model, dat
         train(cfg, tiny_model)
     after = fingerprint(dataset)
     assert {k: v for k, v in after.items() if k in before} == before
+
+
+def test_an_output_folder_that_is_a_file_is_one_sentence_before_any_work(tiny_model, dataset, tmp_path):
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(WriteError, match="file") as err:
+        train(fast_config(dataset, tmp_path / "out"), tiny_model)
+    assert "\n" not in str(err.value) and (tmp_path / "out").read_text() == "a file"
+
+
+def test_a_read_only_output_folder_is_one_sentence_before_any_work(tiny_model, dataset, tmp_path):
+    with small_filesystem(tmp_path / "ro", read_only=True) as ro:
+        with pytest.raises(WriteError, match="read-only"):
+            train(fast_config(dataset, ro / "lora"), tiny_model)
