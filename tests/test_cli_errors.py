@@ -53,7 +53,10 @@ def files(tmp_path):
             f"{LORA_KEY}.hada_w2_a": torch.randn(8, 4), f"{LORA_KEY}.hada_w2_b": torch.randn(3, 9),
             f"{LORA_KEY}.alpha": torch.tensor(4.0)}
     wide_lora = make_lora([ATTN_Q], 4, 4.0, seed=2, shapes={k: tuple(v.shape) for k, v in wide.items()})
-    named = {"base": base, "wide": wide, "lora": lora, "nan": nan, "inf": inf, "ranks": ranks, "loha": loha,
+    tuned_nan = {k: v.clone() for k, v in base.items()}
+    tuned_nan[ATTN_Q] = tuned_nan[ATTN_Q] + 0.1
+    tuned_nan[ATTN_Q][0, 0] = float("nan")
+    named = {"base": base, "wide": wide, "tuned_nan": tuned_nan, "lora": lora, "nan": nan, "inf": inf, "ranks": ranks, "loha": loha,
              "wide_lora": wide_lora}
     return {name: save(tmp_path / f"{name}.safetensors", tensors) for name, tensors in named.items()}
 
@@ -114,6 +117,10 @@ def test_check_device_names_the_device_and_the_field(device, words):
 
 @pytest.mark.parametrize("case, argv, words", [
     ("extract: tuned of another size", ["extract", "--base", "{base}", "--tuned", "{wide}"], ["shape", "base"]),
+    ("extract: NaN in the tuned checkpoint", ["extract", "--base", "{base}", "--tuned", "{tuned_nan}"],
+     ["NaN", "tuned", "attn1.to_q"]),
+    ("extract: NaN in the base checkpoint", ["extract", "--base", "{tuned_nan}", "--tuned", "{base}"],
+     ["NaN", "base"]),
     ("merge: LoRA of another size into a checkpoint", ["merge", "--lora", "{wide_lora}", "--base", "{base}"],
      ["shape", "wide_lora.safetensors"]),
     ("merge: LoRAs of two sizes, concatenated", ["merge", "--lora", "{wide_lora}", "--lora", "{lora}", "--concat"],

@@ -203,6 +203,10 @@ def extract_lora(base_source: str | Path | Mapping[str, torch.Tensor],
                 progress(i, len(targets), target.lora_key)
             w0, w1 = _weight(base, target), _weight(tuned, target)
             delta = w1.to(config.device, torch.float32) - w0.to(config.device, torch.float32)
+            if not bool(torch.isfinite(delta).all()):       # the SVD would fail deep in torch
+                which = tuned.label if not bool(torch.isfinite(w1).all()) else base.label
+                raise ModelError(f"Layer {target.param} holds NaN or infinite values in the {which} checkpoint",
+                                 where=which, fix="That checkpoint is damaged; use an intact copy of it")
             if not bool(delta.any()):
                 report.add(LayerReport(target.lora_key, "x".join(map(str, delta.shape)), 0, 0.0, 1.0, 0.0,
                                        "skipped", "unchanged"))
