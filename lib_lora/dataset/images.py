@@ -54,7 +54,13 @@ def is_image_name(path: str | os.PathLike) -> bool:
 
 
 def open_checked(path: Path) -> Image.Image:
-    """Image.open with the bomb warning promoted to an error and our own pixel limit."""
+    """Image.open with the bomb warning promoted to an error and our own pixel limit.
+
+    Only regular files are opened: a FIFO named like an image would block the read forever."""
+    from .input_limits import special_file_reason
+    special = special_file_reason(path)
+    if special:
+        raise ImageReadError(path, special[0].upper() + special[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:

@@ -113,3 +113,16 @@ def test_check_prints_undecodable_names_on_a_strict_utf8_console(tmp_path, as_js
         assert json.loads(out) and "caf\\udce9.png" in out         # valid JSON, the name escaped
     else:
         assert "caf\\xe9.png" in out
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs as on POSIX")
+@pytest.mark.timeout(60)
+def test_opening_a_fifo_or_device_named_like_an_image_is_a_reason_not_a_hang(tmp_path):
+    from lib_lora.dataset.images import ImageReadError, load_image_rgb, read_header
+    fifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    for name in ("pipe.png", "zero.png"):
+        with pytest.raises(ImageReadError, match="FIFO|device"):
+            read_header(tmp_path / name)
+        with pytest.raises(ImageReadError):
+            load_image_rgb(tmp_path / name)
