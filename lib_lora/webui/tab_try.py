@@ -114,17 +114,16 @@ def build_try_panel(ctx: TabContext, run_id: Any) -> None:
     with gr.Accordion("Try this epoch (while paused)", open=False, elem_id=elem("try_panel")):
         gr.Markdown("Pause the run: the WebUI is free while it waits. Render the sample prompts with the newest "
                     "saved file at the grid weights, or send every saved epoch to the X/Y/Z plot in txt2img.")
-        with gr.Row():
-            render = gr.Button("Try the latest epoch", elem_id=elem("try_render"))
-            send = gr.Button("Send epochs to X/Y/Z plot", elem_id=elem("try_xyz"))
-        status = gr.HTML(elem_id=elem("try_status"))
-        image = gr.Image(label="Latest epoch at the grid weights", type="filepath", interactive=False,
-                         elem_id=elem("try_image"))
         with gr.Row(elem_classes=["train-lora-hidden"]):
             infotext = gr.Textbox(elem_id=elem("try_infotext"))
             paste = gr.Button("paste into txt2img", elem_id=elem("try_xyz_paste"))   # clicked by train_lora.js
-    can_send = register_txt2img_paste(paste, infotext)
-    send.visible = can_send
+        can_send = register_txt2img_paste(paste, infotext)      # only inside the WebUI
+        with gr.Row():
+            render = gr.Button("Try the latest epoch", elem_id=elem("try_render"))
+            send = gr.Button("Send epochs to X/Y/Z plot", elem_id=elem("try_xyz"), visible=can_send)
+        status = gr.HTML(elem_id=elem("try_status"))
+        image = gr.Image(label="Latest epoch at the grid weights", type="filepath", interactive=False,
+                         elem_id=elem("try_image"))
     backend = ctx.backend
 
     @guarded(2, "Trying the latest epoch")
