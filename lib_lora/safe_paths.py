@@ -58,8 +58,17 @@ def shown(path: PathLike) -> str:
 
 
 def resolved(path: PathLike) -> Path:
-    """Absolute, with every existing symlink followed and '..' removed (the file the OS would touch)."""
+    """Absolute, with every existing symlink followed and '..' removed (the file the OS would touch).
+
+    A path holding a NUL character names no file: UnsafeWriteError (a LoraError), not the OS's ValueError."""
+    _refuse_nul(path)
     return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
+
+
+def _refuse_nul(path: PathLike) -> None:
+    if "\x00" in os.fspath(path):
+        where = shown(os.fspath(path).replace("\x00", "\\0"))
+        raise UnsafeWriteError("The path holds a NUL character", where=where, fix="Remove the NUL (\\0) from it")
 
 
 def _key(path: Path) -> str:
@@ -83,7 +92,11 @@ def confine(path: PathLike, roots: Iterable[PathLike], what: str = "path") -> Pa
 
     A symlink inside a root that leads outside it is refused: the check is on the resolved path."""
     roots = list(roots)
-    target = resolved(path)
+    try:
+        target = resolved(path)
+    except UnsafeWriteError as e:
+        raise PathNotAllowedError(f"The {what} is not a usable path: {e.what[0].lower()}{e.what[1:]}", where=e.where,
+                                  fix=e.fix) from None
     if any(_under(target, resolved(root)) for root in roots):
         return target
     allowed = ", ".join(shown(r) for r in roots) or "(none configured)"
@@ -187,6 +200,7 @@ def _refuse_file_in_path(path: Path) -> None:
 def check_write(path: PathLike) -> Path:
     """Called by fileio before every write: refuses special files, a file standing where a folder of the path
     should be, and whatever an active guard forbids."""
+    _refuse_nul(path)                  # the OS would refuse it with a bare ValueError
     path = Path(path)
     for guard in _ACTIVE.get():
         guard.check(path)

@@ -20,7 +20,7 @@ from typing import Iterator
 
 from ..errors import RunLockedError
 from ..fileio import write_error
-from ..safe_paths import shown
+from ..safe_paths import check_write, shown
 
 # Windows locks byte ranges, and a locked range cannot be read by others: lock one byte far past
 # the holder's note so the note stays readable.
@@ -84,7 +84,7 @@ def output_lock(out_dir: str | os.PathLike, name: str, enabled: bool = True) -> 
     if not enabled:
         yield None
         return
-    path = lock_path(out_dir, name)
+    path = check_write(lock_path(out_dir, name))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -207,3 +207,15 @@ def test_an_unwritable_output_folder_for_the_lock_is_our_error(tmp_path):
     with pytest.raises(LoraError):
         with output_lock(tmp_path / "file", "mylora"):
             pass
+
+
+@pytest.mark.parametrize("name", ["a\x00b.txt", "\x00", "dir\x00/x.txt"])
+def test_a_nul_in_a_path_is_our_error_not_a_value_error(tmp_path, name):
+    with pytest.raises(UnsafeWriteError, match="NUL"):
+        fileio.write_text(str(tmp_path) + "/" + name, "x")
+    with pytest.raises(PathNotAllowedError, match="NUL"):
+        confine(str(tmp_path) + "/" + name, [tmp_path], "dataset folder")
+    with pytest.raises(LoraError):
+        with output_lock(tmp_path, name):
+            pass
+    assert list(tmp_path.iterdir()) == []
