@@ -16,7 +16,10 @@ folder, or --dataset-dir, which must be inside a folder Train LoRA may read). Th
    the infotext names its hash, /sdapi/v1/loras lists it;
 6. a second run right after C, while the built-in Lora still holds NAME merged into the weights; then
    <lora:NAME:1> gives C again (the built-in re-applies it) and no LoRA gives A again;
-7. real shapes (genuine_webui/real_scale.py): a run at 512 px (batch 1, gradient checkpointing) on the
+7. pause (genuine_webui/pause_check.py): a paused run frees txt2img and the X/Y/Z plot (its epochs
+   usable as <lora:...> and on the plot's LoRA epoch/weight axes) and resumes bit-exactly on CPU;
+   resuming after another checkpoint was loaded is refused until the first is back;
+8. real shapes (genuine_webui/real_scale.py): a run at 512 px (batch 1, gradient checkpointing) on the
    loaded SD1.5-size checkpoint, and one at 64 px on an SDXL-size checkpoint (--sdxl-checkpoint), each
    printing the WebUI process's RSS before, at peak and after, with generation identical before/after.
 A WebUI started with --api-auth needs --api-auth here too.
@@ -36,11 +39,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "genuine_webui"))
-import real_scale  # noqa: E402  (a sibling folder, not a package)
+import pause_check  # noqa: E402  (a sibling folder, not a package)
+import real_scale  # noqa: E402
 
 TAB_ELEM_ID = "tab_train_lora"
 API = "/train_lora/v1/runs"
@@ -214,6 +219,8 @@ def run_checks(args) -> Check:
         check_same_first_epoch(run, again, "all" in str(flags.get("use_cpu", "")).lower(), check)
         pixels_e, _ = txt2img(args.url, f"{args.prompt} <lora:{name}:1>", args.seed, args.steps, check, "E")
         check(pixels_e == pixels_c, "after a run that began with the LoRA merged, the LoRA gives C again")
+    if not args.skip_pause:
+        check_pause(args, dataset_root, name, pixels_a, "all" in str(flags.get("use_cpu", "")).lower(), check)
     pixels_d, _ = txt2img(args.url, args.prompt, args.seed, args.steps, check, "D (no LoRA)")
     check(pixels_d == pixels_a, "at the end, txt2img without LoRA is pixel-identical to A")
     if not args.skip_real_scale:
@@ -223,6 +230,15 @@ def run_checks(args) -> Check:
         bad = [line for line in logged.splitlines() if "Traceback" in line or line.startswith("*** ")]
         check(not bad, "no error reported in the WebUI log during the check", "; ".join(bad[:3]))
     return check
+
+
+def check_pause(args, dataset: Path, name: str, pixels_a: bytes, on_cpu: bool, check: Check) -> None:
+    """Step 9 (genuine_webui/pause_check.py): pause frees the WebUI, resume continues exactly."""
+    helpers = SimpleNamespace(call=call, txt2img=txt2img, train=train, tensor_bytes=tensor_bytes,
+                                          training_request=training_request)
+    pause_check.check_pause(args, helpers, dataset, name, pixels_a, on_cpu, check)
+    if args.sdxl_checkpoint:
+        pause_check.check_other_checkpoint(args, helpers, real_scale.switch_checkpoint, dataset, name, check)
 
 
 def scale_run(args, check: Check, pid: int | None, label: str, dataset: Path, name: str, size: int) -> None:
@@ -269,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sdxl-checkpoint", default="sdxl-random",
                         help="part of the title of an SDXL-size checkpoint for the SDXL run ('' skips it)")
     parser.add_argument("--skip-real-scale", action="store_true", help="skip the 512 px and SDXL-size runs")
+    parser.add_argument("--skip-pause", action="store_true", help="skip the pause/resume checks")
     args = parser.parse_args(argv)
     if args.api_auth:
         HEADERS["Authorization"] = "Basic " + base64.b64encode(args.api_auth.encode()).decode()
