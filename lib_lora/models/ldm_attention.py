@@ -16,7 +16,7 @@ ldm.modules.diffusionmodules.model):
   (Linear + Dropout), `heads`; forward(x, context=None, mask=None); sgm adds
   additional_tokens and n_times_crossframe_attn_in_self (video models; never set by SD/SDXL).
 - AttnBlock / MemoryEfficientAttnBlock (VAE): norm, q, k, v, proj_out (1x1 Conv2d), one head
-  of in_channels; forward(x) = x + proj_out(attention(norm(x))).
+  of in_channels; forward(x) (sgm: forward(x, **kwargs)) = x + proj_out(attention(norm(x))).
 """
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ def cross_attention_forward(module: nn.Module) -> Callable[..., torch.Tensor]:
     return forward
 
 
-def vae_attention_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    def forward(x: torch.Tensor) -> torch.Tensor:
+def vae_attention_forward(module: nn.Module) -> Callable[..., torch.Tensor]:
+    def forward(x: torch.Tensor, **kwargs: Any) -> torch.Tensor:     # sgm's takes (and ignores) kwargs
         h = module.norm(x)
         b, c, height, width = x.shape
         q, k, v = (t.reshape(b, 1, c, height * width).transpose(2, 3) for t in (module.q(h), module.k(h), module.v(h)))
