@@ -146,8 +146,10 @@ def restore(snap: _Snapshot) -> None:
 
 def clear_builtin_lora(sd_model: nn.Module) -> int:
     """Restore weights the built-in Lora extension merged in place and unload its networks.
-    Returns how many layers held a merged LoRA (backups stay after a LoRA is unloaded, so layers
-    with a backup but no current network names already hold their real weights)."""
+    Returns how many layers held networks applied by the built-in Lora (backups stay after a LoRA
+    is unloaded, so layers with a backup but no current network names already hold their real
+    weights; its patched forwards mark every named layer they ran, norms included, so this
+    counts layers the networks touched, not only those a LoRA changed)."""
     networks = sys.modules.get("networks")
     if networks is not None and isinstance(getattr(networks, "loaded_networks", None), list):
         networks.loaded_networks.clear()
@@ -209,7 +211,8 @@ def training_session(sd_model: nn.Module, opts: Any, cfg: Any, *, cmd_opts: Any 
     try:
         restored = clear_builtin_lora(sd_model)
         if restored:
-            log.info("Train LoRA: restored %d layers from the built-in Lora's merged weights", restored)
+            log.info("Train LoRA: restored the real weights of %d layers the built-in Lora had applied "
+                     "networks to", restored)
         if not getattr(opts, "training_xattention_optimizations", False):
             sd_hijack.undo_optimizations()
             optimizations_undone = True
