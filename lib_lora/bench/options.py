@@ -36,12 +36,14 @@ class BenchOptions:
     offload_after_caching: str = opt("auto", "Move the VAE (and cached text encoders) off the device after "
                                              "caching: auto (tiny no, sd15/sdxl yes), yes, no",
                                      choices=("auto", "yes", "no"))
-    mixed_precision: str = opt("auto", "auto: tiny fp32; sd15/sdxl bf16 on CPU (weights held in bf16, the "
-                                       "bytes of the WebUI's fp16), fp16 on CUDA; or no, fp16, bf16",
+    mixed_precision: str = opt("auto", "auto: tiny fp32; sd15/sdxl fp16 on CUDA, bf16 on CPU (weights held in "
+                                       "bf16, the bytes of the WebUI's fp16) except real runs on a CPU without "
+                                       "bf16 instructions (fp32 there); or no, fp16, bf16",
                                choices=("auto", "no", "fp16", "bf16"))
     fake: str = opt("auto", "Run under FakeTensorMode (our real training code, shapes only, no arithmetic): "
-                            "auto (on CPU for SDXL and for batches above 1, whose real steps take minutes), "
-                            "yes, no", choices=("auto", "yes", "no"))
+                            "auto (on CPU: SDXL and batches above 1, whose real steps take minutes, and the WebUI "
+                            "path, whose half-precision ldm model cannot compute on CPU), yes, no",
+                    choices=("auto", "yes", "no"))
     path: str = opt("both", "sd15/sdxl: headless (diffusers model), webui (the ldm model inside the WebUI "
                             "stand-in, through the model bridge), or both", choices=("headless", "webui", "both"))
     steps: int = opt(0, "Stop after this many optimizer steps; 0: tiny all (images x repeats x epochs / batch), "
@@ -85,17 +87,23 @@ class BenchOptions:
     def offloads(self) -> bool:
         return self.offload_after_caching == "yes" or (self.offload_after_caching == "auto" and self.real_shape)
 
-    def precision(self, device_type: str) -> str:
+    def precision(self, device_type: str, fake: bool = True) -> str:
+        """auto: fp16 on CUDA; on CPU bf16 for fake runs (the bytes of a GPU's fp16) and for real runs on a
+        CPU with bf16 instructions, fp32 for real runs on one without (bf16 is emulated there, ~20x slower)."""
         if self.mixed_precision != "auto":
             return self.mixed_precision
         if not self.real_shape:
             return "no"
-        return "fp16" if device_type == "cuda" else "bf16"
+        if device_type == "cuda":
+            return "fp16"
+        from ..training.precision import cpu_has_bf16
 
-    def is_fake(self, device_type: str, batch: int) -> bool:
+        return "bf16" if fake or cpu_has_bf16() else "no"
+
+    def is_fake(self, device_type: str, batch: int, path: str = "headless") -> bool:
         if self.fake != "auto":
             return self.fake == "yes"
-        return device_type == "cpu" and self.real_shape and (self.model == "sdxl" or batch > 1)
+        return device_type == "cpu" and self.real_shape and (self.model == "sdxl" or batch > 1 or path == "webui")
 
 
 def add_option_flags(p: argparse.ArgumentParser, cls: type = BenchOptions) -> None:

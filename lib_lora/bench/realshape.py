@@ -23,6 +23,8 @@ import torch
 from .options import BenchOptions
 from .phases import BenchHooks, PhaseClock, RunFigures
 
+PRECISION_TEXT = {"no": "fp32", "bf16": "bf16 (weights bf16)", "fp16": "fp16 (weights fp16)"}
+
 
 @dataclass
 class Case:
@@ -30,10 +32,11 @@ class Case:
     batch: int
     checkpointing: bool
     fake: bool
+    precision: str              # the run's training.mixed_precision
 
     def label(self, opts: BenchOptions) -> str:
         gc_text = "GC" if self.checkpointing else "no GC"
-        return (f"{opts.model} {self.path} {opts.px()} px bs{self.batch} rank{opts.rank()} {gc_text}"
+        return (f"{opts.model} {self.path} {opts.px()} px bs{self.batch} {gc_text} {PRECISION_TEXT[self.precision]}"
                 + (" [fake]" if self.fake else ""))
 
 
@@ -55,8 +58,13 @@ def resolve_device(opts: BenchOptions) -> torch.device:
 
 def cases(opts: BenchOptions, device: torch.device) -> list[Case]:
     paths = ("headless", "webui") if opts.path == "both" else (opts.path,)
-    return [Case(path, batch, ckpt, opts.is_fake(device.type, batch))
-            for path in paths for batch in opts.batches() for ckpt in opts.checkpointing()]
+    made = []
+    for path in paths:
+        for batch in opts.batches():
+            for ckpt in opts.checkpointing():
+                fake = opts.is_fake(device.type, batch, path)
+                made.append(Case(path, batch, ckpt, fake, opts.precision(device.type, fake)))
+    return made
 
 
 def train_config(opts: BenchOptions, case: Case, dataset: Path, out_dir: Path, device: torch.device):
@@ -71,7 +79,7 @@ def train_config(opts: BenchOptions, case: Case, dataset: Path, out_dir: Path, d
     n.dim, n.alpha, n.train_text_encoder = opts.rank(), opts.lora_alpha(), opts.trains_text_encoder()
     t.batch_size, t.epochs, t.max_train_steps = case.batch, 1, 0
     t.optimizer, t.lr_scheduler, t.lr_warmup = opts.optimizer, opts.scheduler, 0.0
-    t.mixed_precision, t.gradient_checkpointing, t.sdpa = opts.precision(device.type), case.checkpointing, True
+    t.mixed_precision, t.gradient_checkpointing, t.sdpa = case.precision, case.checkpointing, True
     t.cache_text_encoder_outputs = not opts.trains_text_encoder()
     t.offload_after_caching = opts.offloads()
     t.seed, t.num_threads, t.device = opts.seed, opts.threads, str(device)
@@ -79,10 +87,9 @@ def train_config(opts: BenchOptions, case: Case, dataset: Path, out_dir: Path, d
     return cfg
 
 
-def weight_dtype(opts: BenchOptions, device: torch.device) -> torch.dtype:
+def weight_dtype(mode: str, device: torch.device) -> torch.dtype:
     """Half precision as the WebUI holds a checkpoint: fp16 on CUDA; bf16 on CPU (same bytes), where fp16
-    weights meet CPU kernels that refuse them under autocast (training/precision.py)."""
-    mode = opts.precision(device.type)
+    weights meet CPU kernels that refuse them under autocast (training/precision.py); fp32 for fp32 runs."""
     if mode == "no":
         return torch.float32
     return torch.bfloat16 if mode == "bf16" or device.type == "cpu" else torch.float16
@@ -104,19 +111,20 @@ def run_case(opts: BenchOptions, case: Case, device: torch.device, workdir: Path
     mode = ShapeOnlyMode() if case.fake else None
     tracker = MemoryTracker()
     clock = PhaseClock(tracker, device)
+    if case.path == "webui":
+        from ..webui.bench_session import webui_run   # enters the fake mode itself, after the model's shell
+        return webui_run(opts, case, cfg, device, mode, tracker, clock, steps)
     with (mode or contextlib.nullcontext()):
-        if case.path == "webui":
-            from ..webui.bench_session import webui_run
-            return webui_run(opts, case, cfg, device, mode, tracker, clock, steps)
-        model = build_model(opts, device, mode)
-        return measure_training(cfg, case, model, tracker, clock, steps, lambda hooks: _train(cfg, model, hooks))
+        model = build_model(opts, device, mode, case.precision)
+        with tracker:
+            return measure_training(cfg, case, model, tracker, clock, steps, lambda hooks: _train(cfg, model, hooks))
 
 
-def build_model(opts: BenchOptions, device: torch.device, mode):
+def build_model(opts: BenchOptions, device: torch.device, mode, precision: str):
     from ..models.diffusers_adapter import DiffusersModel
     from .models import build_pipeline
 
-    dtype = weight_dtype(opts, device)
+    dtype = weight_dtype(precision, device)
     pipe = build_pipeline(opts.model, dtype, mode, opts.seed)
     model = DiffusersModel(pipe, name=f"{opts.model}-random", device=device, dtype=dtype)
     if mode is not None:
@@ -131,7 +139,7 @@ def _train(cfg, model, hooks) -> None:
 
 
 def measure_training(cfg, case: Case, model: Any, tracker, clock: PhaseClock, steps: int, run) -> CaseResult:
-    """Run `run(hooks)` (a training run over `model`) under the tracker; returns the figures."""
+    """Run `run(hooks)` (a training run over `model`; the caller has entered the tracker); returns the figures."""
     from ..training import memory, offload
     from ..training.trainer import plan_run
 
@@ -145,7 +153,7 @@ def measure_training(cfg, case: Case, model: Any, tracker, clock: PhaseClock, st
     lora_state = lora_params * memory.optimizer_bytes_per_param(cfg.training.optimizer)
     hooks = BenchHooks(clock, model, offload.offloaded_kinds(cfg), steps, lora_params * 4)
     try:
-        with tracker, hooks.saved_tensors():
+        with hooks.saved_tensors():
             run([hooks])
     finally:
         hooks.close()
@@ -163,8 +171,9 @@ def run_realshape_bench(opts: BenchOptions) -> int:
         torch.set_num_threads(opts.threads)
     workdir = Path(tempfile.gettempdir()) / "lib_lora_bench_real"
     print(f"bench: {opts.model} random weights in the published shapes, {opts.px()} px, rank {opts.rank()}, "
-          f"{opts.optimizer}, {opts.precision(device.type)} autocast, weights in {str(weight_dtype(opts, device))[6:]}"
-          f", on {device} ({torch.get_num_threads()} threads)", flush=True)
+          f"{opts.optimizer}, text encoder {'trained' if opts.trains_text_encoder() else 'frozen, outputs cached'}, "
+          f"offload after caching {'on' if opts.offloads() else 'off'}, on {device} ({torch.get_num_threads()} "
+          "threads)", flush=True)
     results = []
     for case in cases(opts, device):
         started = time.perf_counter()

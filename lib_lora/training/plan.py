@@ -106,7 +106,8 @@ def make_plan(cfg: TrainConfig, sizes: ModelSizes | None = None) -> TrainPlan:
         info["images"] += 1
     buckets = Counter(f"{s.bucket[0]}x{s.bucket[1]}" for s in train)
     largest = max(s.bucket[0] * s.bucket[1] for s in train)
+    memory = estimate(cfg, sizes, largest, len(train) + len(reg)) if sizes is not None else None
     plan = TrainPlan(train, val, reg, epochs, t.batch_size, t.gradient_accumulation_steps, spe, total,
-                     dict(buckets), concepts, estimate(cfg, sizes, largest) if sizes is not None else None)
+                     dict(buckets), concepts, memory)
     plan.warnings = [str(issue) for issue in ds.issues]
     return plan

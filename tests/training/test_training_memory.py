@@ -37,7 +37,7 @@ def test_estimate_goes_down_with_each_cheaper_setting(tiny_model, dataset, tmp_p
         network = {k: v for k, v in changes.items() if k == "train_text_encoder"}
         trial = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **training),
                                     network=dataclasses.replace(cfg.network, **network))
-        return memory.estimate_need_mb(trial, sizes.family, sizes.lora_params, px, sizes.offloadable)
+        return memory.estimate_need_mb(trial, sizes, px)
 
     base = need()
     assert need(gradient_checkpointing=True) < base
@@ -62,17 +62,58 @@ def test_plan_prints_the_estimate_for_the_model(tiny_model, dataset, tmp_path):
     assert plan_run(cfg).memory is None and "estimated memory" not in plan_run(cfg).summary()
 
 
-def test_activations_scale_with_the_unet_width(tiny_model):
-    """The tiny UNet is 32 channels wide, a tenth of SD1's 320: its activations are a tenth too
-    (the bench measured 518 MiB peak RSS where the stock-width figure said 1.7 GiB)."""
-    from lib_lora.training.memory import model_sizes, training_bytes
+def test_activations_are_counted_from_the_unets_own_structure(tiny_model):
+    """The UNet's ResNet and transformer channels per latent pixel, read from its blocks: the diffusers
+    and the ldm UNet of SD1.5 (two implementations of one published config) give the same figure, which is
+    the config's own sum (channels / downscale^2 over 5 blocks per level: 2 down + 3 up, plus the middle)."""
+    from diffusers import UNet2DConditionModel
 
+    from lib_lora.bench.models import _config
+    from lib_lora.webui.bench_session import SD15_UNET
+    from tests.fixtures.tiny_ldm import install_torchvision_standin
+
+    install_torchvision_standin()
+    from ldm.util import instantiate_from_config
+
+    with torch.device("meta"):
+        diffusers_unet = UNet2DConditionModel.from_config(_config("sd15", "unet"))
+        ldm_unet = instantiate_from_config(SD15_UNET)
+    channels = (320, 640, 1280, 1280)
+    resnets = sum(5 * c / 4 ** level for level, c in enumerate(channels)) + 2 * 1280 / 64
+    transformers = sum(5 * c / 4 ** level for level, c in enumerate(channels[:3])) + 1280 / 64
+    assert memory.unet_volume(diffusers_unet) == memory.unet_volume(ldm_unet) == (resnets, transformers)
+    # the tiny model (32/64 channels, 1 layer per block, attention on the first level) needs far less
+    sizes = memory.model_sizes(TrainConfig(), tiny_model)
+    assert sizes.unet_volume == (32 * 3 + 64 / 4 * 3 + 2 * 64 / 4, 32 * 3 + 64 / 4)
     cfg = TrainConfig()
-    cfg.network.train_text_encoder = False      # the text encoder's activations do not scale with the UNet
-    sizes = model_sizes(cfg, tiny_model)
-    assert sizes.width_scale == pytest.approx(32 / 320)
-    stock = training_bytes(cfg, "sd1", {}, 512 * 512)
-    assert training_bytes(cfg, "sd1", {}, 512 * 512, sizes.width_scale) == pytest.approx(stock / 10)
+    stock = memory.unet_activation_bytes(cfg, memory.ModelSizes("sd1"), 512 * 512)
+    assert memory.unet_activation_bytes(cfg, sizes, 512 * 512) < stock / 10
+
+
+def _measured_and_estimated(model, cfg, steps: int = 2) -> tuple[float, float]:
+    """Peak live tensor bytes on the device during the steps of a real run (the bench's tracker), and the
+    plan's estimate of it, in MiB."""
+    from lib_lora.bench.realshape import Case, measure_training
+    from lib_lora.bench.phases import PhaseClock
+    from lib_lora.bench.report import measured_peak
+    from lib_lora.training.mem_tracker import MemoryTracker
+
+    tracker = MemoryTracker()
+    clock = PhaseClock(tracker, model.device)
+    case = Case("headless", cfg.training.batch_size, cfg.training.gradient_checkpointing, False, "no")
+    with tracker:
+        result = measure_training(cfg, case, model, tracker, clock, steps, lambda hooks: train(cfg, model, hooks))
+    return measured_peak(result) / memory.MIB, result.estimate_mb
+
+
+@pytest.mark.parametrize("batch, checkpointing, text_encoder", [(1, False, False), (4, False, True),
+                                                                (4, True, False)])
+def test_estimate_within_ten_percent_of_the_measured_peak(tiny_model, dataset, tmp_path, batch, checkpointing,
+                                                          text_encoder):
+    cfg = fast_config(dataset, tmp_path, batch_size=batch, gradient_checkpointing=checkpointing)
+    cfg.network.train_text_encoder, cfg.output.save_state = text_encoder, False
+    measured, estimated = _measured_and_estimated(tiny_model, cfg)
+    assert estimated == pytest.approx(measured, rel=0.10)
 
 
 @pytest.mark.parametrize("change, says", [({"cache_latents": "off"}, "dataset.cache_latents"),

@@ -1,0 +1,122 @@
+"""The bench's WebUI path: SD1.5 as the WebUI holds it (a real `ldm` LatentDiffusion, the WebUI's text-encoder
+wrapper), trained through model_bridge.training_session inside the WebUI stand-in (tests/webui_stub).
+
+The model: ldm's UNetModel and AutoencoderKL from the published v1-inference.yaml values,
+the text encoder a FrozenCLIPEmbedder look-alike around transformers' CLIPTextModel with
+the ViT-L/14 config (ldm's own downloads its weights), random weights in half precision,
+loaded the way the stand-in's sd_models.load_model does (to the device, hijacked, set as
+shared.sd_model). The memory tracker is active from before the session is entered, so a
+copy of the base weights made by the bridge shows in the figures. SDXL: sgm has no package
+and the PyPI ldm's UNetModel takes one transformer depth for every level (SDXL's are 0, 2
+and 10), so SDXL has no WebUI-path figure; the headless SDXL figure stands in for it.
+Only the bench imports this (it needs a repository checkout: the stand-in lives in tests/).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STUB_DIR = REPO_ROOT / "tests" / "webui_stub"
+
+# configs/v1-inference.yaml of the WebUI (SD1.x): UNet and first stage
+SD15_UNET = {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": dict(
+    image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+    num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True, transformer_depth=1,
+    context_dim=768, use_checkpoint=True, legacy=False)}
+SD15_VAE = {"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
+    "embed_dim": 4, "lossconfig": {"target": "torch.nn.Identity"},
+    "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
+
+
+@contextlib.contextmanager
+def stand_in_webui():
+    """The stand-in's `modules` importable (as tests/webui/conftest.py sets it up), removed afterwards."""
+    saved_path, saved_env = list(sys.path), os.environ.get("TRAIN_LORA_STUB_ROOT")
+    os.environ["TRAIN_LORA_STUB_ROOT"] = tempfile.mkdtemp(prefix="lib_lora_bench_webui_")
+    sys.path[:0] = [str(STUB_DIR), str(REPO_ROOT)]
+    try:
+        from modules import shared   # noqa: F401  (the stand-in)
+        yield
+    finally:
+        from modules import sd_hijack
+        sd_hijack.undo_optimizations()
+        for name in [n for n, m in sys.modules.items() if n.split(".")[0] in ("modules", "launch", "networks")
+                     and str(getattr(m, "__file__", "") or "").startswith(str(STUB_DIR))]:
+            del sys.modules[name]
+        sys.path[:] = saved_path
+        if saved_env is None:
+            os.environ.pop("TRAIN_LORA_STUB_ROOT", None)
+        else:
+            os.environ["TRAIN_LORA_STUB_ROOT"] = saved_env
+
+
+def build_sd15_ldm(dtype: torch.dtype, fake_mode=None) -> torch.nn.Module:
+    """An SD1.5-size LatentDiffusion: the stand-in's tiny model as the shell (its schedule buffers),
+    its UNet, VAE and text encoder replaced by real-size ones built in `dtype` (fake under fake_mode)."""
+    from ldm.util import instantiate_from_config
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from lib_lora.bench.models import _config, default_dtype
+    from tests.fixtures import tiny_ldm
+
+    shell = tiny_ldm.build_sd1(seed=0)
+    with (fake_mode or contextlib.nullcontext()), default_dtype(dtype):
+        unet = instantiate_from_config(SD15_UNET)
+        vae = instantiate_from_config(SD15_VAE)
+        encoder = tiny_ldm.TinyCLIPEmbedder(shell.cond_stage_model.tokenizer)
+        encoder.transformer = CLIPTextModel(CLIPTextConfig(**_config("sd15", "text_encoder"))).eval()
+        if fake_mode is None:
+            tiny_ldm._reinit_zero_modules(unet)
+    shell.model.diffusion_model, shell.first_stage_model, shell.cond_stage_model = unet, vae, encoder
+    shell.eval()
+    shell.requires_grad_(False)
+    return shell
+
+
+def load_as_webui(sd_model: torch.nn.Module) -> None:
+    """What the stand-in's sd_models.load_model does after building a model."""
+    from modules import script_callbacks, sd_hijack, sd_models
+
+    sd_model.sd_checkpoint_info = sd_models.select_checkpoint()
+    sd_model.sd_model_checkpoint = sd_model.sd_checkpoint_info.filename
+    sd_model.sd_model_hash = sd_model.sd_checkpoint_info.shorthash
+    sd_model.model_type = sd_models.ModelType.SD1
+    sd_model.alphas_cumprod_original = None
+    sd_models.send_model_to_device(sd_model)
+    sd_hijack.model_hijack.hijack(sd_model)
+    sd_models.model_data.set_sd_model(sd_model)
+    sd_models.model_data.was_loaded_at_least_once = True
+    script_callbacks.model_loaded_callback(sd_model)
+
+
+def webui_run(opts: Any, case: Any, cfg: Any, device: torch.device, mode: Any, tracker: Any, clock: Any,
+              steps: int):
+    """Train `cfg` on an SD1.5-size ldm model through the model bridge; returns the bench's CaseResult."""
+    from lib_lora.bench.realshape import measure_training, weight_dtype
+    from lib_lora.errors import LoraError
+    from lib_lora.training import train
+
+    if opts.model != "sd15":
+        raise LoraError(f"The WebUI path has no {opts.model} model: sgm is not installable and the PyPI ldm "
+                        "UNet cannot take SDXL's per-level transformer depths", where="bench --path webui",
+                        fix="Use --path headless for SDXL (the same UNet shapes)")
+    with stand_in_webui():
+        from modules import shared
+        from lib_lora.webui.model_bridge import training_session
+
+        sd_model = build_sd15_ldm(weight_dtype(case.precision, device), mode)
+        with (mode or contextlib.nullcontext()):
+            load_as_webui(sd_model)
+        tracker.add_base([sd_model])
+        with (mode or contextlib.nullcontext()), tracker, training_session(shared.sd_model, shared.opts, cfg) as model:
+            if mode is not None:
+                model.vae_fingerprint = lambda: "fake"   # hashes weight bytes, which fake weights do not have
+            return measure_training(cfg, case, model, tracker, clock, steps, lambda hooks: train(cfg, model, hooks))
