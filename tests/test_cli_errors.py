@@ -174,3 +174,10 @@ def test_python_m_lib_lora_prints_one_line_and_exits_2(tmp_path):
                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("error: "), done.stderr
+
+
+def test_inspect_with_a_damaged_base_checkpoint(files, tmp_path, capsys):
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(files["base"].read_bytes()[:100])
+    _fails_in_one_line(["inspect", files["lora"], "--base", damaged], capsys, "not a readable safetensors",
+                       str(damaged))

@@ -133,10 +133,14 @@ def base_keys_from_targets(targets: list[Any]) -> set[str]:
 
 def base_keys_from_checkpoint(path: str | Path) -> set[str]:
     """Keys offered by a single-file ldm/sgm checkpoint (.safetensors), from tensor names only."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        names = list(f.keys())
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(f"The base checkpoint is not a readable safetensors file ({err})", where=str(path),
+                         fix="Pass a single-file .safetensors checkpoint (or a diffusers folder) as --base") from None
     family = ("sdxl" if any(n.startswith("conditioner.embedders.") for n in names) else
               "sd2" if any(n.startswith("cond_stage_model.model.") for n in names) else "sd1")
     downs = sorted(int(n.split(".")[3]) for n in names
