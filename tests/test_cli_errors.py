@@ -56,8 +56,8 @@ def files(tmp_path):
     tuned_nan = {k: v.clone() for k, v in base.items()}
     tuned_nan[ATTN_Q] = tuned_nan[ATTN_Q] + 0.1
     tuned_nan[ATTN_Q][0, 0] = float("nan")
-    named = {"base": base, "wide": wide, "tuned_nan": tuned_nan, "lora": lora, "nan": nan, "inf": inf, "ranks": ranks, "loha": loha,
-             "wide_lora": wide_lora}
+    named = {"base": base, "wide": wide, "tuned_nan": tuned_nan, "lora": lora, "nan": nan, "inf": inf,
+             "ranks": ranks, "loha": loha, "wide_lora": wide_lora}
     return {name: save(tmp_path / f"{name}.safetensors", tensors) for name, tensors in named.items()}
 
 

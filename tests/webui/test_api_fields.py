@@ -1,7 +1,8 @@
 """Bad values in any field of an API request answer 400 (or 422 from FastAPI's own parsing) with one
 plain sentence naming the field, never 500, and start no run: a NUL byte or a lone surrogate
-(JSON's "\\ud800", which no OS call takes) in every string option of the run config (enumerated from TrainConfig, so a new option is covered), in keys and in the run id;
-wrong types, non-finite numbers, absurd nesting."""
+(JSON's "\\ud800", which no OS call takes) in every string option of the run config (enumerated
+from TrainConfig, so a new option is covered), in keys and in the run id; wrong types, non-finite
+numbers, absurd nesting."""
 from __future__ import annotations
 
 from types import SimpleNamespace
