@@ -144,6 +144,8 @@ def test_the_roots_setting_cannot_be_widened_over_the_api_or_with_hide_ui_dir_co
     on_ui_settings()
     opts = webui.shared.opts
     assert opts.data_labels[SETTING].restrict_api
+    # hidden from the settings page like the WebUI's own folder settings when --hide-ui-dir-config
+    assert opts.data_labels[SETTING].component_args is webui.shared.hide_dirs
     assert opts.set(SETTING, "/", is_api=True) is False and getattr(opts, SETTING) != "/"
     flags(hide_ui_dir_config=True)
     with pytest.raises(RuntimeError):

@@ -72,6 +72,9 @@ class Options:
             info = self.data_labels.get(key)
             if info is not None and info.do_not_save:
                 return None
+            comp_args = info.component_args if info is not None else None
+            if isinstance(comp_args, dict) and comp_args.get("visible", True) is False:
+                raise RuntimeError(f"not possible to set {key} because it is restricted")
             if cmd_opts.hide_ui_dir_config and key in self.restricted_opts:
                 raise RuntimeError(f"not possible to set '{key}' because it is restricted with --hide_ui_dir_config")
             self.data[key] = value
