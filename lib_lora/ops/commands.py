@@ -64,8 +64,8 @@ def _output_guard(out: Path, inputs: list, purpose: str) -> WriteGuard:
                             fix="Give --out a new file name; inputs are never overwritten")
     guard = WriteGuard([resolved(out).parent], protected=given, purpose=purpose)
     for target in (out, *report_paths(out)):
+        check_write(target)             # a NUL, a folder or FIFO named like the output, a file in its path
         guard.check(target)
-        check_write(target)             # a folder or FIFO named like the output, a file in its path
     return guard
 
 
