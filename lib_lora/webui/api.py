@@ -105,6 +105,9 @@ def config_from_request(body: Any, policy: PathPolicy):
         raise LoraError(f"Output name {name!r} must be a plain file name", where="output.output_name",
                         fix="Use letters, digits, '-' and '_' without folders")
     options.validate(cfg)
+    if not cfg.dataset.train_dir:      # else the run would be queued only to fail
+        raise LoraError("dataset.train_dir is empty", where="config.dataset.train_dir",
+                        fix="Name the folder that holds the <repeats>_<name> folders")
     return cfg
 
 

@@ -90,6 +90,8 @@ def test_a_nul_byte_in_the_run_id_is_a_400(http, path):
     ('[1, 2]', ["JSON object"]),
     ('"text"', ["JSON object"]),
     ('null', []),
+    ('{"config": {}}', ["dataset.train_dir is empty"]),
+    ('{"config": {"dataset": {"train_dir": "   "}}}', ["dataset.train_dir is empty"]),
     ('{"config": {"output": {"output_name": "a\\u0007b"}}}', ["output.output_name"]),
     ('{"config": {"output": {"output_name": ".."}}}', ["output.output_name"]),
     ('{"config": {"dataset": {"train_dir": "../../../../etc"}}}', ["dataset.train_dir", "outside"]),
@@ -98,3 +100,14 @@ def test_other_invalid_values_are_refused_in_one_sentence(http, raw, words):
     client, manager = http
     answer = client.post("/train_lora/v1/runs", content=raw, headers={"content-type": "application/json"})
     _assert_refused(answer, manager, *words)
+
+
+@pytest.mark.parametrize("raw, content_type", [
+    ("{", "application/json"), ("", "application/json"), ("\x00", "application/json"),
+    ('{"config": {}}'.encode("utf-16"), "application/json"), ("config=1", "application/x-www-form-urlencoded"),
+    (b"\xff\xfe\x00", "application/json")])
+def test_a_body_that_is_not_json_is_refused(http, raw, content_type):
+    client, manager = http
+    answer = client.post("/train_lora/v1/runs", content=raw, headers={"content-type": content_type})
+    assert answer.status_code in (400, 422), answer.text
+    assert manager.runs == {}
