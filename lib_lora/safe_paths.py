@@ -3,8 +3,10 @@
 Every file the library writes goes through lib_lora/fileio.py, and fileio asks
 `check_write(target)` first. What it checks:
 
-- always: the target is not an existing folder, FIFO, socket or device (writing
-  there would hang or destroy something that is not ours);
+- always: the path holds no NUL, the target is not an existing folder, FIFO,
+  socket or device (writing there would hang or destroy something that is not
+  ours), and no part of its folder path is a file (said before the work, not
+  after it);
 - while a `WriteGuard` is active (`with guarded(guard):`, set by each command
   for the duration of its work: prep, tag edits and undo, import, tools,
   training): the target, resolved with every symlink followed, lies inside one
@@ -25,11 +27,13 @@ Public API (stable; the WebUI side uses `confine` and `is_within`):
         .protect(paths) / .protect_tree(path)   add originals while scanning sources
     guarded(guard)                              context manager: guard every fileio write
     check_write(path) -> Path                   what fileio calls before each write
+    remove(path) -> bool                        delete a file the active guards allow
     shown(path) -> str                          a path printable on any console
                                                 (undecodable bytes as \\xNN escapes)
 
-Names are compared with os.path.normcase, so Windows and macOS case-insensitive
-paths are matched the way the file system matches them.
+Names are compared with os.path.normcase, so Windows paths are matched without
+regard to case. Guards live in a context variable: they apply to the thread (or
+task) that set them, so two jobs in one WebUI never see each other's guard.
 """
 from __future__ import annotations
 
