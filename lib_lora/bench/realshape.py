@@ -107,7 +107,8 @@ def run_case(opts: BenchOptions, case: Case, device: torch.device, workdir: Path
     steps = steps_for(opts, case)
     dataset = make_bench_dataset(workdir / f"dataset_{case.batch}x{opts.px()}_r{steps + 1}", case.batch,
                                  opts.px(), steps + 1)
-    cfg = train_config(opts, case, dataset, workdir / "out", device)
+    # an output folder of its own: a second bench running at the same time holds the run lock of its own
+    cfg = train_config(opts, case, dataset, Path(tempfile.mkdtemp(prefix="out-", dir=workdir)), device)
     mode = ShapeOnlyMode() if case.fake else None
     tracker = MemoryTracker()
     clock = PhaseClock(tracker, device)
@@ -170,6 +171,7 @@ def run_realshape_bench(opts: BenchOptions) -> int:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     workdir = Path(tempfile.gettempdir()) / "lib_lora_bench_real"
+    workdir.mkdir(parents=True, exist_ok=True)
     print(f"bench: {opts.model} random weights in the published shapes, {opts.px()} px, rank {opts.rank()}, "
           f"{opts.optimizer}, text encoder {'trained' if opts.trains_text_encoder() else 'frozen, outputs cached'}, "
           f"offload after caching {'on' if opts.offloads() else 'off'}, on {device} ({torch.get_num_threads()} "

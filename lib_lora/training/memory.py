@@ -12,9 +12,12 @@ text encoder). What training adds:
   figures were fitted to measured peaks of SD1.5 at 512 px and SDXL at 1024 px
   (`python -m lib_lora bench`, bf16, rank 16, SDPA, no checkpointing; fake runs of
   train() counted by training/mem_tracker.py), so a model of another width or depth
-  (the tiny test models) is estimated from what it is, not from a family constant;
-  gradient checkpointing keeps CHECKPOINTED of them (measured the same way); fp32
-  runs keep twice the bytes;
+  (the tiny test models) is estimated from what it is, not from a family constant.
+  With gradient checkpointing the blocks keep only their inputs, while the parts
+  around the transformer blocks that are not checkpointed (diffusers' Transformer2DModel
+  norm and projections, ldm's SpatialTransformer) keep GC_PER_WRAPPER values per channel
+  per latent pixel (fitted to SD1.5, whose transformers are one block deep, and SDXL,
+  up to ten deep). fp32 runs keep twice the bytes;
 - a trained text encoder's activations: ACT_PER_TE_OUTPUT values per token for every
   output feature of its linear layers (fitted to the tiny model's measured peaks;
   not measured at real shapes);
@@ -37,11 +40,13 @@ MIB = 2 ** 20
 LATENT_SCALE = 8                 # the VAE's downscale: latent pixels = image pixels / 64
 ACT_PER_RESNET = 18.5            # elements kept per channel per latent pixel, per ResNet block (fitted)
 ACT_PER_TRANSFORMER = 27.8       # the same per transformer block (fitted)
-CHECKPOINTED = 0.28              # share of the activations gradient checkpointing keeps (SD1.5: 0.26-0.28)
+GC_PER_BLOCK = 0.37              # with checkpointing: values kept per channel-pixel per block (fitted)
+GC_PER_WRAPPER = 12.4            # ... and per transformer wrapper (fitted)
+TE_CHECKPOINTED = 0.25           # share of a trained text encoder's activations checkpointing keeps (not measured)
 ALLOCATOR_HEADROOM = 1.10        # the VRAM check's margin for the CUDA caching allocator
-# the stock UNets, for a model whose structure cannot be read: (ResNet, transformer) channel-blocks
-# per latent pixel (unet_volume of SD1.5 and SDXL base; SD2 has SD1's layout)
-STOCK_VOLUME = {"sd1": (2940.0, 2820.0), "sd2": (2940.0, 2820.0), "sdxl": (2960.0, 6400.0)}
+# the stock UNets, for a model whose structure cannot be read: (ResNet, transformer block, transformer
+# wrapper) channels per latent pixel (unet_volume of SD1.5 and SDXL base; SD2 has SD1's layout)
+STOCK_VOLUME = {"sd1": (2940.0, 2820.0, 2820.0), "sd2": (2940.0, 2820.0, 2820.0), "sdxl": (2960.0, 6400.0, 1280.0)}
 ACT_PER_TE_OUTPUT = 2.2         # values kept per token per output feature of a trained text encoder's linears
 # output features of the text encoders' linear layers, for a model whose encoders cannot be read
 STOCK_TE_OUTPUTS = {"sd1": 12 * 6912, "sd2": 23 * 9216, "sdxl": 12 * 6912 + 32 * 11520}
@@ -58,16 +63,16 @@ class ModelSizes:
     lora_params: trainable LoRA parameters per target kind ('unet', 'text_encoder') for the config.
     weights: bytes of the model's weights on its device, all parts together.
     offloadable: bytes of the parts offload_after_caching can move to the CPU ('vae', 'text_encoder').
-    unet_volume: (ResNet, transformer) channel-blocks per latent pixel of the UNet (`unet_volume`).
+    unet_volume: (ResNet, transformer block, wrapper) channels per latent pixel of the UNet (`unet_volume`).
     text_encoder_outputs: output features of the text encoders' linear layers (`linear_outputs`)."""
     family: str
     lora_params: dict[str, int] = field(default_factory=dict)
     weights: int = 0
     offloadable: dict[str, int] = field(default_factory=dict)
-    unet_volume: tuple[float, float] | None = None
+    unet_volume: tuple[float, float, float] | None = None
     text_encoder_outputs: int = 0
 
-    def volume(self) -> tuple[float, float]:
+    def volume(self) -> tuple[float, float, float]:
         return self.unet_volume or STOCK_VOLUME.get(self.family, STOCK_VOLUME["sd1"])
 
 
@@ -105,9 +110,10 @@ def tensor_bytes(modules: list[nn.Module], device_type: str | None = None) -> in
     return total
 
 
-def unet_volume(unet: nn.Module | None) -> tuple[float, float] | None:
-    """(ResNet, transformer) channel-blocks per latent pixel: the sum of channels / ds^2 over the UNet's
-    ResNet blocks, and over its transformer blocks, ds being the block's downscale. Walks diffusers
+def unet_volume(unet: nn.Module | None) -> tuple[float, float, float] | None:
+    """(ResNet, transformer block, transformer wrapper) channels per latent pixel: the sum of channels /
+    ds^2 over the UNet's ResNet blocks, its transformer blocks and the modules wrapping them
+    (Transformer2DModel, SpatialTransformer), ds being the block's downscale. Walks diffusers
     (down_blocks, mid_block, up_blocks) and ldm/sgm (input_blocks, middle_block, output_blocks) UNets in
     data order; None when neither layout is found."""
     names = (("down_blocks", "mid_block", "up_blocks"), ("input_blocks", "middle_block", "output_blocks"))
@@ -115,7 +121,7 @@ def unet_volume(unet: nn.Module | None) -> tuple[float, float] | None:
                   if unet is not None and all(getattr(unet, n, None) is not None for n in layout)), None)
     if parts is None:
         return None
-    resnets = transformers = 0.0
+    resnets = transformers = wrappers = 0.0
     ds = 1
     for part in parts:
         for module in part.modules():
@@ -124,11 +130,13 @@ def unet_volume(unet: nn.Module | None) -> tuple[float, float] | None:
                 resnets += module.out_channels / ds ** 2
             elif kind == "BasicTransformerBlock":
                 transformers += module.norm1.normalized_shape[0] / ds ** 2
+            elif kind in ("Transformer2DModel", "SpatialTransformer"):
+                wrappers += module.in_channels / ds ** 2
             elif kind in ("Downsample2D", "Downsample"):
                 ds *= 2
             elif kind in ("Upsample2D", "Upsample"):
                 ds //= 2
-    return (resnets, transformers) if resnets else None
+    return (resnets, transformers, wrappers) if resnets else None
 
 
 def model_sizes(cfg: Any, model: Any) -> ModelSizes:
@@ -164,11 +172,14 @@ def optimizer_bytes_per_param(optimizer: str) -> int:
 def unet_activation_bytes(cfg: Any, sizes: ModelSizes, largest_bucket_px: int) -> float:
     """Activations of one batch of the UNet (see the module docstring)."""
     t = cfg.training
-    resnets, transformers = sizes.volume()
+    resnets, transformers, wrappers = sizes.volume()
     latent_px = largest_bucket_px / LATENT_SCALE ** 2
     element = 2 if t.mixed_precision in ("fp16", "bf16") else 4
-    per_sample = latent_px * element * (ACT_PER_RESNET * resnets + ACT_PER_TRANSFORMER * transformers)
-    return per_sample * t.batch_size * (CHECKPOINTED if t.gradient_checkpointing else 1.0)
+    if t.gradient_checkpointing:
+        kept = GC_PER_BLOCK * (resnets + transformers) + GC_PER_WRAPPER * wrappers
+    else:
+        kept = ACT_PER_RESNET * resnets + ACT_PER_TRANSFORMER * transformers
+    return latent_px * element * kept * t.batch_size
 
 
 def text_encoder_bytes(cfg: Any, sizes: ModelSizes) -> float:
@@ -179,7 +190,7 @@ def text_encoder_bytes(cfg: Any, sizes: ModelSizes) -> float:
     if not n.train_text_encoder:
         return 0.0
     outputs = sizes.text_encoder_outputs or STOCK_TE_OUTPUTS.get(sizes.family, STOCK_TE_OUTPUTS["sd1"])
-    share = CHECKPOINTED if t.gradient_checkpointing else 1.0
+    share = TE_CHECKPOINTED if t.gradient_checkpointing else 1.0
     return 77 * chunks * ACT_PER_TE_OUTPUT * outputs * element * t.batch_size * share
 
 
