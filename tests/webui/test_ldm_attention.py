@@ -59,7 +59,7 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual - expected).abs().max() / expected.abs().max())
 
 
-@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
 def test_sdpa_forwards_give_the_stock_outputs_and_lora_gradients(fresh_state, family, sdpa_calls):
     sd_model = load_family(fresh_state, family)
     unet_attention, vae_attention = attention_modules(sd_model)
