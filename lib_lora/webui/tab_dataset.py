@@ -81,6 +81,16 @@ def prep_outcome(job: DataJob, backend: Any, folder: str, out: str, cfg: PrepCon
     return DatasetOutcome(text, str(target), dataset_report(str(target), "character", 10, 2))
 
 
+def prep_target(folder: str, out: str, cfg: PrepConfig) -> str:
+    """Where prep will write: the folder itself (in place), the chosen folder, or beside the dataset."""
+    if cfg.in_place:
+        return folder
+    if out and out.strip():
+        return out
+    src = Path(folder)
+    return str(src.with_name(src.name + "_prep")) if src.name else ""
+
+
 def uses_gpu(backend: Any, cfg: PrepConfig) -> bool:
     """Model upscalers run on the GPU: inside the WebUI such a prep waits for its queue."""
     return backend.kind == "webui" and cfg.upscale_small and cfg.upscaler.strip().lower() != "lanczos"
@@ -184,7 +194,8 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
     def on_prep(task: str, folder_text: str, out_text: str, *prep_values):
         cfg = form.config_from_values(PrepConfig, prep_specs, list(prep_values))
         folder = _chosen_folder(folder_text)
-        check_paths(backend, [("Dataset folder", folder, True), ("Write the copies to", out_text, False)])
+        target = prep_target(folder, out_text, cfg)
+        check_paths(backend, [("Dataset folder", folder, True), ("Write the copies to", target, False)])
         return started(jobs.start("prep", lambda job: prep_outcome(job, backend, folder, out_text, cfg),
                                   uses_gpu=uses_gpu(backend, cfg), task_id=task))
 

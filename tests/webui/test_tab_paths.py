@@ -100,6 +100,21 @@ def test_prep_output_outside_the_roots_is_refused(tab):
 
 
 @pytest.mark.usefixtures("listening")
+def test_prep_beside_a_dataset_that_is_itself_a_root_is_refused(tab):
+    """The default destination (<dataset>_prep, beside it) is checked too: beside a root is outside it."""
+    from lib_lora.webui.path_policy import SETTING
+    opts = tab.webui.shared.opts
+    opts.data[SETTING] = str(tab.outside)
+    try:
+        outputs = press(tab.blocks, "train_lora_prep_button", train_lora_dataset_dir=str(tab.outside),
+                        train_lora_prep_out="")
+    finally:
+        opts.data[SETTING] = ""
+    _refused(outputs, f"{tab.outside}_prep")
+    assert not os.path.exists(f"{tab.outside}_prep")
+
+
+@pytest.mark.usefixtures("listening")
 def test_a_dataset_with_a_symlink_leading_outside_is_refused(tab):
     link = os.path.join(tab.dataset, "10_cat", "b.png")
     os.symlink(tab.outside / "secret.png", link)
