@@ -92,10 +92,28 @@ def _copy_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budg
     write_with(target, writer)
 
 
-def _open_zip(zip_path: Path) -> zipfile.ZipFile:
+def _declared_entries(zip_path: Path) -> int:
+    """The entry count in the zip's end record (-1 when absent or a zip64 placeholder), read before
+    zipfile builds an object per entry: a zip of millions of entries is refused without that cost."""
+    size = zip_path.stat().st_size
+    with open(zip_path, "rb") as f:
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return -1
+    entries = int.from_bytes(tail[at + 10:at + 12], "little")
+    return -1 if entries == 0xFFFF else entries
+
+
+def _open_zip(zip_path: Path, limits: ExtractLimits) -> zipfile.ZipFile:
     if not is_regular_file(zip_path):
         raise DatasetError("The zip is not a regular file (a folder, FIFO or device)", where=str(zip_path),
                            fix="Upload the zip file itself")
+    declared = _declared_entries(zip_path)
+    if declared > limits.max_files:
+        raise DatasetError(f"The zip holds {declared} files, more than {limits.max_files}", where=str(zip_path),
+                           fix="Split it into smaller zips")
     try:
         return zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
@@ -121,7 +139,7 @@ def _extract_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, bud
 
 def extract_zip(zip_path: Path, dest: Path, wanted: Callable[[PurePosixPath], bool],
                 limits: ExtractLimits = ExtractLimits()) -> ExtractResult:
-    zf = _open_zip(zip_path)
+    zf = _open_zip(zip_path, limits)
     result = ExtractResult()
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]

@@ -147,3 +147,14 @@ def test_undecodable_names_are_imported_and_printed(tmp_path, capsys):
     assert status == 0, out.err
     assert "caf\\xe92.png" in out.out                      # the skipped FIFO, printable
     assert [os.fsencode(p.name) for p in (tmp_path / "root/ds/train/10_ds").iterdir()] == [b"caf\xe9.png"]
+
+
+def test_a_zip_with_too_many_entries_is_refused_from_its_end_record(tmp_path, monkeypatch):
+    up = _zip(tmp_path / "many.zip", {f"{i}.png": b"" for i in range(30)})
+    import zipfile as zipfile_module
+    opened = []
+    real = zipfile_module.ZipFile
+    monkeypatch.setattr(zipfile_module, "ZipFile", lambda *a, **k: opened.append(a) or real(*a, **k))
+    with pytest.raises(DatasetError, match="holds 30 files, more than 10"):
+        _import(tmp_path, [up], limits=ExtractLimits(max_files=10))
+    assert opened == []                 # refused before zipfile read the directory of every entry
