@@ -83,12 +83,15 @@ def run_tagging(target: str | os.PathLike | list[Path], cfg: TaggingConfig, prog
 
     The captioner is closed when the run ends (done, cancelled or failed)."""
     normalize_extension(cfg.caption_extension)   # '.png' or '' would write tags over images: refuse first
-    paths = list(target) if isinstance(target, list) else find_images(Path(target))
+    special: list[tuple[Path, str]] = []       # FIFOs and devices named like images: findings, never read
+    paths = list(target) if isinstance(target, list) else find_images(Path(target), special)
     if not paths:
         raise DatasetError("No images to tag", where=str(target), fix="Choose a folder that holds images")
     captioner = captioner or _default_captioner(cfg, models)
     try:
-        return _run(paths, target, cfg, captioner, progress, should_stop)
+        result = _run(paths, target, cfg, captioner, progress, should_stop)
+        result.failed += special
+        return result
     finally:
         captioner.close()
 

@@ -158,3 +158,21 @@ def test_a_tagging_run_refuses_an_image_caption_extension_before_loading_a_model
     with pytest.raises(ConfigError, match="caption_extension"):      # not a download or model error
         run_tagging(world / "ds", TaggingConfig(models=[str(world / "no_such_model")], caption_extension=ext))
     assert fingerprint(world) == before
+
+
+@posix_only
+@pytest.mark.timeout(120)
+def test_a_tagging_run_reports_fifos_and_devices_and_never_reads_them(world):
+    from lib_lora.config import TaggingConfig
+    from lib_lora.tagging.run import run_tagging
+    from tests.fixtures.data.wd14_model import build_model
+    model = str(build_model(world / "model"))
+    fifo(world / "ds/10_c/pipe.png")
+    (world / "ds/10_c/zero.png").symlink_to("/dev/zero")
+    result = run_tagging(world / "ds", TaggingConfig(models=[model], write_mode="overwrite"))
+    reasons = {p.name: why for p, why in result.failed}
+    assert "FIFO" in reasons["pipe.png"] and "device" in reasons["zero.png"]
+    assert result.written == 3 and not (world / "ds/10_c/pipe.txt").exists()
+    listed = run_tagging([world / "ds/10_c/pipe.png", world / "ds/10_c/0.png"],
+                         TaggingConfig(models=[model], write_mode="overwrite"))
+    assert [p.name for p, _ in listed.failed] == ["pipe.png"] and listed.written == 1
