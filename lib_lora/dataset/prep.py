@@ -24,7 +24,7 @@ from PIL import Image
 from ..config import PrepConfig
 from ..errors import ConfigError, DatasetError, WriteError
 from ..fileio import write_bytes, write_text, write_with
-from ..safe_paths import WriteGuard, guarded, resolved
+from ..safe_paths import WriteGuard, guarded, is_within, resolved
 from .crop import Box, centre_square, focal_square, split_boxes
 from .dedupe import duplicates_to_skip
 from .images import ImageReadError, flatten_to_rgb, has_transparency, load_image, read_header
@@ -211,6 +211,10 @@ def run_prep(src: str | os.PathLike, dst: str | os.PathLike | None, cfg: PrepCon
     check_upscaler(cfg, upscaler)
     result = PrepResult()
     images = find_images(src, result.skipped)
+    if cfg.in_place:       # a link to a file elsewhere is not this folder's to change
+        linked_out = [p for p in images if not is_within(p, src)]
+        result.skipped += [(p, "A link to a file outside the folder: not changed in place") for p in linked_out]
+        images = [p for p in images if p not in linked_out]
     guard = _guard(src, dst_root, images, cfg.in_place)
     if cfg.dedupe and not cfg.in_place:
         images = _dedupe(images, cfg, result, workers)

@@ -139,3 +139,14 @@ def test_a_read_only_destination_is_one_sentence(tmp_path, capsys):
     with small_filesystem(tmp_path / "ro", read_only=True) as ro:
         status, out = _cli(["prep", src, ro / "out"], capsys)
     assert status == 2 and "read-only" in out.err and out.err.count("\n") == 1
+
+
+@posix_only
+def test_in_place_never_follows_a_link_out_of_the_folder(tmp_path):
+    src = _dataset(tmp_path / "ds", 1)
+    write_png(tmp_path / "elsewhere" / "big.png", seed=3, size=200)
+    (src / "10_c/linked.png").symlink_to(tmp_path / "elsewhere/big.png")
+    before = fingerprint(tmp_path / "elsewhere")
+    result = run_prep(src, None, PrepConfig(in_place=True, dedupe=False, resolution=64, crop="centre"))
+    assert [(p.name, "outside" in why) for p, why in result.skipped] == [("linked.png", True)]
+    assert fingerprint(tmp_path / "elsewhere") == before and (src / "10_c/linked.png").is_symlink()
