@@ -148,3 +148,18 @@ def test_metadata_is_sd_scripts_key_for_key(trained_file):
     assert metadata["ss_max_grad_norm"] == "1.0" and metadata["ss_total_batch_size"] == "2"
     assert metadata["modelspec.encoder_layer"] == "1"
     assert metadata["modelspec.implementation_version"].startswith("train-lora/")
+
+
+def test_checkpoint_hashes_are_the_webui_and_sd_scripts_hashes(tmp_path):
+    """ss_sd_model_hash: sha256 of the 64 KiB at 1 MiB, 8 hex digits (the WebUI's old model hash);
+    ss_new_sd_model_hash: sha256 of the whole file. Nothing for a folder (a diffusers model)."""
+    import hashlib
+
+    from lib_lora.networks.metadata import checkpoint_hashes
+
+    data = bytes(range(256)) * (3 * 4096 + 7)  # 3 MiB and a bit
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
+    assert checkpoint_hashes(path) == (hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8],
+                                       hashlib.sha256(data).hexdigest())
+    assert checkpoint_hashes(tmp_path) is None and checkpoint_hashes(tmp_path / "missing") is None
