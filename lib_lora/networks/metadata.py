@@ -48,6 +48,23 @@ SD_SCRIPTS_DEFAULTS = {
 }
 
 
+# ss_optimizer names the optimizer class by module path, as sd-scripts' get_optimizer does
+# (optimizer_class.__module__ + "." + __name__); the paths of the classes training/optim.py builds.
+OPTIMIZER_CLASSES = {
+    "AdamW": "torch.optim.adamw.AdamW", "AdamW8bit": "bitsandbytes.optim.adamw.AdamW8bit",
+    "Lion": "lion_pytorch.lion_pytorch.Lion", "Lion8bit": "bitsandbytes.optim.lion.Lion8bit",
+    "Prodigy": "prodigyopt.prodigy.Prodigy", "DAdaptAdam": "dadaptation.dadapt_adam.DAdaptAdam",
+    "Adafactor": "transformers.optimization.Adafactor", "SGDNesterov": "torch.optim.sgd.SGD",
+    "AdamWScheduleFree": "schedulefree.adamw_schedulefree.AdamWScheduleFree",
+}
+
+
+def optimizer_label(name: str, kwargs: dict[str, Any]) -> str:
+    """ss_optimizer as sd-scripts writes it: 'bitsandbytes.optim.adamw.AdamW8bit(weight_decay=0.01)'."""
+    args = ",".join(f"{k}={v}" for k, v in kwargs.items())
+    return OPTIMIZER_CLASSES.get(name, name) + (f"({args})" if args else "")
+
+
 def base_model_version(family: str, parameterization: str = "eps") -> str:
     """'sd_v1' | 'sd_v2' | 'sd_v2_v' | 'sdxl_base_v1-0' (ss_base_model_version), as sd-scripts writes it."""
     if family == "sdxl":

@@ -31,9 +31,9 @@ from ..config import TrainConfig, dumps_train_config
 from ..dataset.tags import split_tags
 from ..fileio import write_text, write_with
 from ..safe_paths import WriteGuard, guarded, remove
-from ..networks.metadata import bucket_info, checkpoint_hashes
+from ..networks.metadata import bucket_info, checkpoint_hashes, optimizer_label
 from .distributed import world_size
-from .optim import warmup_steps
+from .optim import parse_optimizer_args, warmup_steps
 from .plan import TrainPlan
 from .run_lock import output_lock
 
@@ -136,7 +136,8 @@ def training_metadata(cfg: TrainConfig, plan: TrainPlan, model, epoch: int, step
         "ss_max_grad_norm": str(t.max_grad_norm), "ss_multires_noise_discount": str(t.multires_noise_discount),
         "ss_adaptive_noise_scale": str(t.adaptive_noise_scale), "ss_validation_split": str(d.validation_split),
         "ss_noise_offset": str(t.noise_offset), "ss_min_snr_gamma": str(t.min_snr_gamma),
-        "ss_seed": str(t.seed), "ss_sd_model_name": model.name, "ss_optimizer": t.optimizer,
+        "ss_seed": str(t.seed), "ss_sd_model_name": model.name, "ss_optimizer": optimizer_label(
+            t.optimizer, {"weight_decay": t.weight_decay, **parse_optimizer_args(t.optimizer_args)}),
         "ss_training_comment": cfg.output.comment, "ss_caption_dropout_rate": str(d.caption_dropout_rate),
         "ss_caption_tag_dropout_rate": str(d.caption_tag_dropout_rate),
         "ss_prior_loss_weight": str(d.prior_loss_weight),

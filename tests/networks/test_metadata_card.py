@@ -163,3 +163,20 @@ def test_checkpoint_hashes_are_the_webui_and_sd_scripts_hashes(tmp_path):
     assert checkpoint_hashes(path) == (hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8],
                                        hashlib.sha256(data).hexdigest())
     assert checkpoint_hashes(tmp_path) is None and checkpoint_hashes(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("name", ["AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "Adafactor",
+                                  "SGDNesterov", "AdamWScheduleFree"])
+def test_ss_optimizer_names_the_class_the_trainer_builds(name):
+    """sd-scripts writes optimizer_class.__module__ + '.' + __name__, then its arguments."""
+    import torch
+
+    from lib_lora.networks.metadata import optimizer_label
+    from lib_lora.training.optim import build_optimizer
+
+    try:
+        optimizer = build_optimizer(name, [{"params": [torch.nn.Parameter(torch.zeros(2))], "lr": 1.0}], 0.01, "")
+    except Exception as err:  # an optional package that is not installed here
+        pytest.skip(str(err))
+    cls = type(optimizer)
+    assert optimizer_label(name, {"weight_decay": 0.01}) == f"{cls.__module__}.{cls.__name__}(weight_decay=0.01)"
