@@ -12,10 +12,11 @@ layer's weight, already scaled by alpha/rank). Everything else lives here:
   undone) after attaching is honoured. Detaching deletes the instance attribute
   (or puts back one that was there before), leaving the layer exactly as found.
 - DoRA keeps its magnitude per output row, `dora_scale` of shape (out, 1[, 1, 1]), as LyCORIS
-  (wd_on_output, its default), peft/diffusers (lora_magnitude_vector), ComfyUI and Forge (which
-  detect the layout by shape) read it: W' = (W + dW) * dora_scale / ||W + dW||_row, and the
-  multiplier scales W' - W. Files of the older per-input-column layout (1, in[, 1, 1]) are read
-  by ops.lora_delta (inspect, merge, resize); training cannot continue from them.
+  (wd_on_output, its default) and peft (lora_magnitude_vector) do:
+  W' = (W + dW) * dora_scale / ||W + dW||_row, and the multiplier scales W' - W. ComfyUI and
+  Forge detect the layout by shape (dividing by ||W||_row, near ours for small dW); the WebUI
+  v1.10.1 knows only the older per-input-column layout (1, in[, 1, 1]). Files of that layout are
+  read by inspect and refused with the reason by merge/resize; training cannot continue from them.
 - The wrapped layer is held in a plain list so it is not registered as a child:
   the network's parameters and state_dict then hold only the network's own tensors.
 """
