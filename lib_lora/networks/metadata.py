@@ -84,7 +84,7 @@ def network_module_and_args(cfg: NetworkConfig) -> tuple[str, dict[str, str]]:
     args["algo"] = cfg.algo
     if cfg.dora:
         # The DoRA magnitude is kept per output row ([out, 1] / [out, 1, 1, 1]): LyCORIS' kohya
-        # wrapper reads this argument (its default), peft/diffusers, ComfyUI and Forge detect it by shape.
+        # wrapper reads this argument (True is its default); ComfyUI and Forge detect it by shape.
         args["dora_wd"] = "True"
         args["wd_on_output"] = "True"
     if cfg.algo == "lokr":
