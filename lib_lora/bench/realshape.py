@@ -58,6 +58,8 @@ def resolve_device(opts: BenchOptions) -> torch.device:
 
 def cases(opts: BenchOptions, device: torch.device) -> list[Case]:
     paths = ("headless", "webui") if opts.path == "both" else (opts.path,)
+    if opts.path == "both" and opts.model != "sd15":
+        paths = ("headless",)     # the stand-in has no SDXL-size sgm model (webui/bench_session.py says why)
     made = []
     for path in paths:
         for batch in opts.batches():

@@ -73,14 +73,15 @@ def goal_case(opts: BenchOptions, result) -> bool:
 
 
 def print_summary(opts: BenchOptions, results: list) -> None:
-    print("\nsummary (peak on the training device during the steps, MiB; * = fake run, memory only)")
-    print(f"  {'case':<48}{'peak':>8}{'added':>8}{'bound':>8}{'ratio':>7}{'estimate':>10}{'s/step':>8}")
+    print("\nsummary (MiB on the training device: peak during the steps, and of the whole run; [fake] = memory only)")
+    print(f"  {'case':<52}{'steps':>7}{'run':>7}{'added':>7}{'bound':>7}{'ratio':>7}{'estim.':>8}{'s/step':>8}")
     for r in results:
         bound = lower_bound(r)
         step = "-" if r.case.fake else f"{r.figures.step_seconds():.1f}"
-        print(f"  {r.case.label(opts):<48}{measured_peak(r) / MIB:>8.0f}{added_bytes(r) / MIB:>8.0f}"
-              f"{bound / MIB:>8.0f}{(added_bytes(r) / bound if bound else float('nan')):>7.2f}"
-              f"{r.estimate_mb:>10.0f}{step:>8}")
+        run_peak = max(p.memory.peak_on(r.device) for p in r.figures.phases)
+        print(f"  {r.case.label(opts):<52}{measured_peak(r) / MIB:>7.0f}{run_peak / MIB:>7.0f}"
+              f"{added_bytes(r) / MIB:>7.0f}{bound / MIB:>7.0f}"
+              f"{(added_bytes(r) / bound if bound else float('nan')):>7.2f}{r.estimate_mb:>8.0f}{step:>8}")
     for r in results:
         if goal_case(opts, r):
             goal = PEAK_GOALS_GIB[(opts.model, opts.px())]

@@ -29,7 +29,8 @@ def _measure(model, cfg, fake: bool):
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_fake_run_measures_what_the_real_run_uses(tiny_model, dataset, tmp_path, monkeypatch, checkpointing):
+def test_fake_run_measures_what_the_real_run_uses(tiny_model, dataset, tmp_path, monkeypatch, capsys,
+                                                  checkpointing):
     cfg = fast_config(dataset, tmp_path, batch_size=2, gradient_checkpointing=checkpointing,
                       offload_after_caching=True, cache_text_encoder_outputs=True)
     cfg.network.train_text_encoder, cfg.dataset.shuffle_caption, cfg.output.save_state = False, False, False
@@ -50,6 +51,14 @@ def test_fake_run_measures_what_the_real_run_uses(tiny_model, dataset, tmp_path,
     unet_bytes = sum(p.numel() * p.element_size() for p in tiny_model.unet.parameters())
     unet_bytes += sum(b.numel() * b.element_size() for b in tiny_model.unet.buffers())
     assert real.weights_on_device == unet_bytes
+    # what the bench prints: every phase, times only for the real run, the checks
+    from lib_lora.bench.options import BenchOptions
+    from lib_lora.bench.report import print_case, print_summary
+    print_case(BenchOptions(model="sd15"), fake, 1.0)
+    print_summary(BenchOptions(model="sd15"), [real, fake])
+    out = capsys.readouterr().out
+    assert all(name in out for name in PHASES) and "fake run: memory only" in out
+    assert "estimate" in out and "lower bound" in out and "[fake]" in out
 
 
 def test_default_matrix_is_the_goal_settings():
