@@ -21,12 +21,20 @@ def _ui_settings():
     on_ui_settings()
 
 
+def _read_row_dora():
+    """The built-in Lora misreads per-output-row DoRA (ours, LyCORIS' default); see dora_reader."""
+    from lib_lora.webui.dora_reader import install
+    install()
+
+
 def _app_started(demo, app):
     from lib_lora.webui.api import register
     register(app)
+    _read_row_dora()     # also with --nowebui, where no UI is built
 
 
 def _before_ui():
+    _read_row_dora()     # every extension's scripts are loaded by now, the built-in Lora's too
     try:
         from lib_lora.webui.xyz import add_axes
     except ImportError:     # the X/Y/Z axes module is optional
