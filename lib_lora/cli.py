@@ -177,6 +177,11 @@ def _unavailable(name: str, err: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a file name that is not valid UTF-8 (or not encodable on a Windows code page) is printed as
+    # \xNN instead of ending the command with UnicodeEncodeError half-way through its output
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
