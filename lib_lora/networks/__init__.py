@@ -4,7 +4,7 @@ Public surface used by the trainer, ops and the CLI:
     create_network(targets, cfg) -> LoraNetwork
     save_network_file(path, tensors, metadata, precision) / load_network_file(path)
     build_metadata(...)
-    ALGORITHMS: algo name -> module class (locon is LoRA on the conv layers too)
+    ALGORITHMS: algo name -> module class (locon is LoRA on the conv layers too; registry.py)
 Key-name functions live in networks.keys (e.g. checkpoint_param_to_lora_key).
 Nothing here imports the WebUI.
 """
@@ -14,19 +14,10 @@ from .base import NetworkModule
 from .lokr import LokrModule
 from .loha import LohaModule
 from .lora import LoraModule
-
-# One line per algorithm. 'locon' is the same module type as 'lora' (sd-scripts writes both as
-# networks.lora); it differs only in also selecting the ResNet/sampler convs (network.py).
-ALGORITHMS: dict[str, type[NetworkModule]] = {
-    "lora": LoraModule,
-    "locon": LoraModule,
-    "loha": LohaModule,
-    "lokr": LokrModule,
-}
-
-from .network_file import load_network_file, save_network_file  # noqa: E402
-from .metadata import build_metadata  # noqa: E402
-from .network import LoraNetwork, create_network  # noqa: E402
+from .metadata import build_metadata
+from .network import LoraNetwork, create_network
+from .network_file import load_network_file, save_network_file
+from .registry import ALGORITHMS
 
 __all__ = ["ALGORITHMS", "NetworkModule", "LoraModule", "LohaModule", "LokrModule", "LoraNetwork",
            "create_network", "save_network_file", "load_network_file", "build_metadata"]

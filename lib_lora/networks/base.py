@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .projection_slot import ProjectionSlot
+
 
 class NetworkModule(nn.Module):
     """One trainable update of one Linear or Conv2d weight.
@@ -48,8 +50,7 @@ class NetworkModule(nn.Module):
     def __init__(self, lora_name: str, layer: nn.Module, rank: int, alpha: float,
                  dropout: float = 0.0, dora: bool = False, **options: Any):
         super().__init__()
-        from .mha import ProjectionSlot  # a slot of a fused attention projection acts as a Linear
-
+        # a slot of a fused attention projection acts as a Linear
         if not isinstance(layer, (nn.Linear, nn.Conv2d, ProjectionSlot)):
             raise TypeError(f"{lora_name}: only Linear and Conv2d layers can be wrapped, got {type(layer).__name__}")
         self.lora_name = lora_name

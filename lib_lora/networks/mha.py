@@ -18,29 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import NetworkModule
+from .projection_slot import ProjectionSlot
 
 PROJECTIONS = ("q", "k", "v")
-
-
-class ProjectionSlot(nn.Module):
-    """A Linear-like window on one row chunk of an MHA's fused in-projection."""
-
-    def __init__(self, mha: nn.MultiheadAttention, index: int):
-        super().__init__()
-        self._mha = [mha]  # a list keeps the MHA out of this module's children
-        self.index = index
-        self.in_features = self.out_features = mha.embed_dim
-
-    @property
-    def weight(self) -> torch.Tensor:
-        e = self.out_features
-        return self._mha[0].in_proj_weight[self.index * e:(self.index + 1) * e]
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        bias = self._mha[0].in_proj_bias
-        e = self.out_features
-        return None if bias is None else bias[self.index * e:(self.index + 1) * e]
 
 
 class MultiheadAttentionAdapter(nn.Module):

@@ -28,6 +28,7 @@ from ..models.protocol import NetworkTarget
 from . import keys
 from .base import NetworkModule
 from .mha import MultiheadAttentionAdapter
+from .registry import ALGORITHMS
 
 
 class LoraNetwork(nn.Module):
@@ -144,8 +145,6 @@ def create_network(targets: list[NetworkTarget], cfg: NetworkConfig) -> LoraNetw
     """Build (not attach) the network for `targets` as configured by `cfg`.
 
     Raises ModelError when the configuration selects no layer at all."""
-    from . import ALGORITHMS  # the registry lives in the package; imported late to avoid a cycle
-
     if cfg.algo not in ALGORITHMS:
         raise ModelError(f"Unknown network algorithm {cfg.algo!r}", where="network.algo",
                          fix=f"Use one of {', '.join(sorted(ALGORITHMS))}")
