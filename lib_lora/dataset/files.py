@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .file_kinds import special_file_reason
 from .images import image_extensions
-from .input_limits import count_entry, special_file_reason
+from .input_limits import count_entry
 
 _SKIPPED_DIRS = {"__MACOSX", "@eaDir", ".ipynb_checkpoints"}
 

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DatasetError
+from .file_kinds import special_file_reason
 
 # Orientation values 5-8 rotate by 90 or 270 degrees, so width and height swap.
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
@@ -57,7 +58,6 @@ def open_checked(path: Path) -> Image.Image:
     """Image.open with the bomb warning promoted to an error and our own pixel limit.
 
     Only regular files are opened: a FIFO named like an image would block the read forever."""
-    from .input_limits import special_file_reason
     special = special_file_reason(path)
     if special:
         raise ImageReadError(path, special[0].upper() + special[1:])

@@ -24,8 +24,9 @@ from typing import Callable
 from ..errors import DatasetError
 from ..fileio import write_bytes
 from ..safe_paths import WriteGuard, check_write, guarded, shown
+from .file_kinds import special_file_reason
 from .images import image_extensions
-from .input_limits import count_entry, normalize_extension, special_file_reason
+from .input_limits import count_entry, normalize_extension
 from .safe_zip import ExtractLimits, extract_zip
 from .scan import parse_concept_folder_name
 

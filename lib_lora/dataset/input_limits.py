@@ -3,8 +3,8 @@
 - A caption extension is one plain suffix that cannot name an image, a model or
   an archive: with `.png` the tagger and prep would write text over every image,
   and an empty one would write captions onto extensionless files.
-- Only regular files are read: a FIFO named `a.png` would block a read forever, a
-  device such as /dev/zero would never end; they are skipped with a finding.
+- Only regular files are read (file_kinds.py): a FIFO named `a.png` would block a read
+  forever, a device such as /dev/zero would never end; they are skipped with a finding.
 - Every walk over a user's folder, and every plan, is bounded: a `99999999999_x`
   folder or a million epochs is refused with a message before anything is built.
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 
 from ..errors import ConfigError, DatasetError
+from .images import image_extensions
 
 # More repeats than this is a typo: 100 images x 10000 repeats is a million draws per epoch already.
 MAX_REPEATS = 10_000
@@ -32,7 +32,6 @@ _NOT_CAPTIONS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".onnx", ".zip"
 
 def normalize_extension(ext: str) -> str:
     """'.txt' for 'txt' or ' .txt '; ConfigError for '', '.', 'a/b', '.png', '.safetensors' and the like."""
-    from .images import image_extensions
     text = (ext or "").strip()
     text = text if text.startswith(".") else "." + text
     allowed = "a plain text extension such as .txt or .caption"
@@ -42,29 +41,6 @@ def normalize_extension(ext: str) -> str:
         raise ConfigError("caption_extension", ext,
                           allowed + f"; {text} names images or models, and captions would be written over them")
     return text
-
-
-def is_regular_file(path: str | os.PathLike) -> bool:
-    """True for a regular file (after following links); False for folders, FIFOs, sockets, devices, dangling links."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
-def special_file_reason(path: str | os.PathLike) -> str:
-    """Why a file that is not regular is skipped, or '' when it is a regular file (or a folder)."""
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError) as e:
-        return f"cannot be read ({getattr(e, 'strerror', None) or e})"
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
-        return ""
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe), not a file: skipped, since reading it could wait forever"
-    if stat.S_ISSOCK(mode):
-        return "a socket, not a file: skipped"
-    return "a device or other special file, not a regular file: skipped"
 
 
 def check_repeats(repeats: int, folder: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..errors import DatasetError, UnsafeWriteError, WriteError
 from ..fileio import write_with
-from .input_limits import is_regular_file
+from .file_kinds import is_regular_file
 
 CHUNK = 1 << 20
 NAME_MAX = 250      # bytes; the file systems' limit is 255, and the atomic write needs room for its temp name

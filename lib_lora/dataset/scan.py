@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..safe_paths import shown
+from .file_kinds import special_file_reason
 from .images import ImageReadError, image_extensions, load_image_rgb, read_header
-from .input_limits import check_repeats, count_entry, list_folder, normalize_extension, special_file_reason
+from .input_limits import check_repeats, count_entry, list_folder, normalize_extension
 from .textfiles import read_caption_file
 
 __all__ = ["Concept", "Dataset", "ImageItem", "ScanIssue", "load_image_rgb", "scan_dataset",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..dataset.files import find_images
-from ..dataset.input_limits import is_regular_file
+from ..dataset.file_kinds import is_regular_file
 from ..dataset.tags import dedupe_tags, join_tags, split_tags, tag_key
 from ..errors import DatasetError
 from ..safe_paths import WriteGuard, guarded
