@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint_io import StateReader, detect_family
 from ..errors import ModelError
-from ..ops.checkpoint_io import StateReader, detect_family
 
 UNET = "model.diffusion_model."
 UNET_IN = UNET + "input_blocks.0.0.weight"

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint_io import PlannedTensor, write_safetensors_streaming
 from ..networks.keys import checkpoint_param_to_lora_key
-from .checkpoint_io import PlannedTensor, write_safetensors_streaming
 from .report import report_paths
 from .sd15_layout import attention_projection_names, sd1_shapes
 
@@ -100,9 +100,10 @@ def error_against_truth(lora_path: Path, base_path: Path, targets: dict[str, int
 
 
 def _run_child(base: Path, tuned: Path, out: Path, method: str, rank: int) -> tuple[float, float, int]:
-    """Run the extract command in a fresh process: (wall seconds, peak RSS GiB, exit status)."""
-    command = [sys.executable, "-m", "lib_lora.ops.bench", "--child", str(base), str(tuned), str(out), method,
-               str(rank)]
+    """Run `python -m lib_lora extract` in a fresh process: (wall seconds, peak RSS GiB, exit status)."""
+    method_flag = [] if method == "auto" else [f"--{method}"]
+    command = [sys.executable, "-m", "lib_lora", "extract", "--base", str(base), "--tuned", str(tuned),
+               "--out", str(out), "--rank", str(rank), "--quiet", *method_flag]
     started = time.perf_counter()
     child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     _, status, usage = os.wait4(child.pid, 0)
@@ -143,17 +144,3 @@ def _print_table(rows: list) -> None:
               f"{summary['overall_relative_error']:>14.3%} {summary['layers_written']:>6}")
     print(f"goal: at most {GOAL['seconds']:.0f} s, {GOAL['peak_gib']:.0f} GiB and {GOAL['error']:.1%} error "
           "(sd-scripts: 102 s, 10.4 GiB, 10.1% with its default clamp) on 2 CPU cores")
-
-
-def _child(base: str, tuned: str, out: str, method: str, rank: str) -> int:
-    from .commands import add_extract_args, run_extract
-    parser = argparse.ArgumentParser()
-    add_extract_args(parser)
-    method_flag = [] if method == "auto" else [f"--{method}"]
-    args = parser.parse_args(["--base", base, "--tuned", tuned, "--out", out, "--rank", rank, "--quiet",
-                              *method_flag])
-    return run_extract(args)
-
-
-if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "--child":
-    sys.exit(_child(*sys.argv[2:]))

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint_io import PRECISIONS, StateReader, detect_family
 from ..errors import ModelError
 from ..networks.keys import checkpoint_in_proj_keys, checkpoint_param_to_lora_key, is_unet_target, \
     ldm_to_diffusers_name
-from .checkpoint_io import PRECISIONS, StateReader, detect_family
 from .config import ExtractConfig, validated
 from .factors import pack_lora, stored_row
 from .report import LayerReport, OpReport

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from .. import fileio
+from ..checkpoint_io import PRECISIONS
 from ..errors import NetworkFileError
 from ..networks.metadata import ARCHITECTURES, base_model_version
-from .checkpoint_io import PRECISIONS
 
 RESOLUTION = {"sd1": "512x512", "sd2": "512x512", "sdxl": "1024x1024"}
 

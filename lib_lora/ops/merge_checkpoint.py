@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint_io import PRECISIONS, PlannedTensor, StateReader, detect_family, is_ema_key, \
+    write_safetensors_streaming
 from ..errors import LoraError, NetworkFileError
 from ..networks.keys import checkpoint_in_proj_keys, checkpoint_param_to_lora_key
-from .checkpoint_io import PRECISIONS, PlannedTensor, StateReader, detect_family, is_ema_key, \
-    write_safetensors_streaming
 from .config import MergeConfig, validated
 from .lora_inputs import LoraInput, modules_by_key
 from .report import LayerReport, OpReport, relative_error

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from ..checkpoint_io import PRECISIONS
 from ..errors import NetworkFileError
-from .checkpoint_io import PRECISIONS
 from .config import MergeConfig, validated
 from .factors import pack_lora, stored_row
 from .lora_inputs import LoraInput, modules_by_key

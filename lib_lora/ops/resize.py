@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from .checkpoint_io import PRECISIONS
+from ..checkpoint_io import PRECISIONS
 from .config import ResizeConfig, validated
 from .factors import pack_lora, stored_row
 from .lora_delta import ModuleWeights, check_supported, group_modules

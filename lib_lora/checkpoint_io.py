@@ -11,6 +11,9 @@ written to: a merge's base stays byte-identical.
 `write_safetensors_streaming` writes the safetensors format (8-byte little-endian
 header length, JSON header, raw little-endian tensor bytes) one tensor at a
 time, atomically, so a merged SDXL checkpoint never sits in memory whole.
+
+Below both models/ (which classifies single-file checkpoints with it) and ops/
+(extract, merge), so neither imports the other for it.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .. import fileio
-from ..errors import ModelError
+from . import fileio
+from .errors import ModelError
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 # One key that only that family's checkpoints have (ldm/sgm names, as in the files and in the WebUI's models).
