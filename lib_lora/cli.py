@@ -65,7 +65,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.config = str(_resume_config(Path(args.resume)))
     cfg = load_train_config(args.config, args.overrides) if args.config else \
         options.apply_overrides(TrainConfig, TrainConfig(), args.overrides)
+    if not cfg.dataset.train_dir.strip():     # empty would train on the current folder, whatever it holds
+        raise LoraError("No training folder is set (dataset.train_dir)", where=args.config or "command line",
+                        fix="Set it in the config (`python -m lib_lora config --out run.toml` writes one) "
+                            "or pass --set dataset.train_dir=FOLDER")
+    if args.more_epochs and not args.resume:
+        raise LoraError("--more-epochs only extends a resumed run", where="command line",
+                        fix="Add --resume OUTPUT_FOLDER, or set training.epochs for a new run")
     if args.resume and args.more_epochs:
+        if args.more_epochs < 1:
+            raise LoraError(f"--more-epochs {args.more_epochs} is not a number of epochs to add", where="command line",
+                            fix="Give a whole number of at least 1")
         cfg.training.epochs += args.more_epochs
     distributed = dist.init_from_env()
     # a dry run only plans: no model is loaded, so it answers in a second
@@ -83,6 +93,9 @@ def _resume_config(out_dir: Path) -> Path:
     """The TOML of the one run in `out_dir` that has a saved state (a WebUI Lora folder holds many runs)."""
     from .training.saving import state_file
 
+    if not out_dir.is_dir():
+        raise LoraError("The run folder to resume does not exist or is not a folder", where=str(out_dir),
+                        fix="Give --resume the output folder of the run (where its LoRA files and state are)")
     tomls = sorted(out_dir.glob("*.toml"))
     if not tomls:
         raise LoraError("The run folder has no config to resume with", where=str(out_dir),
@@ -100,10 +113,22 @@ def _load_model(cfg, device: str):
     return load_base_model(cfg.model, device, cfg.training.mixed_precision)
 
 
+DEMO_FOLDERS = {"dataset", "base_model", "lora", "grid"}
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import print_summary, run_demo
 
-    print_summary(run_demo(Path(args.out)))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise LoraError("The demo folder is a file, not a folder", where=str(out),
+                        fix="Give --out a new or empty folder")
+    # the demo writes these four folders; anything else there is the user's, and stays untouched by refusing
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_FOLDERS) if out.is_dir() else []
+    if foreign:
+        raise LoraError(f"The demo folder already holds other files ({', '.join(foreign[:3])})", where=str(out),
+                        fix="Give --out a new or empty folder (or one an earlier demo wrote)")
+    print_summary(run_demo(out))
     return 0
 
 
@@ -183,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
+    for at, arg in enumerate(sys.argv[1:] if argv is None else argv, start=1):
+        if "\0" in arg:     # no shell passes one; a caller in-process can, and os calls fail on it
+            print(f"error: Argument {at} of the command line holds a NUL character ({arg!r}). "
+                  "Remove the NUL (\\0) from it", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

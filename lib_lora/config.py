@@ -185,6 +185,12 @@ class TrainConfig:
         if not self.output.output_name or any(c in self.output.output_name for c in '/\\:*?"<>|'):
             raise ConfigError("output.output_name", self.output.output_name,
                               'a plain file name without / \\ : * ? " < > |')
+        # the longest file written is <name>-000001.safetensors plus the atomic write's temp prefix: a name
+        # the file system cannot hold would fail at the first save, after an epoch of training
+        if len(self.output.output_name.encode("utf-8", "surrogateescape")) > 200 or \
+                any(ord(c) < 32 for c in self.output.output_name):
+            raise ConfigError("output.output_name", self.output.output_name,
+                              "a name of at most 200 bytes without control characters (newlines, tabs)")
 
 
 @dataclass
@@ -229,12 +235,30 @@ def default_train_config() -> TrainConfig:
     return TrainConfig()
 
 
+CONFIG_MAX_BYTES = 16 << 20      # a run config is a few KiB; more is a wrong file
+
+
+def _check_config_file(path: Path) -> None:
+    """Refuse a FIFO, device or folder (reading one would hang or fail late) and a file no config could be."""
+    import stat
+
+    from .errors import LoraError
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise LoraError("The config file is a folder, FIFO or device, not a TOML file", where=str(path),
+                        fix="Give the run's .toml file; a template is written by `python -m lib_lora config --out run.toml`")
+    if info.st_size > CONFIG_MAX_BYTES:
+        raise LoraError(f"The config file is {info.st_size} bytes, more than a config can be ({CONFIG_MAX_BYTES})",
+                        where=str(path), fix="Give the run's .toml file, not another file")
+
+
 def load_train_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
     """Read a run config from TOML, apply `section.key=value` overrides, validate."""
     from .errors import LoraError
 
     path = Path(path)
     try:
+        _check_config_file(path)
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise LoraError(f"The config file is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})",

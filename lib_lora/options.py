@@ -193,6 +193,9 @@ def loads_toml(text: str, source: str = "config") -> dict:
     except tomllib.TOMLDecodeError as e:
         raise LoraError(f"The TOML file cannot be read: {e}", where=source,
                         fix="Fix the syntax on that line (strings need quotes, sections [name])") from None
+    except RecursionError:     # arrays or tables nested thousands deep: no config looks like that
+        raise LoraError("The TOML file nests arrays or tables too deeply to read", where=source,
+                        fix="Give the run's config; a template is written by `python -m lib_lora config --out run.toml`") from None
 
 
 def _toml_value(value: Any) -> str:

@@ -11,7 +11,7 @@ import json
 import sys
 
 from ..config import PrepConfig
-from ..errors import LoraError
+from ..errors import DatasetError, LoraError
 from ..safe_paths import shown
 from .balance import KINDS
 from .importer import import_dataset
@@ -78,6 +78,9 @@ def run_prep(args: argparse.Namespace) -> int:
                      flatten_alpha=not args.no_flatten, dedupe=not args.no_dedupe, in_place=args.in_place,
                      max_aspect=args.max_aspect, caption_extension=args.caption_extension, upscaler=args.upscaler)
     try:
+        if args.in_place and args.dst is not None:   # which one the user meant is a guess; originals are at stake
+            raise DatasetError("Both a destination folder and --in-place were given", where=str(args.dst),
+                               fix="Give either the DST folder for fixed copies or --in-place, not both")
         from ..options import validate
         validate(cfg)
         result = prep_folder(args.src, args.dst, cfg)

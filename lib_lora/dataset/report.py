@@ -81,6 +81,8 @@ def _check_options(options: ReportOptions) -> None:
         raise ConfigError("kind", options.kind, "one of " + ", ".join(KINDS))
     if options.epochs < 1 or options.batch_size < 1:
         raise ConfigError("epochs/batch_size", (options.epochs, options.batch_size), "whole numbers of at least 1")
+    if not 64 <= options.resolution <= 8192:    # the bucket preview divides by it
+        raise ConfigError("resolution", options.resolution, "a size in pixels from 64 to 8192 (512 is usual)")
 
 
 def _concept_findings(dataset: Dataset, facts: dict, options: ReportOptions) -> list[Finding]:

@@ -70,7 +70,8 @@ def load_network_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
     lora_down/lora_up. Raises NetworkFileError for missing, corrupt or foreign files."""
     path = Path(path)
     if not path.is_file():
-        raise NetworkFileError("The LoRA file does not exist", where=str(path), fix="Check the path")
+        what = "is a folder, FIFO or device, not a file" if path.exists() else "does not exist"
+        raise NetworkFileError(f"The LoRA file {what}", where=str(path), fix="Check the path")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         tensors, metadata = _read_safetensors(path)
@@ -87,6 +88,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     from safetensors.torch import load_file, safe_open
 
     try:
+        if _undecodable(path):      # safetensors opens only UTF-8 paths: read the bytes through Python instead
+            return _read_safetensors_bytes(path.read_bytes())
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
         return load_file(str(path)), metadata
@@ -95,11 +98,31 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
                                fix="The file is damaged or incomplete: download or train it again") from None
 
 
+def _undecodable(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _read_safetensors_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    import json
+    import struct
+
+    from safetensors.torch import load
+
+    tensors = load(data)        # checks the header and sizes; raises SafetensorError on damage
+    (size,) = struct.unpack("<Q", data[:8])
+    return tensors, dict(json.loads(data[8:8 + size]).get("__metadata__") or {})
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types here; all mean 'not a safe tensor file'
-        raise NetworkFileError(f"The file cannot be read as plain tensors ({type(err).__name__}: {err})",
+        reason = str(err).split("\n")[0].split(". ")[0][:160]      # torch's own text runs to paragraphs
+        raise NetworkFileError(f"The file cannot be read as plain tensors ({type(err).__name__}: {reason})",
                                where=str(path),
                                fix="Only tensor-only .pt/.ckpt files are read (no pickled code); "
                                    "convert it to .safetensors") from None

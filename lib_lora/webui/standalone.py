@@ -9,7 +9,9 @@ on the server.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 from pathlib import Path
 
 DEFAULT_PORT = 7870
@@ -44,11 +46,29 @@ def build_app(data_dir: str | Path):
 
 def run_ui(args: argparse.Namespace) -> int:
     from lib_lora.webui import gradio_compat
+    from lib_lora.errors import LoraError
     from lib_lora.webui.path_policy import standalone_policy
+    if not 1 <= args.port <= 65535:      # checked before the data folder is made and the server starts
+        raise LoraError(f"--port {args.port} is not a TCP port", where="command line",
+                        fix=f"Give a port from 1 to 65535 (default {DEFAULT_PORT})")
+    try:      # a name that does not resolve would fail inside the server's thread, as a traceback
+        socket.getaddrinfo(args.host, args.port)
+    except (OSError, UnicodeError):
+        raise LoraError("The address to serve on is not known to this machine", where=f"--host {args.host}",
+                        fix="Give 127.0.0.1 (this machine only) or one of this machine's addresses") from None
+    if Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+        raise LoraError("The data folder is a file, not a folder", where=str(args.data_dir),
+                        fix="Give --data-dir a folder (it is created when missing)")
     app, backend = build_app(args.data_dir)
     backend.path_policy = standalone_policy(args.host, backend.data_dir)   # read by the tab's path checks
     print(f"Train LoRA: serving on http://{args.host}:{args.port} (data in {backend.data_dir}); Ctrl+C stops")
-    app.queue(**gradio_compat.queue_kwargs(4)).launch(**gradio_compat.launch_kwargs(
-        server_name=args.host, server_port=args.port, show_api=False, inbrowser=False, prevent_thread_lock=False,
-        quiet=True))
+    try:
+        app.queue(**gradio_compat.queue_kwargs(4)).launch(**gradio_compat.launch_kwargs(
+            server_name=args.host, server_port=args.port, show_api=False, inbrowser=False,
+            prevent_thread_lock=False, quiet=True))
+    except OSError as e:       # gradio says "Cannot find empty port" for a port in use and an address not ours
+        logging.getLogger(__name__).debug("launch failed: %s", e)
+        raise LoraError("Cannot serve there: the port is in use or the address is not this machine's",
+                        where=f"{args.host}:{args.port}",
+                        fix="Choose a free --port, and a --host that is an address of this machine") from None
     return 0
