@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from .errors import LoraError
+from .safe_paths import WriteGuard, guarded, is_within, resolved
 
 # command -> (module, add_args function, run function); modules are imported only when used
 EXTERNAL_COMMANDS = {
@@ -159,10 +160,23 @@ def cmd_grid(args: argparse.Namespace) -> int:
     if not files:
         raise LoraError("No epoch files found for this run", where=cfg.output.output_dir,
                         fix="Train first, or point --config at the run's TOML")
-    model = _load_model(cfg, cfg.training.device)
     out = Path(args.out or Path(cfg.output.output_dir) / f"{cfg.output.output_name}-grid.png")
-    print(f"grid: {render_epoch_weight_grid(model, files, sample, out)}")
+    _check_grid_out(out, cfg)
+    model = _load_model(cfg, cfg.training.device)
+    guard = WriteGuard([resolved(out).parent], protected=files, purpose="grid")
+    with guarded(guard):
+        print(f"grid: {render_epoch_weight_grid(model, files, sample, out)}")
     return 0
+
+
+def _check_grid_out(out: Path, cfg) -> None:
+    """The grid may be written anywhere asked, except over a file of the run's dataset (its images)."""
+    from .errors import UnsafeWriteError
+
+    trees = [t for t in (cfg.dataset.train_dir, cfg.dataset.reg_dir) if t]
+    if (out.exists() or out.is_symlink()) and any(is_within(out, tree) for tree in trees):
+        raise UnsafeWriteError("The grid would replace a file of the run's dataset", where=str(out),
+                               fix="Give --out a new file name, outside the dataset folders")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -98,5 +98,8 @@ def resolve_model(spec: str, models_dir: str | os.PathLike | None = None) -> Mod
                           where=spec, fix="Give a folder holding model.onnx + selected_tags.csv, or a repo id "
                                           "like SmilingWolf/wd-v1-4-convnext-tagger-v2")
     base = Path(models_dir).expanduser() if models_dir else default_models_dir()
+    if base.exists() and not base.is_dir():     # else it reads as a failed download, "connect to the internet"
+        raise TaggerError("The tagger models folder is a file, not a folder", where=str(base),
+                          fix="Give --models-dir a folder (it is created when missing)")
     target = repo_folder(base, spec)
     return _files_in(target, spec) or _download(spec, target)

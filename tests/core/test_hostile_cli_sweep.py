@@ -339,7 +339,8 @@ _add("tag-missing-dir", lambda s: Case(["tag", s / "nope", "--models-dir", s / "
 _add("tag-no-model", lambda s: Case(["tag", dataset(s), "--models-dir", s / "m", "--model", s / "nomodel"], ERR,
                                     allowed=("m",)))
 _add("tag-model-is-file", lambda s: Case(["tag", dataset(s), "--model", config_file(s, "x", "f")], ERR))
-_add("tag-models-dir-file", lambda s: Case(["tag", dataset(s), "--models-dir", config_file(s, "x", "f")], ERR))
+_add("tag-models-dir-file", lambda s: Case(["tag", dataset(s), "--models-dir", config_file(s, "x", "f")], ERR,
+                                           words=("models folder is a file",)))
 _add("tag-empty-model-folder", lambda s: Case(["tag", dataset(s), "--model", folder(s / "m")], ERR))
 for _opt, _vals in {"--caption-extension": ["", ".png"], "--general-threshold": ["nan", "2", "-1"],
                     "--batch-size": ["0", "-1"], "--workers": ["0", "-1", "100000"]}.items():
@@ -635,3 +636,35 @@ def test_hostile_cli_case(name, scratch):
             assert word in line.lower(), (word, line)
     else:
         assert errors == [], err
+
+
+# -- two tiny real runs: what a finished run may write, and what a grid may not -------------------------------------
+
+def _only_added(before: dict, after: dict) -> list[str]:
+    """Entries that existed before and changed or vanished (new entries are the run's own output)."""
+    return sorted(k for k in before if after.get(k) != before[k])
+
+
+def test_a_run_whose_output_folder_is_a_concept_folder_adds_files_and_changes_no_original(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from training_fixtures import fast_config, write_dataset
+
+    from lib_lora.config import dumps_train_config
+    data = write_dataset(tmp_path / "data", n_images=2)
+    concept = data / "2_thing"
+    cfg = fast_config(data, concept, epochs=1, num_threads=1)
+    config = tmp_path / "run.toml"
+    config.write_text(dumps_train_config(cfg), encoding="utf-8")
+    before = fingerprint(tmp_path)
+    assert main(["train", "--config", str(config)]) == 0, capsys.readouterr().err
+    after = fingerprint(tmp_path)
+    assert _only_added(before, after) == []
+    assert "data/2_thing/t-000001.safetensors" in after
+    assert not [k for k in set(after) - set(before) if k.endswith((".png", ".jpg", ".webp", ".txt"))]
+    # the grid of that run may not be written over one of the dataset's images
+    capsys.readouterr()
+    image = concept / "000.png"
+    status = main(["grid", "--config", str(concept / "t.toml"), "--out", str(image), "--prompt", "thing"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and err.strip().splitlines()[-1].startswith("error:"), err
+    assert fingerprint(tmp_path)["data/2_thing/000.png"] == after["data/2_thing/000.png"]
