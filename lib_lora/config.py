@@ -112,7 +112,7 @@ class TrainingConfig:
                                        min=1, max=100)
     lr_scheduler_power: float = opt(1.0, "Power of the polynomial schedule", min=0.0, max=10.0)
     max_grad_norm: float = opt(1.0, "Clip gradients to this norm (0: off)", min=0.0, max=1000.0)
-    mixed_precision: str = opt("fp16", "Mixed precision (bf16 on GPUs that have it; ignored on CPU)",
+    mixed_precision: str = opt("fp16", "Mixed precision (bf16 on GPUs that have it; on CPU only bf16 runs, fp16 trains in fp32)",
                                choices=PRECISIONS)
     gradient_checkpointing: bool = opt(False, "Trade compute for memory: recompute activations in backward")
     sdpa: bool = opt(True, "Use PyTorch scaled-dot-product attention")

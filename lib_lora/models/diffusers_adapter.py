@@ -62,8 +62,12 @@ class DiffusersModel:
             ("sd2" if pipe.text_encoder.config.hidden_size == 1024 else "sd1")
         pred = getattr(pipe.scheduler.config, "prediction_type", "epsilon")
         self.parameterization = "v" if pred == "v_prediction" else "eps"
-        if pipe.unet.dtype != dtype:   # before the move, so an fp32 UNet never sits on the GPU whole
-            pipe.unet.to(dtype=dtype)
+        # Base weights in the run's half precision before the move, so no fp32 copy ever sits on the
+        # GPU whole: the UNet and the text encoders (SDXL's two hold 1.4 GB more in fp32; they run
+        # under autocast like the UNet). The VAE keeps its dtype: SDXL's overflows in fp16.
+        for module in [pipe.unet] + self._modules()[2:]:
+            if module.dtype != dtype:
+                module.to(dtype=dtype)
         for module in self._modules():
             module.requires_grad_(False)
             module.to(self.device)
