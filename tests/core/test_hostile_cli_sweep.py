@@ -549,6 +549,56 @@ _add("argv-unknown-option", lambda s: Case(["check", s, "--frob"]))
 _add("argv-missing-required", lambda s: Case(["resize", "--lora", "x"]))
 
 
+# links: a loop as a source, a dataset reached through a link, a concept folder that links back to its parent
+_add("import-source-link-loop", lambda s: (os.symlink("loop", s / "loop"),
+                                           Case(_IMPORT + [s / "root", "--name", "d", s / "loop"], EITHER,
+                                                allowed=("root",)))[-1])
+_add("import-concept-link-to-parent", lambda s: (dataset(s), os.symlink(s / "ds", s / "ds/5_back"),
+                                                 Case(_IMPORT + [s / "root", "--name", "d", s / "ds"], EITHER,
+                                                      allowed=("root",)))[-1])
+_add("tags-dir-is-link", lambda s: (dataset(s), os.symlink(s / "ds", s / "lnk"),
+                                    Case(["tags", s / "lnk", "remove", "tag0"], EITHER, allowed=("ds", "lnk")))[-1])
+_add("prep-src-concept-loop", lambda s: (dataset(s), os.symlink(s / "ds", s / "ds/5_back"),
+                                         Case(["prep", s / "ds", s / "out"], EITHER, allowed=("out",)))[-1])
+_add("prep-in-place-concept-loop", lambda s: (dataset(s), os.symlink(s / "ds", s / "ds/5_back"),
+                                              Case(["prep", s / "ds", "--in-place"], EITHER, allowed=("ds",)))[-1])
+_add("check-concept-is-file", lambda s: (dataset(s), config_file(s / "ds", "x", "5_file"),
+                                         Case(["check", s / "ds"], EITHER))[-1])
+_add("check-concept-fifo", lambda s: (dataset(s), fifo(s / "ds/5_pipe"), Case(["check", s / "ds"], EITHER))[-1])
+_add("train-concept-fifo", lambda s: (dataset(s), fifo(s / "ds/5_pipe"),
+                                      Case(["train", "--config", run_toml(s), "--dry-run"], EITHER))[-1])
+_add("tags-caption-is-folder", lambda s: (dataset(s), (s / "ds/10_c/0.txt").unlink(), (s / "ds/10_c/0.txt").mkdir(),
+                                          Case(["tags", s / "ds", "add-trigger", "zz"], EITHER, allowed=("ds",)))[-1])
+_add("extract-base-is-folder", lambda s: Case(["extract", "--base", folder(s / "b"), "--tuned", tuned(s),
+                                               "--out", s / "o.safetensors"]))
+_add("merge-lora-fifo", lambda s: Case(["merge", "--lora", fifo(s / "p.safetensors"), "--concat",
+                                        "--out", s / "o.safetensors"]))
+_add("resize-lora-fifo", lambda s: Case(["resize", "--lora", fifo(s / "p.safetensors"), "--rank", "2",
+                                         "--out", s / "o.safetensors"]))
+_add("extract-base-fifo", lambda s: Case(["extract", "--base", fifo(s / "p.safetensors"), "--tuned", tuned(s),
+                                          "--out", s / "o.safetensors"]))
+
+
+def _zip_bomb(s: Path) -> Case:
+    """One entry that inflates 1000-fold (200 MB of zeros named like an image), beside a real image."""
+    path = s / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("big.png", "w", force_zip64=True) as entry:
+            for _ in range(200):
+                entry.write(bytes(1 << 20))
+        z.writestr("ok.png", png_bytes(1))
+    return Case(_IMPORT + [s / "root", "--name", "d", path], EITHER, allowed=("root",))
+
+
+def _zip_many(s: Path) -> Case:
+    return Case(_IMPORT + [s / "root", "--name", "d", zip_of(s / "many.zip", {f"{i}.txt": b"" for i in range(20000)})],
+                EITHER, allowed=("root",))
+
+
+_add("import-zip-bomb", _zip_bomb)
+_add("import-zip-many-entries", _zip_many)
+
+
 # -- the test ----------------------------------------------------------------------------------------------------
 
 def _changed(before: dict, after: dict, allowed: tuple) -> list[str]:
