@@ -12,6 +12,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -234,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     except LoraError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:     # the reader of our output stopped early (`| head`): nothing went wrong here
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit's flush stays quiet
+        return 0
     except OSError as e:    # a file the user named cannot be opened, read or written
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {one_line(e.strerror or e)}{where}. Check the path and its permissions", file=sys.stderr)

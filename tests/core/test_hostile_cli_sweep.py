@@ -718,3 +718,12 @@ def test_a_run_whose_output_folder_is_a_concept_folder_adds_files_and_changes_no
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and err.strip().splitlines()[-1].startswith("error:"), err
     assert fingerprint(tmp_path)["data/2_thing/000.png"] == after["data/2_thing/000.png"]
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`python -m lib_lora config | head`: the closed pipe is the reader's choice, not an error of ours."""
+    import subprocess
+    run = subprocess.run(f"{sys.executable} -m lib_lora config | true; exit ${{PIPESTATUS[0]}}",
+                         shell=True, executable="/bin/bash", capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0 and run.stderr == "", run.stderr
