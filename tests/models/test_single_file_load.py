@@ -66,7 +66,9 @@ def test_train_headless_on_a_single_file_writes_a_lora(tiny_single_file, tmp_pat
 
 def test_without_config_dir_a_non_stock_unet_is_refused_with_what_to_set(tiny_single_file, tmp_path, capsys):
     config = tmp_path / "run.toml"
-    config.write_text(dumps_train_config(_cfg(tiny_single_file.safetensors, None)), encoding="utf-8")
+    cfg = _cfg(tiny_single_file.safetensors, None)
+    cfg.dataset.train_dir = str(write_dataset(tmp_path / "data", n_images=2))   # a run without one is refused first
+    config.write_text(dumps_train_config(cfg), encoding="utf-8")
     assert main(["train", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "ship no config for" in err and "32 base channels" in err and "model.config_dir" in err
