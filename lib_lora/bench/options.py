@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
+from ..errors import ConfigError
 from ..options import field_info, opt
 
 MODELS = ("tiny", "sd15", "sdxl")
@@ -69,7 +70,10 @@ class BenchOptions:
 
     def batches(self) -> list[int]:
         text = self.batch or ("1,4" if self.real_shape else "2")
-        return [int(b) for b in text.split(",") if b.strip()]
+        parts = [b.strip() for b in text.split(",") if b.strip()]
+        if not parts or not all(b.isdigit() and 1 <= int(b) <= 1024 for b in parts):
+            raise ConfigError("bench --batch", self.batch, "batch sizes from 1 to 1024, comma separated (e.g. 1,4)")
+        return [int(b) for b in parts]
 
     def checkpointing(self) -> list[bool]:
         choice = self.gradient_checkpointing or ("both" if self.real_shape else "off")

@@ -667,7 +667,7 @@ def scratch(tmp_path, monkeypatch):
     _restore_modes(tmp_path)
 
 
-KNOWN = {"bench-bad-batch": "bench --batch 'a,b' raises ValueError inside lib_lora/bench (its owner's to fix)"}
+KNOWN: dict[str, str] = {}   # case name -> why it still fails (xfail strict: the entry must go once fixed)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n]))
