@@ -82,11 +82,8 @@ ALLOWED: dict[str, set[str]] = {
 # (importing module, imported module) -> why it is tolerated for now. Keep this short.
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     # The bench's WebUI path lives in webui/ only because it imports the stand-in's `modules`
-    # (rule 1); it borrows the bench's model builders and measurement, and bench/realshape.py
-    # calls it back: a cycle bench <-> webui and an inverted webui -> bench edge. Owned by the
-    # bench work (H2, issue 16); the fix is to pass those helpers in, or to give the bench
-    # a door of its own.
-    ("lib_lora.webui.bench_session", "lib_lora.bench.realshape"): "bench's WebUI path, see above",
+    # (rule 1); the bench passes its measurement in, but the model builders of bench/models.py are
+    # still imported: an inverted webui -> bench edge. The fix is to give the bench a door of its own.
     ("lib_lora.webui.bench_session", "lib_lora.bench.models"): "bench's WebUI path, see above",
     # It also builds its SD1.5-shaped ldm model with the test fixtures, so `python -m lib_lora
     # bench --real-shape` needs a repository checkout; the library must not import tests/.

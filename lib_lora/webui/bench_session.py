@@ -97,26 +97,25 @@ def load_as_webui(sd_model: torch.nn.Module) -> None:
     script_callbacks.model_loaded_callback(sd_model)
 
 
-def webui_run(opts: Any, case: Any, cfg: Any, device: torch.device, mode: Any, tracker: Any, clock: Any,
-              steps: int):
-    """Train `cfg` on an SD1.5-size ldm model through the model bridge; returns the bench's CaseResult."""
-    from lib_lora.bench.realshape import measure_training, weight_dtype
+def webui_run(model_name: str, cfg: Any, dtype: torch.dtype, mode: Any, tracker: Any, measure: Any):
+    """Train `cfg` on an SD1.5-size ldm model (weights in `dtype`) through the model bridge;
+    `measure(model)` is the bench's own run-and-measure over the borrowed model (passed in, so
+    this door module does not import the bench back)."""
     from lib_lora.errors import LoraError
-    from lib_lora.training import train
 
-    if opts.model != "sd15":
-        raise LoraError(f"The WebUI path has no {opts.model} model: sgm is not installable and the PyPI ldm "
+    if model_name != "sd15":
+        raise LoraError(f"The WebUI path has no {model_name} model: sgm is not installable and the PyPI ldm "
                         "UNet cannot take SDXL's per-level transformer depths", where="bench --path webui",
                         fix="Use --path headless for SDXL (the same UNet shapes)")
     with stand_in_webui():
         from modules import shared
         from lib_lora.webui.model_bridge import training_session
 
-        sd_model = build_sd15_ldm(weight_dtype(case.precision, device), mode)
+        sd_model = build_sd15_ldm(dtype, mode)
         with (mode or contextlib.nullcontext()):
             load_as_webui(sd_model)
         tracker.add_base([sd_model])
         with (mode or contextlib.nullcontext()), tracker, training_session(shared.sd_model, shared.opts, cfg) as model:
             if mode is not None:
                 model.vae_fingerprint = lambda: "fake"   # hashes weight bytes, which fake weights do not have
-            return measure_training(cfg, case, model, tracker, clock, steps, lambda hooks: train(cfg, model, hooks))
+            return measure(model)
