@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 from PIL import Image
 
@@ -127,7 +128,7 @@ def switch_checkpoint(call: Callable, url: str, wanted: str) -> str:
 
 
 def pid_or_note(args) -> int | None:
-    pid = args.webui_pid or find_webui_pid(int(args.url.rsplit(":", 1)[-1].split("/")[0] or 7860))
+    pid = args.webui_pid or find_webui_pid(urlsplit(args.url).port or 7860)
     if pid is None or not os.path.exists(f"/proc/{pid}/status"):
         print("[INFO] the WebUI process was not found on this machine (pass --webui-pid): no RSS figures")
         return None
