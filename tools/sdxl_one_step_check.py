@@ -54,16 +54,9 @@ def train_one(pipe, algo: str, dataset: Path, out: Path, checkpointing: bool) ->
 
 def expected_keys(algo: str) -> dict[str, tuple]:
     """Key -> shape of the file the architecture tests map in every reader (meta-built, same options)."""
-    from diffusers import UNet2DConditionModel
-    from test_sdxl_full_size import CONFIGS, file_tensors
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from test_sdxl_full_size import build_sdxl_meta, file_tensors
 
-    root = REPO / CONFIGS
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(root / "unet")))
-        te1 = CLIPTextModel(CLIPTextConfig.from_pretrained(str(root / "text_encoder")))
-        te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(str(root / "text_encoder_2")))
-    tensors = file_tensors((unet, te1, te2), algo)
+    tensors = file_tensors(build_sdxl_meta(), algo)
     return {k: tuple(v.shape) for k, v in tensors.items()}
 
 

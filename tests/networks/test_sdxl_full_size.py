@@ -31,6 +31,11 @@ ALGOS = {"lora": "attn_ff", "locon": "attn_ff_conv", "loha": "attn_ff_conv", "lo
 
 @pytest.fixture(scope="module")
 def sdxl_meta():
+    return build_sdxl_meta()
+
+
+def build_sdxl_meta():
+    """The SDXL-base UNet and both text encoders on the meta device (tools/sdxl_one_step_check.py too)."""
     from pathlib import Path
 
     from diffusers import UNet2DConditionModel
