@@ -9,7 +9,6 @@ that keeps one network attached can change only its multiplier between weights.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,7 +18,6 @@ from PIL import Image
 from ..errors import LoraError
 from .grid_image import labelled_grid
 
-EPOCH_FILE = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6})$")
 RenderCell = Callable[[str, "Path | None", float, int], Image.Image]
 ProgressFn = Callable[[int, int, str], None]
 
@@ -57,8 +55,10 @@ def short_prompt(prompt: str, limit: int = 18) -> str:
 
 
 def epoch_of(path: Path) -> int | None:
-    m = EPOCH_FILE.match(Path(path).stem)
-    return int(m.group("epoch")) if m else None
+    """The epoch of a run's epoch file, None for any other file."""
+    from ..training.saving import parse_epoch_file   # the trainer's naming; torch only when asked
+    parsed = parse_epoch_file(path)
+    return parsed[1] if parsed else None
 
 
 def epoch_label(path: Path) -> str:
@@ -67,27 +67,20 @@ def epoch_label(path: Path) -> str:
 
 
 def epoch_files(folder: str | Path, name: str) -> list[Path]:
-    """`<name>-000001.safetensors`, ... sorted by epoch; the final `<name>.safetensors` last if present."""
-    folder = Path(folder)
-    files = [p for p in folder.glob(f"{glob_escape(name)}-*.safetensors")
-             if (m := EPOCH_FILE.match(p.stem)) and m.group("name") == name]
-    files.sort(key=lambda p: epoch_of(p) or 0)
-    final = folder / f"{name}.safetensors"
-    return files + ([final] if final.is_file() else [])
+    """The run's epoch files sorted by epoch (training.saving.list_epoch_files, the one rule)."""
+    from ..training.saving import list_epoch_files
+    return list_epoch_files(folder, name)
 
 
 def run_names(folder: str | Path) -> list[str]:
     """Names of runs with epoch files in `folder`, newest first."""
+    from ..training.saving import parse_epoch_file
     found: dict[str, float] = {}
-    for p in Path(folder).glob("*-*.safetensors") if Path(folder).is_dir() else []:
-        m = EPOCH_FILE.match(p.stem)
-        if m:
-            found[m.group("name")] = max(found.get(m.group("name"), 0.0), p.stat().st_mtime)
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        parsed = parse_epoch_file(p)
+        if parsed and p.is_file():
+            found[parsed[0]] = max(found.get(parsed[0], 0.0), p.stat().st_mtime)
     return sorted(found, key=lambda n: -found[n])
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([\[\]*?])", r"[\1]", text)
 
 
 def render_grid_cells(spec: GridSpec, render_cell: RenderCell,

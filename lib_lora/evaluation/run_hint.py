@@ -98,7 +98,7 @@ def hint_for_run(lora_dir: str | Path, name: str, tagger: str = "", models_dir: 
                  make_tags_for: MakeTagsFor | None = None) -> BestEpochHint:
     if not name:
         raise LoraError("No run is chosen", where="Run", fix="Train a run first, then press Refresh runs")
-    epochs = sorted(e for e in (epoch_of(p) for p in epoch_files(lora_dir, name)) if e is not None)
+    epochs = [epoch_of(p) for p in epoch_files(lora_dir, name)]     # sorted, epoch files only
     loss = validation_signal(lora_dir, name)
     recall = recall_signal(lora_dir, name, tagger, models_dir, make_tags_for)
     unused = {label: s.why_not for label, s in ((VALIDATION, loss), (RECALL, recall)) if not s.values}

@@ -1,7 +1,10 @@
 """What a run writes: epoch files with sd-scripts metadata, the resolved config, resumable state.
 
 File names follow sd-scripts so users' habits and tools keep working:
-`<name>-000001.safetensors` per saved epoch, `<name>.safetensors` for the last.
+`<name>-000001.safetensors` per saved epoch, the last epoch included (there is no
+separate `<name>.safetensors`); a Save-now writes `<name>-step00000002.safetensors`.
+`epoch_file_name` and `list_epoch_files` are the one home of that naming: the grid,
+the best-epoch hint and the WebUI's lists read a run's epochs through them.
 State (network, optimizer, scheduler, RNG, counters) goes to `<out>/state/<name>.state`,
 written atomically, so `train --resume DIR` continues with the same counters.
 Each epoch's numbers (file, mean and validation loss) go to `<name>-epochs.json`,
@@ -18,6 +21,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -77,8 +81,38 @@ def record_epoch(out_dir: Path, name: str, row: dict) -> None:
         log.warning("Train LoRA: cannot write the epoch log %s", path, exc_info=True)
 
 
-def epoch_file(out_dir: Path, name: str, epoch: int) -> Path:
-    return out_dir / f"{name}-{epoch:06d}.safetensors"
+# `<name>-<epoch, 6+ digits>.safetensors`; the name may itself hold dashes (`run-v2-000001` is run-v2's)
+_EPOCH_FILE = re.compile(r"^(?P<name>.+)-(?P<epoch>\d{6,})\.safetensors$")
+
+
+def epoch_file_name(name: str, epoch: int) -> str:
+    """The file name of a run's epoch: what the trainer writes, what every reader looks for."""
+    return f"{name}-{epoch:06d}.safetensors"
+
+
+def epoch_file(out_dir: str | Path, name: str, epoch: int) -> Path:
+    return Path(out_dir) / epoch_file_name(name, epoch)
+
+
+def parse_epoch_file(path: str | Path) -> tuple[str, int] | None:
+    """(run name, epoch) of an epoch file's name, None for any other file (Save-now files included).
+    Only names the writer itself produces count, so `run-0000001` (a stray zero) is not epoch 1."""
+    m = _EPOCH_FILE.match(Path(path).name)
+    if m is None:
+        return None
+    name, epoch = m.group("name"), int(m.group("epoch"))
+    return (name, epoch) if epoch_file_name(name, epoch) == Path(path).name else None
+
+
+def list_epoch_files(folder: str | Path, name: str) -> list[Path]:
+    """The run's epoch files in `folder`, sorted by epoch: not its Save-now files, not other runs
+    whose names start with `<name>-`; empty when the folder does not exist."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(parsed[1], p) for p in folder.iterdir()
+             if (parsed := parse_epoch_file(p)) is not None and parsed[0] == name and p.is_file()]
+    return [p for _, p in sorted(found)]
 
 
 def write_run_config(cfg: TrainConfig, out_dir: Path) -> Path:

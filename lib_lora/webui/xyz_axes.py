@@ -90,7 +90,7 @@ def epoch_choices() -> list[str]:
     except Exception:    # the dropdown is a convenience; typing values works without it
         return []
     from lib_lora.evaluation.epoch_grid import epoch_files, run_names
-    return [p.stem for name in run_names(folder) for p in epoch_files(folder, name) if p.stem != name]
+    return [p.stem for name in run_names(folder) for p in epoch_files(folder, name)]
 
 
 def add_axes(scripts_data: list | None = None) -> bool:
