@@ -5,6 +5,12 @@ library. Errors the user can fix print as one line on stderr and exit with code 
 without a traceback: a LoraError, a file the OS cannot open (OSError), and a
 mistake in the command line itself (argparse, whose usage block would be many
 lines). Anything else is a bug and keeps its traceback.
+
+The options of every command are generated from the typed configs
+(options.add_arguments); what is written by hand here and in the commands'
+modules is only what no config holds (files, --set, --resume, ...). Flags that
+were renamed when that happened are in RENAMED_FLAGS, the one table of old
+spellings: they still work, with a one-line warning.
 """
 from __future__ import annotations
 
@@ -31,12 +37,58 @@ EXTERNAL_COMMANDS = {
     "merge": ("lib_lora.ops.commands", "add_merge_args", "run_merge", "Merge LoRAs into a checkpoint or into one LoRA"),
     "resize": ("lib_lora.ops.commands", "add_resize_args", "run_resize", "Change a LoRA's rank"),
     "bench": ("lib_lora.bench", "add_bench_args", "run_bench", "Measure training (or --tool extract) speed and memory"),
-    "ui": ("lib_lora.webui.standalone", "add_ui_args", "run_ui", "Serve the Train LoRA tab on its own (127.0.0.1)"),
+    "ui": ("lib_lora.ui.standalone", "add_ui_args", "run_ui", "Serve the Train LoRA tab on its own (127.0.0.1)"),
 }
 
 
+# command -> {old flag: the flags it is now}. Old spellings users may have in scripts, from before each
+# option was generated from its config (issue 16): rank -> dim as in TrainConfig and sd-scripts, field
+# names for the tagger's and prep's options, one --mode for merge, one --svd for extract.
+RENAMED_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "extract": {"--rank": ("--dim",), "--conv-rank": ("--conv-dim",),
+                "--lowrank": ("--svd", "lowrank"), "--exact": ("--svd", "exact")},
+    "resize": {"--rank": ("--dim",), "--conv-rank": ("--conv-dim",)},
+    "merge": {"--weight": ("--weights",), "--concat": ("--mode", "concat"),
+              "--svd-rank": ("--mode", "svd", "--svd-dim"), "--svd-conv-rank": ("--svd-conv-dim",)},
+    "tag": {"--model": ("--models",), "--exclude": ("--exclude-tags",), "--trigger": ("--trigger-word",),
+            "--keep-junk": ("--no-remove-junk-tags",), "--keep-underscores": ("--no-replace-underscores",),
+            "--workers": ("--decode-workers",)},
+    "check": {"--trigger": ("--trigger-word",)},
+    "prep": {"--no-upscale": ("--no-upscale-small",), "--no-flatten": ("--no-flatten-alpha",)},
+    "bench": {"--rank": ("--dim",)},
+    "grid": {"--prompt": ("--prompts",)},
+}
+
+
+def renamed_to_current(argv: list[str], renamed: dict[str, tuple[str, ...]], command: str) -> list[str]:
+    """`argv` with each old flag (`--rank 8`, `--rank=8`) spelled as its new one, saying so on stderr."""
+    out: list[str] = []
+    for at, arg in enumerate(argv):
+        if arg == "--":             # what follows is positional, whatever it looks like
+            return out + argv[at:]
+        old, eq, value = arg.partition("=")
+        new = renamed.get(old) if old.startswith("--") else None
+        if new is None:
+            out.append(arg)
+            continue
+        print(f"warning: `{command} {old}` is now `{command} {' '.join(new)}`; the old name will be removed",
+              file=sys.stderr)
+        out.extend(new[:-1] + ((new[-1] + eq + value),) if eq else new)
+    return out
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """A command-line mistake is one line naming the command and its --help, with argparse's exit status 2."""
+    """A command-line mistake is one line naming the command and its --help, with argparse's exit status 2.
+    A command's parser spells its renamed flags (RENAMED_FLAGS) the new way before parsing."""
+
+    renamed_flags: dict[str, tuple[str, ...]] = {}
+    command = ""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.renamed_flags:
+            args = renamed_to_current(list(sys.argv[1:] if args is None else args), self.renamed_flags,
+                                      self.command)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str):
         print(f"error: {message} ({self.prog}). Run `{self.prog} --help` to see the options", file=sys.stderr)
@@ -47,10 +99,17 @@ def one_line(err: BaseException) -> str:
     return " ".join(str(err).split("\n"))
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="run config (TOML); see `config --out run.toml`")
+def _add_config_args(p: argparse.ArgumentParser, *, config: str = "", required: bool = False) -> None:
+    """--set for every command that reads a run config (train, config, grid), and --config where one is read."""
+    if config:
+        p.add_argument("--config", required=required, help=config)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one option, e.g. --set network.dim=16 (repeatable)")
+                   help="override one option of the run config, e.g. --set network.dim=16 (repeatable; "
+                        "`config --out run.toml` lists them all)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p, config="run config (TOML); see `config --out run.toml`")
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (its output folder)")
     p.add_argument("--more-epochs", type=int, default=0, help="with --resume: train N epochs beyond the saved plan")
     p.add_argument("--dry-run", action="store_true", help="print the plan (images, steps, buckets) and stop")
@@ -149,15 +208,29 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# the grid renders with the run's [sample] options; these flags override them for one grid
+GRID_SKIPS = ("every_n_epochs",)
+
+
+def _add_grid_args(p: argparse.ArgumentParser) -> None:
+    from . import options
+    from .config import SampleConfig
+
+    _add_config_args(p, config="the run's TOML", required=True)
+    p.add_argument("--out", help="PNG to write (default: <output_dir>/<output_name>-grid.png)")
+    options.add_arguments(p.add_argument_group("the run's [sample] options, for this grid"), SampleConfig,
+                          skip=GRID_SKIPS)
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
+    from . import options
     from .config import SampleConfig, load_train_config
     from .evaluation.render_diffusers import render_epoch_weight_grid
+    from .training.saving import list_epoch_files
 
     cfg = load_train_config(args.config, args.overrides)
-    sample: SampleConfig = cfg.sample
-    if args.prompt:
-        sample.prompts = args.prompt
-    files = sorted(Path(cfg.output.output_dir).glob(f"{cfg.output.output_name}-*.safetensors"))
+    sample = cfg.sample = options.from_namespace(SampleConfig, args, base=cfg.sample)
+    files = list_epoch_files(cfg.output.output_dir, cfg.output.output_name)
     if not files:
         raise LoraError("No epoch files found for this run", where=cfg.output.output_dir,
                         fix="Train first, or point --config at the run's TOML")
@@ -192,16 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("config", help="write a config template with every option and its help")
     p.add_argument("--out", help="file to write (default: print)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    _add_config_args(p)
     p.set_defaults(func=cmd_config)
-    p = sub.add_parser("grid", help="render the epoch x weight grid of a run (diffusers backend)")
-    p.add_argument("--config", required=True, help="the run's TOML")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--prompt", action="append", help="prompt (repeatable; default: sample.prompts)")
-    p.add_argument("--out", help="PNG to write")
+    p = _command(sub, "grid", help="render the epoch x weight grid of a run (diffusers backend)")
+    _add_grid_args(p)
     p.set_defaults(func=cmd_grid)
     for name, (module, add_fn, run_fn, help_text) in EXTERNAL_COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+        p = _command(sub, name, help=help_text)
         try:
             mod = importlib.import_module(module)
             getattr(mod, add_fn)(p)
@@ -209,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
         except (ImportError, AttributeError) as e:  # a command whose module is missing says so when used
             p.set_defaults(func=lambda a, e=e, n=name: _unavailable(n, e))
     return parser
+
+
+def _command(sub, name: str, **kwargs) -> OneLineParser:
+    """The parser of one command, which knows its renamed flags."""
+    p = sub.add_parser(name, **kwargs)
+    p.command, p.renamed_flags = name, RENAMED_FLAGS.get(name, {})
+    return p
 
 
 def _unavailable(name: str, err: Exception) -> int:

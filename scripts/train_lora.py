@@ -12,7 +12,7 @@ import lib_lora  # noqa: F401  (must happen while the extension root is on sys.p
 
 
 def _ui_tabs():
-    from lib_lora.webui.tab import on_ui_tabs
+    from lib_lora.webui.backend import on_ui_tabs
     return on_ui_tabs()
 
 
@@ -36,7 +36,7 @@ def _app_started(demo, app):
 def _before_ui():
     _read_row_dora()     # every extension's scripts are loaded by now, the built-in Lora's too
     try:
-        from lib_lora.webui.xyz import add_axes
+        from lib_lora.webui.xyz_axes import add_axes
     except ImportError:     # the X/Y/Z axes module is optional
         return
     add_axes()

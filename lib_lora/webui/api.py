@@ -20,7 +20,8 @@ from secrets import compare_digest
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
-from lib_lora.webui.path_policy import PathPolicy, check_text, check_train_paths, webui_policy
+from lib_lora.path_policy import PathPolicy, check_text, check_train_paths
+from lib_lora.webui.path_policy import webui_policy
 
 log = logging.getLogger(__name__)
 

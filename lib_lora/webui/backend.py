@@ -1,117 +1,19 @@
-"""Where the tab's actions go: the WebUI (its model, queue, Lora folder) or a standalone process.
-
-The tab talks only to a `TabBackend`: folders, a runner with start / get /
-cancel / set_paused / save_now, and a grid renderer. `standalone_backend`
-trains the tiny or a diffusers model in this process; `webui_backend` runs
-jobs through lib_lora.webui.jobs under the WebUI's queue lock and renders
-grids with the WebUI's txt2img.
-"""
+"""The tab's backend inside the WebUI: its data and Lora folders, its queue, its txt2img for grids."""
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from lib_lora.config import SampleConfig, TrainConfig
-from lib_lora.errors import LoraError
-
-GridFn = Callable[[list[Path], SampleConfig, Path, Any], Path]
-
-
-@dataclass
-class TabBackend:
-    kind: str                     # "standalone" | "webui"
-    data_dir: Path                # settings, presets, grids, uploaded datasets
-    lora_dir: Path                # where runs write their files
-    tagger_models_dir: Path
-    runner: Any
-    render_grid: GridFn
-
-    @property
-    def datasets_root(self) -> Path:
-        return self.data_dir / "datasets"
-
-    @property
-    def grids_dir(self) -> Path:
-        return self.data_dir / "grids"
-
-    @property
-    def presets_dir(self) -> Path:
-        return self.data_dir / "presets"
-
-    @property
-    def form_file(self) -> Path:
-        return self.data_dir / "last_form.json"
-
-    def prepare(self, cfg: TrainConfig) -> TrainConfig:
-        """Settings the backend decides: inside the WebUI, files go to its Lora folder."""
-        if self.kind == "webui" or not cfg.output.output_dir or cfg.output.output_dir == "output":
-            cfg.output.output_dir = str(self.lora_dir)
-        return cfg
-
-    def tagger_choices(self) -> list[str]:
-        """Local tagger folders (model.onnx + selected_tags.csv) first, then the usual hub models."""
-        local = []
-        if self.tagger_models_dir.is_dir():
-            local = sorted(str(p.parent) for p in self.tagger_models_dir.glob("*/model.onnx"))
-        return local + ["SmilingWolf/wd-v1-4-convnext-tagger-v2", "SmilingWolf/wd-v1-4-moat-tagger-v2",
-                        "SmilingWolf/wd-swinv2-tagger-v3"]
-
-
-class SharedModel:
-    """One model for training, sampling and grids in the standalone server, built on first use."""
-
-    def __init__(self):
-        self._model = None
-        self._key = None
-        self.busy = threading.Lock()     # training and grids take turns on the same weights
-
-    def get(self, cfg: TrainConfig):
-        """The model of `cfg` ([model] and the training device/precision), loaded again only when those change."""
-        from lib_lora.models.base_model import load_base_model, resolve_device
-        m, t = cfg.model, cfg.training
-        key = (m.pretrained or "tiny", m.config_dir, m.v_parameterization, resolve_device(t.device), t.mixed_precision)
-        if self._model is None or self._key != key:
-            self._model = None          # free the old one before loading the next
-            self._model = load_base_model(m, key[3], t.mixed_precision)
-            self._key = key
-        return self._model
-
-
-def standalone_backend(data_dir: str | Path) -> TabBackend:
-    from lib_lora.evaluation.render_diffusers import render_epoch_weight_grid
-    from lib_lora.evaluation.samples import make_sampler
-    from lib_lora.webui.runs import LocalRunner
-
-    data_dir = Path(data_dir).resolve()
-    shared = SharedModel()
-
-    def model_for(cfg: TrainConfig):
-        runner.last_config = cfg     # grids render on the model the run trained on
-        return shared.get(cfg)
-
-    def sampler_for(model, cfg: TrainConfig, history):
-        return make_sampler(model, cfg.output.output_dir, cfg.output.output_name, cfg.model.clip_skip,
-                            cfg.dataset.max_token_length, on_images=history.add_samples)
-
-    runner = LocalRunner(model_for, sampler_for)
-
-    def render_grid(files: list[Path], sample: SampleConfig, out: Path, progress=None) -> Path:
-        if any(r.active for r in runner.runs.values()):
-            raise LoraError("A training run is using the model", where="Evaluate",
-                            fix="Draw the grid when the run has finished (or cancel it)")
-        model = shared.get(getattr(runner, "last_config", None) or TrainConfig())
-        return render_epoch_weight_grid(model, files, sample, out, progress)
-
-    return TabBackend("standalone", data_dir, data_dir / "lora", data_dir / "models" / "wd14_tagger",
-                      runner, render_grid)
+from lib_lora.config import SampleConfig
+from lib_lora.ui.backend import TabBackend
+from lib_lora.ui.tab import TAB_ID, TAB_TITLE, build_tab
 
 
 def webui_backend() -> TabBackend:
     from modules import paths_internal, shared   # the WebUI; this module is only imported inside it
 
     from lib_lora.webui.grid import render_webui_grid
+    from lib_lora.webui.path_policy import webui_policy
     from lib_lora.webui.webui_runner import WebUIRunner
     data_dir = Path(paths_internal.data_path) / "train_lora"
     models = Path(getattr(paths_internal, "models_path", Path(paths_internal.data_path) / "models"))
@@ -120,4 +22,27 @@ def webui_backend() -> TabBackend:
         return render_webui_grid(files, sample, out, progress)
 
     return TabBackend("webui", data_dir, Path(shared.cmd_opts.lora_dir), models / "wd14_tagger",
-                      WebUIRunner(), render_grid)
+                      WebUIRunner(), render_grid, policy_source=webui_policy,
+                      paste_to_txt2img=register_txt2img_paste)
+
+
+def on_ui_tabs():
+    """The WebUI's on_ui_tabs callback: the tab, on the WebUI's backend."""
+    return [(build_tab(webui_backend()), TAB_TITLE, TAB_ID)]
+
+
+def register_txt2img_paste(button: Any, infotext: Any) -> bool:
+    """Let `button` paste `infotext` into txt2img like the WebUI's "Send to txt2img" (False outside it)."""
+    try:
+        from modules import infotext_utils as paste
+    except ImportError:
+        try:
+            from modules import generation_parameters_copypaste as paste    # before v1.8
+        except ImportError:
+            return False
+    binding = getattr(paste, "ParamBinding", None)
+    if binding is None:
+        return False
+    paste.register_paste_params_button(binding(paste_button=button, tabname="txt2img",
+                                               source_text_component=infotext))
+    return True

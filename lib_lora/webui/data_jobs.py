@@ -25,7 +25,7 @@ import threading
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
-from lib_lora.webui.runs import BackgroundTask
+from lib_lora.ui.runs import BackgroundTask
 
 ACTIVE = ("queued", "running")
 KEEP_FINISHED = 10
@@ -175,7 +175,7 @@ def poll_view(jobs: DataJobs, job_id: str, outcome_type: type, n_outputs: int,
     and outputs; a failure or a cancel before any outcome leaves the outputs as they were."""
     import gradio as gr
 
-    from lib_lora.webui.ui_render import error_html, message_html
+    from lib_lora.ui.render import error_html, message_html
     keep = [gr.update() for _ in range(n_outputs)]
     if not job_id:
         return [gr.update(), *keep, ""]

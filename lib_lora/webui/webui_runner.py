@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from lib_lora.webui.jobs import RunManager
-from lib_lora.webui.runs import RunHistory, RunView
+from lib_lora.ui.runs import RunHistory, RunView
 
 
 class WebUIRunner:

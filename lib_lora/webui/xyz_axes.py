@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-EPOCH_LABEL = "LoRA epoch"
-WEIGHT_LABEL = "LoRA weight"
+from lib_lora.ui.tab_try import EPOCH_LABEL, WEIGHT_LABEL
+
 XYZ_MODULE_NAMES = ("xyz_grid.py", "xy_grid.py", "scripts.xyz_grid", "scripts.xy_grid")
 # <lora:NAME-000003:0.8> or <lora:NAME-000003:0.8:0.5>; NAME may contain anything but ':' and '>'
 EPOCH_TAG = re.compile(r"<lora:(?P<name>[^:>]+?)-(?P<epoch>\d{6})(?P<rest>(?::[^>]*)?)>")

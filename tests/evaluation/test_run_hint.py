@@ -17,7 +17,7 @@ from lib_lora.evaluation.best_epoch import RECALL, VALIDATION
 from lib_lora.evaluation.run_hint import hint_for_run
 from lib_lora.evaluation.samples import sample_path
 from lib_lora.training.saving import record_epoch
-from lib_lora.webui.ui_render import best_epoch_html
+from lib_lora.ui.render import best_epoch_html
 
 NAME = "hintrun"
 RED, BLUE = (220, 20, 20), (20, 20, 220)

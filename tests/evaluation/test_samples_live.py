@@ -12,7 +12,7 @@ import time
 from PIL import Image
 
 from lib_lora.config import TrainConfig
-from lib_lora.webui.runs import RunHistory
+from lib_lora.ui.runs import RunHistory
 
 NAME = "live_samples"
 
@@ -53,8 +53,8 @@ def _wait(condition, timeout_s: float = 120.0) -> None:
 
 
 def test_samples_show_while_training_and_stay_beside_the_run(tmp_path, monkeypatch):
-    from lib_lora.webui.backend import standalone_backend
-    from lib_lora.webui.tab import build_tab
+    from lib_lora.ui.backend import standalone_backend
+    from lib_lora.ui.tab import build_tab
     arrived = threading.Event()
     add_samples = RunHistory.add_samples
 

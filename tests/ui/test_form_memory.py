@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 from lib_lora.config import TrainConfig
-from lib_lora.webui import form
-from lib_lora.webui.tab_train import STEP_INPUTS, merge_form_values
+from lib_lora.ui import form
+from lib_lora.ui.tab_train import STEP_INPUTS, merge_form_values
 
 
 def _built_tab(tmp_path):
-    from lib_lora.webui.backend import standalone_backend
-    from lib_lora.webui.tab import build_tab
+    from lib_lora.ui.backend import standalone_backend
+    from lib_lora.ui.tab import build_tab
     backend = standalone_backend(tmp_path)
     return build_tab(backend), backend
 

@@ -8,7 +8,7 @@ import pytest
 from lib_lora import options, presets
 from lib_lora.config import TrainConfig
 from lib_lora.errors import LoraError
-from lib_lora.webui import form
+from lib_lora.ui import form
 
 
 def _changed_config() -> TrainConfig:

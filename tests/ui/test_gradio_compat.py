@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import gradio
 import pytest
 
-from lib_lora.webui import gradio_compat
+from lib_lora.ui import gradio_compat
 
 WEBUI_DIR = Path(__file__).resolve().parents[2] / "lib_lora" / "webui"
 

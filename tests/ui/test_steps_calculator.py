@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from lib_lora.webui.tab_train import steps_text
+from lib_lora.ui.tab_train import steps_text
 
 
 def _concept(root, name, n, size=(64, 64)):

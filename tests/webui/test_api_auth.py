@@ -19,7 +19,7 @@ def _app(fresh_state, **flags):
 
     from lib_lora.config import TrainConfig
     from lib_lora.webui.jobs import RunManager
-    from lib_lora.webui.path_policy import PathPolicy
+    from lib_lora.path_policy import PathPolicy
     app = FastAPI()
     manager = RunManager()
     record = manager.new_record(TrainConfig())      # a queued run, so the {run_id} routes have one to show

@@ -23,7 +23,7 @@ def http(fresh_state):
     from fastapi.testclient import TestClient
 
     from lib_lora.webui.jobs import RunManager
-    from lib_lora.webui.path_policy import PathPolicy
+    from lib_lora.path_policy import PathPolicy
     app, manager = FastAPI(), RunManager()
     policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")
     assert api.register(app, manager, policy=lambda: policy, cmd_opts=SimpleNamespace(api=True, api_auth=None))

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from lib_lora.webui import api
-from lib_lora.webui.path_policy import SETTING
+from lib_lora.path_policy import SETTING
 
 
 @pytest.fixture()

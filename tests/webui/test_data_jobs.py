@@ -41,7 +41,7 @@ def _finish(job):
 
 
 def _tag(tmp_path, folder, **cfg):
-    from lib_lora.webui.tab_tagging import TagOutcome, tag_folder
+    from lib_lora.ui.tab_tagging import TagOutcome, tag_folder
     config = TaggingConfig(**cfg)
     jobs = DataJobs(inside_webui=True)
     job = jobs.start("tagging", lambda j: TagOutcome(tag_folder(j, _backend(tmp_path), folder, config), folder,
@@ -116,7 +116,7 @@ def _with_test_upscaler(webui, calls):
 
 def test_prep_upscales_with_the_webuis_upscaler_in_a_queued_job(webui, tmp_path, monkeypatch):
     from lib_lora.webui import upscalers
-    from lib_lora.webui.tab_dataset import DatasetOutcome, prep_outcome, upscaler_choices, uses_gpu
+    from lib_lora.ui.tab_dataset import DatasetOutcome, prep_outcome, upscaler_choices, uses_gpu
     calls = []
     monkeypatch.setattr(webui.shared, "sd_upscalers", webui.shared.sd_upscalers + [_with_test_upscaler(webui, calls)])
     backend = _backend(tmp_path)
@@ -184,7 +184,7 @@ def test_cancel_and_webui_interrupt_stop_prep_and_tagging(webui, tmp_path):
 def test_check_and_import_report_progress_without_taking_the_queue(webui, tmp_path):
     from modules import call_queue
     from lib_lora.webui.data_jobs import stoppable
-    from lib_lora.webui.tab_dataset import DatasetOutcome, dataset_report, import_upload, poll_outputs
+    from lib_lora.ui.tab_dataset import DatasetOutcome, dataset_report, import_upload, poll_outputs
     photos = _colours(tmp_path / "photos", {"a": (250, 0, 0), "b": (0, 250, 0), "c": (0, 0, 250)})
     backend = _backend(tmp_path)
     jobs = DataJobs(inside_webui=True)
@@ -208,7 +208,7 @@ def test_check_and_import_report_progress_without_taking_the_queue(webui, tmp_pa
 
 
 def test_a_job_id_from_an_earlier_session_stops_the_polling(webui):
-    from lib_lora.webui.tab_dataset import poll_outputs
+    from lib_lora.ui.tab_dataset import poll_outputs
     jobs = DataJobs(inside_webui=True)
     for _ in range(15):
         _finish(jobs.start("check", lambda j: None))

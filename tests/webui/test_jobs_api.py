@@ -44,7 +44,7 @@ def client(fresh_state):
 
     from lib_lora.webui import api
     from lib_lora.webui.jobs import RunManager
-    from lib_lora.webui.path_policy import PathPolicy
+    from lib_lora.path_policy import PathPolicy
     app = FastAPI()
     manager = RunManager()
     policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")

@@ -9,7 +9,8 @@ import types
 import pytest
 
 from lib_lora.errors import LoraError, PathNotAllowedError
-from lib_lora.webui.path_policy import SETTING, PathPolicy, webui_policy
+from lib_lora.path_policy import SETTING, PathPolicy
+from lib_lora.webui.path_policy import webui_policy
 
 
 @pytest.fixture()
@@ -158,11 +159,14 @@ def test_the_roots_setting_cannot_be_widened_over_the_api_or_with_hide_ui_dir_co
     ("127.0.0.1", False), ("localhost", False), ("::1", False), ("[::1]", False), ("127.0.0.2", False),
     ("0.0.0.0", True), ("::", True), ("192.168.1.5", True), ("myhost.lan", True)])
 def test_the_standalone_server_is_confined_to_its_data_folder_beyond_localhost(tmp_path, host, confined):
-    from lib_lora.webui.path_policy import policy_for, standalone_policy
+    from lib_lora.path_policy import standalone_policy
+    from lib_lora.ui.path_checks import policy_for
     data, outside = tmp_path / "data", tmp_path / "elsewhere"
     policy = standalone_policy(host, data)
     assert (policy is not None) is confined
-    backend = types.SimpleNamespace(kind="standalone", path_policy=policy)
+    from lib_lora.ui.backend import standalone_backend
+    backend = standalone_backend(data)
+    backend.path_policy = policy
     assert policy_for(backend).check(str(data / "datasets" / "x"), "Dataset folder")
     if confined:
         with pytest.raises(PathNotAllowedError) as caught:

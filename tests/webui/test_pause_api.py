@@ -24,7 +24,7 @@ def test_pause_and_resume_over_http(fresh_state):
 
     from lib_lora.webui import api
     from lib_lora.webui.jobs import RunManager
-    from lib_lora.webui.path_policy import PathPolicy
+    from lib_lora.path_policy import PathPolicy
     webui = fresh_state
     load_family(webui, "sd1")
     app = FastAPI()

@@ -35,7 +35,7 @@ def _csv(text: str) -> list[str]:
 
 def test_try_this_epoch_and_send_to_xyz_while_paused(fresh_state):
     from lib_lora.webui import jobs, xyz_axes
-    from lib_lora.webui.tab import on_ui_tabs
+    from lib_lora.webui.backend import on_ui_tabs
     webui = fresh_state
     load_family(webui, "sd1")
     [(blocks, _title, _id)] = on_ui_tabs()

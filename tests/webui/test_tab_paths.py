@@ -18,7 +18,7 @@ SECRET = b"not an image of the dataset"
 def _train_form() -> dict:
     """The Train form's values as the page sends them (a list option arrives as its text)."""
     from lib_lora.config import TrainConfig
-    from lib_lora.webui import form
+    from lib_lora.ui import form
     specs = form.field_specs(TrainConfig)
     return {s.elem_id(): v for s, v in zip(specs, form.values_from_config(TrainConfig(), specs))}
 
@@ -30,7 +30,7 @@ TRAIN_FORM = _train_form()
 def tab(webui, tmp_path):
     """The WebUI tab, built on the WebUI backend, with a dataset inside the data folder and an
     outside folder holding one image and one text file."""
-    from lib_lora.webui.tab import on_ui_tabs
+    from lib_lora.webui.backend import on_ui_tabs
     dataset = os.path.join(webui.root, "train_lora", "datasets", "door", "10_cat")
     os.makedirs(dataset, exist_ok=True)
     Image.new("RGB", (64, 64), "red").save(os.path.join(dataset, "a.png"))
@@ -102,7 +102,7 @@ def test_prep_output_outside_the_roots_is_refused(tab):
 @pytest.mark.usefixtures("listening")
 def test_prep_beside_a_dataset_that_is_itself_a_root_is_refused(tab):
     """The default destination (<dataset>_prep, beside it) is checked too: beside a root is outside it."""
-    from lib_lora.webui.path_policy import SETTING
+    from lib_lora.path_policy import SETTING
     opts = tab.webui.shared.opts
     opts.data[SETTING] = str(tab.outside)
     try:
@@ -226,9 +226,9 @@ def test_on_localhost_the_tab_may_use_any_folder(tab):
 
 
 def test_the_standalone_tab_on_a_network_address_refuses_folders_outside_its_data(tmp_path):
-    from lib_lora.webui.backend import standalone_backend
-    from lib_lora.webui.path_policy import standalone_policy
-    from lib_lora.webui.tab import build_tab
+    from lib_lora.ui.backend import standalone_backend
+    from lib_lora.path_policy import standalone_policy
+    from lib_lora.ui.tab import build_tab
     backend = standalone_backend(tmp_path / "data")
     blocks = build_tab(backend)
     backend.path_policy = standalone_policy("0.0.0.0", backend.data_dir)     # as run_ui sets it for --host

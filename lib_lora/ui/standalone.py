@@ -29,9 +29,9 @@ def build_app(data_dir: str | Path):
     """The standalone page: the tab plus its script and styles."""
     import gradio as gr
 
-    from lib_lora.webui import gradio_compat
-    from lib_lora.webui.backend import standalone_backend
-    from lib_lora.webui.tab import TAB_TITLE, build_tab, script_text, style_text
+    from lib_lora.ui import gradio_compat
+    from lib_lora.ui.backend import standalone_backend
+    from lib_lora.ui.tab import TAB_TITLE, build_tab, script_text, style_text
     backend = standalone_backend(data_dir)
     for folder in (backend.data_dir, backend.lora_dir, backend.datasets_root, backend.tagger_models_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -45,9 +45,9 @@ def build_app(data_dir: str | Path):
 
 
 def run_ui(args: argparse.Namespace) -> int:
-    from lib_lora.webui import gradio_compat
+    from lib_lora.ui import gradio_compat
     from lib_lora.errors import LoraError
-    from lib_lora.webui.path_policy import standalone_policy
+    from lib_lora.path_policy import standalone_policy
     if not 1 <= args.port <= 65535:      # checked before the data folder is made and the server starts
         raise LoraError(f"--port {args.port} is not a TCP port", where="command line",
                         fix=f"Give a port from 1 to 65535 (default {DEFAULT_PORT})")

@@ -14,12 +14,12 @@ from typing import Any
 from lib_lora.config import TaggingConfig
 from lib_lora.errors import DatasetError
 from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
-from lib_lora.webui import form, gradio_compat
+from lib_lora.ui import form, gradio_compat
 from lib_lora.safe_paths import is_within
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view
-from lib_lora.webui.path_policy import check_paths
-from lib_lora.webui.tab_common import TabContext, elem, guarded, job_widgets
-from lib_lora.webui.ui_render import message_html
+from lib_lora.ui.path_checks import check_paths
+from lib_lora.ui.tab_common import TabContext, elem, guarded, job_widgets
+from lib_lora.ui.render import message_html
 
 TAGGING_FIELDS = ("general_threshold", "character_threshold", "trigger_word", "write_mode", "remove_junk_tags",
                   "replace_underscores", "exclude_tags")

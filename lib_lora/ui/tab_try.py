@@ -18,11 +18,13 @@ from typing import Any
 from lib_lora.config import SampleConfig, TrainConfig
 from lib_lora.errors import LoraError
 from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of
-from lib_lora.webui import gradio_compat
-from lib_lora.webui.tab_common import TabContext, elem, guarded
-from lib_lora.webui.ui_render import error_html, message_html
-from lib_lora.webui.xyz_axes import EPOCH_LABEL, WEIGHT_LABEL
+from lib_lora.ui import gradio_compat
+from lib_lora.ui.tab_common import TabContext, elem, guarded
+from lib_lora.ui.render import error_html, message_html
 
+# The X/Y/Z plot axes Train LoRA adds (lib_lora/webui/xyz_axes.py registers them under these names).
+EPOCH_LABEL = "LoRA epoch"
+WEIGHT_LABEL = "LoRA weight"
 XYZ_TITLE = "X/Y/Z plot"           # the built-in script's title(), which its infotext "Script" names
 
 
@@ -92,23 +94,6 @@ def run_epochs(backend: Any, view: Any) -> list[str]:
     return stems
 
 
-def register_txt2img_paste(button: Any, infotext: Any) -> bool:
-    """Let `button` paste `infotext` into txt2img like the WebUI's "Send to txt2img" (False outside it)."""
-    try:
-        from modules import infotext_utils as paste
-    except ImportError:
-        try:
-            from modules import generation_parameters_copypaste as paste    # before v1.8
-        except ImportError:
-            return False
-    binding = getattr(paste, "ParamBinding", None)
-    if binding is None:
-        return False
-    paste.register_paste_params_button(binding(paste_button=button, tabname="txt2img",
-                                               source_text_component=infotext))
-    return True
-
-
 def build_try_panel(ctx: TabContext, run_id: Any) -> None:
     import gradio as gr
     with gr.Accordion("Try this epoch (while paused)", open=False, elem_id=elem("try_panel")):
@@ -117,7 +102,8 @@ def build_try_panel(ctx: TabContext, run_id: Any) -> None:
         with gr.Row(elem_classes=["train-lora-hidden"]):
             infotext = gr.Textbox(elem_id=elem("try_infotext"))
             paste = gr.Button("paste into txt2img", elem_id=elem("try_xyz_paste"))   # clicked by train_lora.js
-        can_send = register_txt2img_paste(paste, infotext)      # only inside the WebUI
+        paste_fn = ctx.backend.paste_to_txt2img            # only the WebUI has a txt2img to paste into
+        can_send = paste_fn is not None and paste_fn(paste, infotext)
         with gr.Row():
             render = gr.Button("Try the latest epoch", elem_id=elem("try_render"))
             send = gr.Button("Send epochs to X/Y/Z plot", elem_id=elem("try_xyz"), visible=can_send)

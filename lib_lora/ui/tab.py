@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib_lora.webui.tab_common import TabContext
+from lib_lora.ui.tab_common import TabContext
 
 EXTENSION_ROOT = Path(__file__).resolve().parents[2]
 TAB_TITLE, TAB_ID = "Train LoRA", "train_lora"
@@ -18,11 +18,11 @@ TAB_TITLE, TAB_ID = "Train LoRA", "train_lora"
 def build_tab(backend):
     import gradio as gr
 
-    from lib_lora.webui.tab_dataset import build_dataset_section
-    from lib_lora.webui.tab_evaluate import build_evaluate_section
-    from lib_lora.webui.tab_tagging import build_tagging_section
-    from lib_lora.webui.tab_tools import build_tools_section
-    from lib_lora.webui.tab_train import build_train_section, load_saved_form
+    from lib_lora.ui.tab_dataset import build_dataset_section
+    from lib_lora.ui.tab_evaluate import build_evaluate_section
+    from lib_lora.ui.tab_tagging import build_tagging_section
+    from lib_lora.ui.tab_tools import build_tools_section
+    from lib_lora.ui.tab_train import build_train_section, load_saved_form
     ctx = TabContext(backend, saved_form=load_saved_form(backend.form_file))
     with gr.Blocks(analytics_enabled=False) as blocks:
         with gr.Tabs(elem_id="train_lora_sections"):
@@ -39,11 +39,6 @@ def build_tab(backend):
         for fn, outputs in ctx.load_outputs:
             blocks.load(fn, None, outputs, queue=False)
     return blocks
-
-
-def on_ui_tabs():
-    from lib_lora.webui.backend import webui_backend
-    return [(build_tab(webui_backend()), TAB_TITLE, TAB_ID)]
 
 
 def script_text() -> str:

@@ -7,11 +7,11 @@ from lib_lora.config import SampleConfig
 from lib_lora.errors import LoraError
 from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of, run_names
 from lib_lora.evaluation.run_hint import hint_for_run
-from lib_lora.webui import form, gradio_compat
-from lib_lora.webui.runs import BackgroundTask
-from lib_lora.webui.tab_common import TabContext, elem, guarded
-from lib_lora.webui.tab_tagging import check_tagger_model
-from lib_lora.webui.ui_render import best_epoch_html, message_html
+from lib_lora.ui import form, gradio_compat
+from lib_lora.ui.runs import BackgroundTask
+from lib_lora.ui.tab_common import TabContext, elem, guarded
+from lib_lora.ui.tab_tagging import check_tagger_model
+from lib_lora.ui.render import best_epoch_html, message_html
 
 GRID_FIELDS = ("prompts", "negative_prompt", "grid_weights", "seed", "steps", "cfg_scale", "width", "height",
                "sampler")

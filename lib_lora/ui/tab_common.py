@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
-from lib_lora.webui.ui_render import error_html
+from lib_lora.ui.render import error_html
 
 log = logging.getLogger(__name__)
 

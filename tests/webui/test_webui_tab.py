@@ -1,11 +1,11 @@
 """The tab builds inside the WebUI stand-in (on_ui_tabs), with the WebUI backend."""
 from __future__ import annotations
 
-from tests.webui.conftest import webui  # noqa: F401  (the stand-in WebUI fixture)
+
 
 
 def test_on_ui_tabs_returns_the_tab(webui):  # noqa: F811
-    from lib_lora.webui.tab import on_ui_tabs
+    from lib_lora.webui.backend import on_ui_tabs
     [(blocks, title, elem_id)] = on_ui_tabs()
     assert (title, elem_id) == ("Train LoRA", "train_lora")
     ids = [getattr(b, "elem_id", None) for b in blocks.blocks.values()]

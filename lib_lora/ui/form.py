@@ -65,10 +65,10 @@ def from_component_value(spec: FieldSpec, value: Any) -> Any:
     if spec.is_list:
         text = "" if value is None else str(value)
         parts = text.splitlines() if spec.one_per_line else text.replace("\n", ",").split(",")
-        return options._coerce([p.strip() for p in parts if p.strip()], spec.typ, spec.name)
+        return options.coerce_value([p.strip() for p in parts if p.strip()], spec.typ, spec.name)
     if value is None or (isinstance(value, str) and not value.strip() and spec.typ in (int, float)):
         raise ConfigError(spec.name, value, "a number")
-    return options._coerce(value, spec.typ, spec.name)
+    return options.coerce_value(value, spec.typ, spec.name)
 
 
 def flat_from_values(specs: list[FieldSpec], values: list[Any]) -> dict[str, Any]:

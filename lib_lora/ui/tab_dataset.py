@@ -13,11 +13,11 @@ from typing import Any
 
 from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
-from lib_lora.webui import form, gradio_compat
+from lib_lora.ui import form, gradio_compat
 from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view, stoppable
-from lib_lora.webui.path_policy import check_paths, check_uploads
-from lib_lora.webui.tab_common import TabContext, elem, guarded, job_widgets
-from lib_lora.webui.ui_render import message_html, report_html
+from lib_lora.ui.path_checks import check_paths, check_uploads
+from lib_lora.ui.tab_common import TabContext, elem, guarded, job_widgets
+from lib_lora.ui.render import message_html, report_html
 
 KINDS = ("character", "style", "concept")
 

@@ -10,9 +10,9 @@ import contextlib
 import io
 
 from lib_lora.errors import LoraError
-from lib_lora.webui.path_policy import check_paths
-from lib_lora.webui.tab_common import elem, guarded
-from lib_lora.webui.ui_render import message_html
+from lib_lora.ui.path_checks import check_paths
+from lib_lora.ui.tab_common import elem, guarded
+from lib_lora.ui.render import message_html
 
 
 def run_tool(command: str, argv: list[str]) -> str:

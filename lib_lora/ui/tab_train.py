@@ -9,10 +9,11 @@ from typing import Any
 from lib_lora import options, presets
 from lib_lora.config import TrainConfig
 from lib_lora.errors import LoraError
-from lib_lora.webui import form, gradio_compat
-from lib_lora.webui.path_policy import check_paths, check_train_paths, check_uploads, policy_for
-from lib_lora.webui.tab_common import TabContext, elem, guarded, no_change
-from lib_lora.webui.ui_render import loss_chart, message_html, progress_html
+from lib_lora.ui import form, gradio_compat
+from lib_lora.path_policy import check_train_paths
+from lib_lora.ui.path_checks import check_paths, check_uploads, policy_for
+from lib_lora.ui.tab_common import TabContext, elem, guarded, no_change
+from lib_lora.ui.render import loss_chart, message_html, progress_html
 
 BASIC_FIELDS = ("dataset.train_dir", "output.output_name", "model.pretrained", "dataset.trigger_word",
                 "network.algo", "network.dim", "network.alpha", "training.epochs", "training.batch_size",
@@ -123,7 +124,7 @@ def build_train_section(ctx: TabContext) -> None:
         chart = gr.Image(label="Loss and learning rate", type="pil", interactive=False, elem_id=elem("loss_chart"))
         samples = gr.Gallery(label="Samples", columns=4, height=300, elem_id=elem("samples"))
     files = gr.Markdown(elem_id=elem("files"))
-    from lib_lora.webui.tab_try import build_try_panel
+    from lib_lora.ui.tab_try import build_try_panel
     build_try_panel(ctx, run_id)
     _wire(ctx, locals())
 
