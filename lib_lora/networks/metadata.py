@@ -14,6 +14,10 @@ WebUI's and Forge's Lora card, Civitai and sd-scripts' own tools read our files 
 LyCORIS types (LoHa, LoKr, and DoRA on any type) are written as sd-scripts does when it trains
 with `--network_module lycoris.kohya`: ss_network_module 'lycoris.kohya' and ss_network_args
 {"conv_dim", "conv_alpha", "algo", ...}.
+
+This module is the one home of that metadata: `build_metadata` for trained files, and
+`tool_metadata` for the LoRAs the tools (extract, merge) write from whole models; both take
+their `modelspec.*` block from `modelspec_metadata`.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
+from pathlib import Path
 from typing import Any, Iterable
 
 from .. import __version__
@@ -30,6 +36,11 @@ MODELSPEC_VERSION = "1.0.1"
 ARCHITECTURES = {("sd1", "eps"): "stable-diffusion-v1", ("sd1", "v"): "stable-diffusion-v1",
                  ("sd2", "eps"): "stable-diffusion-v2-512", ("sd2", "v"): "stable-diffusion-v2-768-v",
                  ("sdxl", "eps"): "stable-diffusion-xl-v1-base", ("sdxl", "v"): "stable-diffusion-xl-v1-base"}
+# modelspec.implementation as sd-scripts' sai_model_spec writes it: SDXL is Stability's sgm code.
+SDXL_IMPLEMENTATION = "https://github.com/Stability-AI/generative-models"
+# The size each family's base model was trained at: the modelspec.resolution of a LoRA the tools
+# make from whole models (extract, merge), where no training resolution exists.
+NATIVE_RESOLUTION = {"sd1": 512, "sd2": 512, "sdxl": 1024}
 
 # Every ss_* key sd-scripts writes that a run's `training` fields may lack (options this trainer
 # does not have, or a caller that passes only some), with the str() sd-scripts writes when the
@@ -181,18 +192,55 @@ def build_metadata(cfg: NetworkConfig, family: str, parameterization: str = "eps
         "ss_base_model_version": base_model_version(family, parameterization),
         "ss_v2": str(family == "sd2"),
         "ss_resolution": meta.get("ss_resolution", str((width, height))),
+    })
+    meta.update(modelspec_metadata(family, parameterization, title=title, resolution=(width, height), when=when))
+    if meta.get("ss_clip_skip", "None") != "None":  # sd-scripts: modelspec.encoder_layer = clip_skip when set
+        meta["modelspec.encoder_layer"] = meta["ss_clip_skip"]
+    if not args:  # sd-scripts writes no ss_network_args for a plain LoRA
+        del meta["ss_network_args"]
+    return meta
+
+
+def modelspec_metadata(family: str, parameterization: str, *, title: str, resolution: tuple[int, int],
+                       when: dt.datetime | None = None) -> dict[str, str]:
+    """The SAI `modelspec.*` keys of a LoRA file (sd-scripts' sai_model_spec for a LoRA).
+
+    resolution: (width, height); when: modelspec.date, local time to the second (default: now)."""
+    width, height = resolution
+    return {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
         "modelspec.architecture": f"{ARCHITECTURES[(family, parameterization)]}/lora",
-        "modelspec.implementation": ("https://github.com/Stability-AI/generative-models"
-                                     if family == "sdxl" else "diffusers"),
+        "modelspec.implementation": SDXL_IMPLEMENTATION if family == "sdxl" else "diffusers",
         "modelspec.title": title,
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": (when or dt.datetime.now()).replace(microsecond=0).isoformat(),
         "modelspec.prediction_type": "v" if parameterization == "v" else "epsilon",
         "modelspec.implementation_version": f"train-lora/{__version__}",
-    })
-    if meta.get("ss_clip_skip", "None") != "None":  # sd-scripts: modelspec.encoder_layer = clip_skip when set
-        meta["modelspec.encoder_layer"] = meta["ss_clip_skip"]
-    if not args:  # sd-scripts writes no ss_network_args for a plain LoRA
-        del meta["ss_network_args"]
+    }
+
+
+def tool_metadata(family: str, output: str | os.PathLike, dim: str, alpha: str, *, conv_dim: int = 0,
+                  v_parameterization: bool = False, comment: str = "", base_name: str = "",
+                  when: dt.datetime | None = None) -> dict[str, str]:
+    """sd-scripts-style metadata for a plain LoRA the tools wrote from whole models (extracted or
+    merged into one LoRA): the keys sd-scripts' extract/merge scripts write, titled after the
+    output file. dim/alpha are str: a rank, or 'Dynamic' when ranks differ per layer; conv_dim > 0
+    adds ss_network_args with the 3x3-conv rank."""
+    title = Path(output).stem
+    parameterization = "v" if v_parameterization else "eps"
+    side = NATIVE_RESOLUTION[family]
+    meta = {
+        "ss_output_name": title,
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": dim,
+        "ss_network_alpha": alpha,
+        "ss_v2": str(family == "sd2"),
+        "ss_base_model_version": base_model_version(family, parameterization),
+        "ss_sd_model_name": base_name,
+        "ss_training_comment": comment,
+        "ss_training_started_at": str(int(time.time())),
+    }
+    if conv_dim:
+        meta["ss_network_args"] = json.dumps({"conv_dim": str(conv_dim), "conv_alpha": str(conv_dim)})
+    meta.update(modelspec_metadata(family, parameterization, title=title, resolution=(side, side), when=when))
     return meta

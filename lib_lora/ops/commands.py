@@ -122,8 +122,9 @@ def extract_config_from_args(args: argparse.Namespace) -> ExtractConfig:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from ..networks.metadata import tool_metadata
     from .extract import extract_lora
-    from .lora_files import lora_metadata, save_lora_file
+    from .lora_files import save_lora_file
     config = extract_config_from_args(args)
     out = Path(args.out)
     started = time.perf_counter()
@@ -133,7 +134,7 @@ def _extract(args: argparse.Namespace) -> int:
                         fix="Check that --tuned is the fine-tuned model and --base its original")
     report.settings["seconds"] = round(time.perf_counter() - started, 2)
     dim = "Dynamic" if config.dynamic else str(config.rank)
-    meta = lora_metadata(family, out, dim, dim, conv_dim=config.conv_rank,
+    meta = tool_metadata(family, out, dim, dim, conv_dim=config.conv_rank,
                          v_parameterization=config.v_parameterization, base_name=Path(args.base).name,
                          comment=f"extracted from {Path(args.tuned).name} - {Path(args.base).name} by lib_lora")
     meta["lib_lora_extract"] = json.dumps(report.summary())
@@ -187,13 +188,14 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _merge_to_lora(inputs, config: MergeConfig, out: Path):
-    from .lora_files import lora_metadata, save_lora_file
+    from ..networks.metadata import tool_metadata
+    from .lora_files import save_lora_file
     from .merge_loras import merge_loras
     family = inputs[0].family()
     tensors, report = merge_loras(inputs, config, family)
     ranks = {row.rank for row in report.written}
     dim = str(ranks.pop()) if len(ranks) == 1 else "Dynamic"
-    meta = lora_metadata(family, out, dim, dim, comment="merged from " + ", ".join(
+    meta = tool_metadata(family, out, dim, dim, comment="merged from " + ", ".join(
         f"{x.label}:{x.weight:g}" for x in inputs) + " by lib_lora")
     meta["lib_lora_merge"] = json.dumps(report.summary())
     save_lora_file(out, tensors, meta, config.precision)

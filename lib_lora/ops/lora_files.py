@@ -1,16 +1,13 @@
-"""LoRA file in/out for the ops, and the metadata their outputs carry.
+"""LoRA file in/out for the ops.
 
 Reading and writing go through the networks package (`load_network_file`,
 `save_network_file`: atomic writes, sshs hashes, sd-scripts/LyCORIS readers)
 when it provides them; until then a plain safetensors fallback keeps the ops
-usable. The metadata is sd-scripts' minimal set (ss_*, modelspec.*; all values
-strings, reference/webui-api.md 2.2 and 5.1) plus our settings and error summary
-under `lib_lora_*` keys, so the WebUI, ComfyUI and sd-scripts recognise the file.
+usable. The metadata the outputs carry comes from networks/metadata.py
+(`tool_metadata`), plus our settings and error summary under `lib_lora_*` keys.
 """
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import torch
@@ -18,9 +15,6 @@ import torch
 from .. import fileio
 from ..checkpoint_io import PRECISIONS
 from ..errors import NetworkFileError
-from ..networks.metadata import ARCHITECTURES, base_model_version
-
-RESOLUTION = {"sd1": "512x512", "sd2": "512x512", "sdxl": "1024x1024"}
 
 
 def load_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -61,37 +55,6 @@ def save_lora_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata:
     out = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     meta = {str(k): str(v) for k, v in metadata.items()}
     return fileio.write_with(path, lambda tmp: save_file(out, str(tmp), metadata=meta))
-
-
-def lora_metadata(family: str, output: str | Path, dim: str, alpha: str, *, conv_dim: int = 0,
-                  v_parameterization: bool = False, comment: str = "", base_name: str = "") -> dict[str, str]:
-    """sd-scripts-style metadata for a LoRA the ops wrote (extracted, merged or resized)."""
-    stem = Path(output).stem
-    parameterization = "v" if v_parameterization else "eps"
-    version = base_model_version(family, parameterization)
-    architecture = ARCHITECTURES[(family, parameterization)]
-    meta = {
-        "ss_output_name": stem,
-        "ss_network_module": "networks.lora",
-        "ss_network_dim": dim,
-        "ss_network_alpha": alpha,
-        "ss_v2": str(family == "sd2"),
-        "ss_base_model_version": version,
-        "ss_sd_model_name": base_name,
-        "ss_training_comment": comment,
-        "ss_training_started_at": str(int(time.time())),
-        "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": architecture + "/lora",
-        "modelspec.implementation": ("https://github.com/Stability-AI/generative-models" if family == "sdxl"
-                                     else "diffusers"),
-        "modelspec.title": stem,
-        "modelspec.resolution": RESOLUTION[family],
-        "modelspec.prediction_type": "v" if v_parameterization else "epsilon",
-        "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    if conv_dim:
-        meta["ss_network_args"] = json.dumps({"conv_dim": str(conv_dim), "conv_alpha": str(conv_dim)})
-    return meta
 
 
 def family_from_lora_metadata(metadata: dict[str, str], keys: list[str]) -> str:
