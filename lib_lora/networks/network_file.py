@@ -25,7 +25,8 @@ KNOWN_PARTS = re.compile(
     r"^(lora_(up|down|mid)\.weight|lora_[AB]\.weight|alpha|scale|bias|dora_scale"
     r"|hada_(w[12]_[ab]|t[12])|lokr_(w1|w2|w1_[ab]|w2_[ab]|t2)|diff|diff_b|w_norm|b_norm|on_input|weight"
     r"|[ab][12]\.weight|oft_blocks|oft_diag|rescale)$")
-_PEFT_TO_KOHYA = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
+# PEFT (diffusers) weight names -> sd-scripts names: lora_A is the down (r, in) factor, lora_B the up (out, r).
+PEFT_TO_KOHYA = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
 
 
 def sd_scripts_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
@@ -144,7 +145,7 @@ def _normalise_keys(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, t
         if not module.startswith(KEY_PREFIXES) or not KNOWN_PARTS.match(part):
             unknown.append(key)
             continue
-        out[f"{module}.{_PEFT_TO_KOHYA.get(part, part)}"] = tensor
+        out[f"{module}.{PEFT_TO_KOHYA.get(part, part)}"] = tensor
     if unknown:
         raise NetworkFileError(
             f"{len(unknown)} of {len(tensors)} tensors are not LoRA keys (e.g. {unknown[:3]})", where=str(path),

@@ -18,8 +18,7 @@ import torch
 
 from ..errors import NetworkFileError
 from ..networks.detect import module_kind
-
-PEFT_NAMES = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight"}
+from ..networks.network_file import PEFT_TO_KOHYA
 
 
 @dataclass
@@ -124,7 +123,7 @@ def group_modules(tensors: dict[str, torch.Tensor], where: str = "") -> dict[str
         if not part:
             raise NetworkFileError(f"Tensor {name!r} has no module part (expected '<module>.<part>')", where=where,
                                    fix="This does not look like a LoRA file; check that the right file was given")
-        part = PEFT_NAMES.get(part, part)
+        part = PEFT_TO_KOHYA.get(part, part)
         modules.setdefault(key, ModuleWeights(key)).parts[part] = tensor
     for module in modules.values():
         check_module_tensors(module, where)
