@@ -1,7 +1,8 @@
 """Balance and training length: images x repeats per concept, suggested repeats,
 total steps against the targets users follow (shared/domain.md).
 
-steps = sum(images x repeats) x epochs / batch_size. Concepts with very
+The steps themselves are counted by epoch_steps.py (bucket by bucket, with the
+regularization images and accumulation, as the trainer runs them). Concepts with very
 different images x repeats train unevenly: the suggestion equalises each
 concept's share to the largest one (rarer concepts get more repeats, which is
 what users do by hand). Targets are the minimum steps at UNet LR 1e-4.
@@ -34,10 +35,6 @@ class ConceptShare:
         return self.images * self.repeats
 
 
-def total_steps(shares: list[ConceptShare], epochs: int, batch_size: int) -> int:
-    return math.ceil(sum(s.per_epoch for s in shares) / batch_size) * epochs
-
-
 def suggest_repeats(counts: list[tuple[str, int, int]]) -> list[ConceptShare]:
     """counts: (name, images, repeats). Suggested repeats give each concept about the largest share."""
     if not counts:
@@ -52,7 +49,6 @@ def is_imbalanced(shares: list[ConceptShare]) -> bool:
     return len(products) > 1 and max(products) > IMBALANCE_RATIO * min(products)
 
 
-def epochs_for_target(shares: list[ConceptShare], kind: str, batch_size: int) -> int:
-    """Epochs needed to reach the kind's minimum steps with the current repeats."""
-    per_epoch = math.ceil(sum(s.per_epoch for s in shares) / batch_size)
-    return math.ceil(KIND_TARGETS[kind][2] / per_epoch) if per_epoch else 0
+def epochs_for_target(steps_per_epoch: int, kind: str) -> int:
+    """Epochs needed to reach the kind's minimum steps at this many steps per epoch."""
+    return math.ceil(KIND_TARGETS[kind][2] / steps_per_epoch) if steps_per_epoch else 0

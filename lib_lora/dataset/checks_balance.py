@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .balance import KIND_TARGETS, TYPICAL_STEPS, ConceptShare, epochs_for_target, is_imbalanced, total_steps
+from .balance import KIND_TARGETS, TYPICAL_STEPS, ConceptShare, epochs_for_target, is_imbalanced
 from .buckets import assign_bucket
 from .findings import Finding
 from .scan import Concept, ImageItem
@@ -35,11 +35,11 @@ def balance_findings(shares: list[ConceptShare]) -> list[Finding]:
                     f"Rename the folders to even out the repeats: {advice}", [], len(shares))]
 
 
-def steps_findings(shares: list[ConceptShare], kind: str, epochs: int, batch_size: int) -> list[Finding]:
-    steps = total_steps(shares, epochs, batch_size)
+def steps_findings(steps: int, steps_per_epoch: int, kind: str, epochs: int, batch_size: int) -> list[Finding]:
+    """`steps` and `steps_per_epoch` as epoch_steps.py counts them (what the trainer runs)."""
     minimum = KIND_TARGETS[kind][2]
     if steps < minimum:
-        need = epochs_for_target(shares, kind, batch_size)
+        need = epochs_for_target(steps_per_epoch, kind)
         return [Finding("warning", "few_steps", f"{steps} steps ({epochs} epochs, batch {batch_size}); a {kind} "
                         f"LoRA needs about {minimum} at UNet LR 1e-4",
                         f"Train about {need} epochs, or raise the repeats", [], steps)]

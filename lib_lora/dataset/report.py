@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .balance import KIND_TARGETS, KINDS, ConceptShare, suggest_repeats, total_steps
+from .balance import KIND_TARGETS, KINDS, ConceptShare, suggest_repeats
 from .checks_balance import (balance_findings, bucket_findings, bucket_preview, bucket_rows, count_findings,
                              resolution_histogram, steps_findings)
 from .checks_captions import (association_findings, caption_presence_findings, junk_findings,
                               trigger_findings)
 from .checks_images import (aspect_findings, duplicate_findings, format_findings, scan_issue_findings,
                             size_findings)
+from .epoch_steps import Bucketing, optimizer_steps_per_epoch, run_length, split_validation
 from .findings import Finding, sort_findings
 from .phash import DEFAULT_MAX_DISTANCE
 from .probe import probe_images
@@ -38,11 +39,33 @@ class ReportOptions:
     bucket_reso_steps: int = 64
     bucket_no_upscale: bool = False
     max_aspect: float = 2.0
+    enable_bucket: bool = True
+    # what the step count needs to be the trainer's (epoch_steps.py): the run's settings of these names
     epochs: int = 10
     batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 0
+    reg_dir: str = ""
+    validation_split: float = 0.0
+    seed: int = 42
     near_duplicate_distance: int = DEFAULT_MAX_DISTANCE
     top_tags: int = 30
     workers: int = 2
+
+    @classmethod
+    def for_run(cls, cfg, kind: str = "character") -> "ReportOptions":
+        """The report of a config.TrainConfig's dataset, its steps counted as that run takes them."""
+        d, t = cfg.dataset, cfg.training
+        return cls(kind=kind, caption_extension=d.caption_extension, trigger_word=d.trigger_word,
+                   resolution=d.resolution, min_bucket_reso=d.min_bucket_reso, max_bucket_reso=d.max_bucket_reso,
+                   bucket_reso_steps=d.bucket_reso_steps, bucket_no_upscale=d.bucket_no_upscale,
+                   enable_bucket=d.enable_bucket, epochs=t.epochs, batch_size=t.batch_size,
+                   gradient_accumulation_steps=t.gradient_accumulation_steps, max_train_steps=t.max_train_steps,
+                   reg_dir=d.reg_dir, validation_split=d.validation_split, seed=t.seed)
+
+    def bucketing(self) -> Bucketing:
+        return Bucketing(self.resolution, self.min_bucket_reso, self.max_bucket_reso, self.bucket_reso_steps,
+                         self.bucket_no_upscale, self.enable_bucket)
 
 
 @dataclass
@@ -51,6 +74,7 @@ class Report:
     kind: str
     findings: list[Finding] = field(default_factory=list)
     concepts: list[ConceptShare] = field(default_factory=list)
+    steps_per_epoch: int = 0                # optimizer steps, as the trainer runs them
     total_steps: int = 0
     target_steps: int = 0
     resolution_histogram: dict[str, int] = field(default_factory=dict)
@@ -68,7 +92,8 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "concepts": [{"name": s.name, "images": s.images, "repeats": s.repeats, "per_epoch": s.per_epoch,
                           "suggested_repeats": s.suggested_repeats} for s in self.concepts],
-            "total_steps": self.total_steps, "target_steps": self.target_steps,
+            "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+            "target_steps": self.target_steps,
             "resolution_histogram": self.resolution_histogram, "buckets": self.buckets,
             "tag_frequency": [{"tag": t, "count": n} for t, n in self.tag_frequency],
             "co_occurrence": self.co_occurrence,
@@ -79,10 +104,26 @@ def _check_options(options: ReportOptions) -> None:
     from ..errors import ConfigError
     if options.kind not in KINDS:
         raise ConfigError("kind", options.kind, "one of " + ", ".join(KINDS))
-    if options.epochs < 1 or options.batch_size < 1:
-        raise ConfigError("epochs/batch_size", (options.epochs, options.batch_size), "whole numbers of at least 1")
+    if options.epochs < 1 or options.batch_size < 1 or options.gradient_accumulation_steps < 1:
+        raise ConfigError("epochs/batch_size/gradient_accumulation_steps",
+                          (options.epochs, options.batch_size, options.gradient_accumulation_steps),
+                          "whole numbers of at least 1")
     if not 64 <= options.resolution <= 8192:    # the bucket preview divides by it
         raise ConfigError("resolution", options.resolution, "a size in pixels from 64 to 8192 (512 is usual)")
+
+
+def steps_per_epoch(dataset: Dataset, options: ReportOptions) -> int:
+    """Optimizer steps per epoch, counted by the trainer's rule (epoch_steps.py); 0 without images."""
+    bucketing = options.bucketing()
+    train = [(bucketing.bucket_of(i.size), c.repeats) for c in dataset.concepts for i in c.items]
+    train, _held_out = split_validation(train, options.validation_split, options.seed)
+    if not train:
+        return 0
+    reg = []
+    if options.reg_dir:
+        reg_set = scan_dataset(options.reg_dir, options.caption_extension, is_reg=True)
+        reg = [(bucketing.bucket_of(i.size), c.repeats) for c in reg_set.concepts for i in c.items]
+    return optimizer_steps_per_epoch(train, reg, options.batch_size, options.gradient_accumulation_steps)
 
 
 def _concept_findings(dataset: Dataset, facts: dict, options: ReportOptions) -> list[Finding]:
@@ -110,13 +151,16 @@ def report_for_dataset(dataset: Dataset, options: ReportOptions,
     pairs = strongest_pairs(tag_sets)
     buckets = bucket_preview(items, options.resolution, options.min_bucket_reso, options.max_bucket_reso,
                              options.bucket_reso_steps, options.bucket_no_upscale)
+    per_epoch = steps_per_epoch(dataset, options)
+    steps = run_length(per_epoch, options.epochs, options.max_train_steps)[1] if per_epoch else 0
     findings = scan_issue_findings(dataset) + _concept_findings(dataset, facts, options)
     findings += duplicate_findings(list(facts.values()), options.near_duplicate_distance)
-    findings += balance_findings(shares) + steps_findings(shares, options.kind, options.epochs, options.batch_size)
+    findings += balance_findings(shares) + steps_findings(steps, per_epoch, options.kind, options.epochs,
+                                                        options.batch_size)
     findings += bucket_findings(buckets, options.batch_size) + association_findings(pairs)
     return Report(
         root=dataset.root, kind=options.kind, findings=sort_findings(findings), concepts=shares,
-        total_steps=total_steps(shares, options.epochs, options.batch_size),
+        steps_per_epoch=per_epoch, total_steps=steps,
         target_steps=KIND_TARGETS[options.kind][2], resolution_histogram=resolution_histogram(items),
         buckets=bucket_rows(buckets), tag_frequency=tag_frequency(tag_sets).most_common(options.top_tags),
         co_occurrence=[p.to_dict() for p in pairs], images=len(items))

@@ -10,7 +10,8 @@ def format_report(report: Report) -> str:
     for s in report.concepts:
         hint = f"  -> {s.suggested_repeats}" if s.suggested_repeats != s.repeats else ""
         lines.append(f"  {s.repeats}_{s.name}: {s.images} x {s.repeats} = {s.per_epoch}{hint}")
-    lines.append(f"Total steps: {report.total_steps} (a {report.kind} needs about {report.target_steps})")
+    lines.append(f"Total steps: {report.total_steps} ({report.steps_per_epoch} per epoch, bucket by bucket, as the "
+                 f"trainer runs them; a {report.kind} needs about {report.target_steps})")
     lines.append("Short side: " + ", ".join(f"{k}: {v}" for k, v in report.resolution_histogram.items() if v))
     lines.append("Buckets: " + ", ".join(f"{b['width']}x{b['height']} ({b['images']})" for b in report.buckets))
     if report.tag_frequency:

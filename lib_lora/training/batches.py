@@ -1,17 +1,17 @@
 """Which samples go into which batch, each epoch: seeded, bucket by bucket.
 
-Every image appears `repeats` times per epoch. Regularization images are drawn
-as often as training images (sd-scripts' rule, so a run with reg images has
-twice the steps). Batches never mix buckets (the latents must stack). The order
-depends only on (seed, epoch), so a resumed run sees the same batches.
+Which draws an epoch has, and so how many steps it takes, is dataset/epoch_steps.py's
+rule (the plan, the dataset report and the calculator count with it); here they are
+grouped by bucket (batches never mix buckets: the latents must stack) and shuffled.
+The order depends only on (seed, epoch), so a resumed run sees the same batches.
 """
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from ..dataset.epoch_steps import epoch_draws
 from ..dataset.scan import ImageItem
 
 
@@ -23,14 +23,6 @@ class Sample:
     repeats: int
     is_reg: bool
     bucket: tuple[int, int]          # (width, height) in pixels
-
-
-def epoch_draws(train: list[Sample], reg: list[Sample]) -> list[Sample]:
-    draws = [s for s in train for _ in range(s.repeats)]
-    if reg:
-        reg_draws = [s for s in reg for _ in range(s.repeats)]
-        draws += [reg_draws[i % len(reg_draws)] for i in range(len(draws))]
-    return draws
 
 
 def epoch_batches(train: list[Sample], reg: list[Sample], batch_size: int, seed: int,
@@ -47,7 +39,3 @@ def epoch_batches(train: list[Sample], reg: list[Sample], batch_size: int, seed:
     rng.shuffle(batches)
     return batches
 
-
-def optimizer_steps_per_epoch(train: list[Sample], reg: list[Sample], batch_size: int, grad_accum: int) -> int:
-    n_batches = len(epoch_batches(train, reg, batch_size, 0, 0))
-    return max(1, math.ceil(n_batches / grad_accum))

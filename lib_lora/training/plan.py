@@ -5,17 +5,15 @@ user sees `images x repeats x epochs / batch` before waiting for anything.
 """
 from __future__ import annotations
 
-import math
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 
 from ..config import TrainConfig
-from ..dataset.buckets import assign_bucket
+from ..dataset.epoch_steps import Bucketing, optimizer_steps_per_epoch, run_length, split_validation
 from ..dataset.input_limits import check_plan_size
 from ..dataset.scan import Dataset, scan_dataset
 from ..errors import DatasetError
-from .batches import Sample, optimizer_steps_per_epoch
+from .batches import Sample
 from .memory import MemoryEstimate, ModelSizes, estimate
 
 
@@ -55,51 +53,28 @@ class TrainPlan:
         return "\n".join(lines)
 
 
-def _samples(ds: Dataset, cfg: TrainConfig, is_reg: bool) -> list[Sample]:
-    d = cfg.dataset
-    out = []
-    for concept in ds.concepts:
-        for item in concept.items:
-            w, h = item.size
-            if d.enable_bucket:
-                bucket = assign_bucket(w, h, d.resolution, d.min_bucket_reso, d.max_bucket_reso,
-                                       d.bucket_reso_steps, d.bucket_no_upscale)
-            else:
-                bucket = (d.resolution, d.resolution)
-            out.append(Sample(item, concept.name, concept.repeats, is_reg, tuple(bucket)))
-    return out
-
-
-def split_validation(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Hold out a fixed, seeded share of images (at least one when share > 0 and there are 2+)."""
-    if share <= 0 or len(samples) < 2:
-        return samples, []
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    n_val = min(len(samples) - 1, max(1, round(len(samples) * share)))
-    held = set(order[:n_val])
-    return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
+def _samples(ds: Dataset, bucketing: Bucketing, is_reg: bool) -> list[Sample]:
+    return [Sample(item, concept.name, concept.repeats, is_reg, bucketing.bucket_of(item.size))
+            for concept in ds.concepts for item in concept.items]
 
 
 def make_plan(cfg: TrainConfig, sizes: ModelSizes | None = None) -> TrainPlan:
     """Scan and plan; `sizes` (training.memory.model_sizes of the model) adds the memory estimate."""
     d, t = cfg.dataset, cfg.training
     ds = scan_dataset(d.train_dir, d.caption_extension)
-    samples = _samples(ds, cfg, is_reg=False)
+    bucketing = Bucketing.of_config(d)
+    samples = _samples(ds, bucketing, is_reg=False)
     if not samples:
         raise DatasetError("No usable images were found", where=d.train_dir,
                            fix="Put images (and .txt captions) into <repeats>_<name> folders inside this folder")
     train, val = split_validation(samples, d.validation_split, t.seed)
-    reg = _samples(scan_dataset(d.reg_dir, d.caption_extension, is_reg=True), cfg, True) if d.reg_dir else []
+    reg = _samples(scan_dataset(d.reg_dir, d.caption_extension, is_reg=True), bucketing, True) if d.reg_dir else []
     # refuse an absurd plan (a 99999_x folder, a million epochs) before its batches are built
     draws = sum(s.repeats for s in train) * (2 if reg else 1) + sum(s.repeats for s in reg)
     check_plan_size(draws, max(t.epochs, 1), t.batch_size, d.train_dir)
-    spe = optimizer_steps_per_epoch(train, reg, t.batch_size, t.gradient_accumulation_steps)
-    epochs = t.epochs
-    total = spe * epochs
-    if t.max_train_steps:
-        total = min(total, t.max_train_steps) if t.epochs else t.max_train_steps
-        epochs = math.ceil(total / spe)
+    spe = optimizer_steps_per_epoch([(s.bucket, s.repeats) for s in train], [(s.bucket, s.repeats) for s in reg],
+                                    t.batch_size, t.gradient_accumulation_steps)
+    epochs, total = run_length(spe, t.epochs, t.max_train_steps)
     concepts: dict[str, dict] = {}
     for s in train:
         info = concepts.setdefault(s.concept, {"images": 0, "repeats": s.repeats})

@@ -70,13 +70,13 @@ def plan_run(cfg: TrainConfig, model=None) -> TrainPlan:
 
 def train(cfg: TrainConfig, model, hooks: TrainHooks | list[TrainHooks] | None = None,
           resume_dir: str | Path | None = None, sampler=None, dry_run: bool = False,
-          pause_gate: PauseGate | None = None) -> TrainResult:
+          pause_gate: PauseGate | None = None, plan: TrainPlan | None = None) -> TrainResult:
     """Run (or, with dry_run, only plan) a training run; returns what was written and why it ended.
     pause_gate: where a paused run waits (default: in place, holding the model)."""
     options.validate(cfg)
     offload.check_offload(cfg)
     caller = _as_caller(hooks)
-    plan = plan_run(cfg, model)
+    plan = plan or plan_run(cfg, model)
     caller.on_plan(plan)
     caller.on_status(plan.summary())
     result = TrainResult(plan)

@@ -69,3 +69,30 @@ def test_strongest_pairs_skip_ubiquitous():
     pairs = strongest_pairs(sets)
     assert (pairs[0].a, pairs[0].b, pairs[0].together) == ("rain", "umbrella", 4)
     assert all("1girl" not in (p.a, p.b) for p in pairs)
+
+
+def _images(folder, sizes):
+    from PIL import Image
+    folder.mkdir(parents=True)
+    for i, size in enumerate(sizes):
+        Image.new("RGB", size, (40 * i, 90, 0)).save(folder / f"{i:02d}.png")
+        write_caption(folder / f"{i:02d}.txt", "thing")
+
+
+def test_steps_are_counted_bucket_by_bucket_with_reg_images_and_accumulation(tmp_path):
+    """Counted by hand: buckets at 64 px (sides 32..128, steps of 32) are 64x64, 96x32 and 128x32 here.
+    Training draws: 3_a 3x64x64 + 2x96x32 -> 9 + 6; 2_b 3x128x32 -> 6: 21 draws.
+    Regularization 2_reg (r00 64x64, r01 96x32) draws r00 r00 r01 r01, cycled to 21: 5 full cycles + r00.
+    Per bucket: 64x64 9+11 = 20, 96x32 6+10 = 16, 128x32 6 -> batches of 4: 5 + 4 + 2 = 11 -> accumulation 3: 4."""
+    data, reg = tmp_path / "data", tmp_path / "reg"
+    _images(data / "3_a", [(64, 64)] * 3 + [(96, 32)] * 2)
+    _images(data / "2_b", [(128, 32)] * 3)
+    _images(reg / "2_reg", [(64, 64), (96, 32)])
+    options = ReportOptions(resolution=64, min_bucket_reso=32, max_bucket_reso=128, bucket_reso_steps=32,
+                            epochs=3, batch_size=4, gradient_accumulation_steps=3, reg_dir=str(reg))
+    report = build_report(data, options)
+    assert (report.steps_per_epoch, report.total_steps) == (4, 12)
+    assert "12 (4 per epoch" in format_report(report)
+    assert build_report(data, ReportOptions(**{**options.__dict__, "max_train_steps": 10})).total_steps == 10
+    # without the regularization images: 9/4 -> 3, 6/4 -> 2, 6/4 -> 2 = 7 batches -> 3 steps
+    assert build_report(data, ReportOptions(**{**options.__dict__, "reg_dir": ""})).steps_per_epoch == 3
