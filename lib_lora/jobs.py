@@ -223,7 +223,7 @@ class Jobs:
                     return
                 job.state = "running"
                 job.result = fn(job)
-            job.state = _end_state(job)
+                job.state = _end_state(job)       # while held: the host's Interrupt counts as a cancel
         except LoraError as err:
             job.state, job.error = "failed", str(err)
         except Exception as err:   # shown in the tab and the API; the host must keep working
@@ -242,6 +242,6 @@ def _end_state(job: Job) -> str:
     """How a job whose function returned ended: paused stays paused (it can resume)."""
     if job.state == "paused" or job.state in ("cancelled", "failed"):
         return job.state
-    if job.cancel_requested or getattr(job.result, "cancelled", False):
+    if job.should_stop() or getattr(job.result, "cancelled", False):
         return "cancelled"
     return "finished"
