@@ -15,13 +15,13 @@ from typing import ClassVar
 from . import options
 from .errors import ConfigError
 from .options import opt
+from .precisions import SAVE_PRECISIONS
 
 ALGOS = ("lora", "locon", "loha", "lokr")
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "Adafactor",
               "SGDNesterov", "AdamWScheduleFree")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 PRECISIONS = ("no", "fp16", "bf16")
-SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 TARGETS = ("attn", "attn_ff", "attn_ff_conv")
 
 

@@ -16,12 +16,14 @@
                                                    tagging -> dataset (images, captions, file kinds)
    base     config presets options errors fileio  presets -> config/options/fileio; config -> options;
             safe_paths checkpoint_io cache_folders checkpoint_io -> fileio; fileio -> safe_paths;
-            device_check lib_lora (__version__)    all -> errors; lib_lora and errors import nothing
+            device_check precisions                config -> precisions (save precisions' names);
+            lib_lora (__version__)                 all -> errors; lib_lora, errors, precisions import nothing
 
    A unit imports any unit of a lower layer, and of its own layer only what is listed.
    presets.py (saved option sets) is config-level; checkpoint_io.py (lazy checkpoint
    reading, streaming writer) sits below both models/ and ops/, which share it;
-   cache_folders.py and device_check.py are small leaves over errors; bench/ (the
+   cache_folders.py and device_check.py are small leaves over errors; precisions.py (save
+   precisions and their dtypes) is a leaf below config.py, networks/ and ops/; bench/ (the
    `bench` command) and demo.py are entry points like cli.py.
 3. No import cycles between any two modules of lib_lora, inside a package or across.
 4. The library never imports the repository's tests/, scripts/ or tools/.
@@ -48,7 +50,7 @@ WEBUI_NAMES = {"modules", "gradio", "launch"}
 REPO_ONLY = {"tests", "scripts", "tools"}
 
 BASE = {"lib_lora", "errors", "options", "safe_paths", "path_policy", "fileio", "config", "presets", "checkpoint_io",
-        "cache_folders", "device_check"}
+        "cache_folders", "device_check", "precisions"}
 DOMAIN = {"networks", "dataset", "tagging", "models"}
 ACTIONS = {"training", "ops", "evaluation"}
 BELOW_DOOR = BASE | DOMAIN | ACTIONS | {"jobs"}
@@ -56,13 +58,14 @@ BELOW_DOOR = BASE | DOMAIN | ACTIONS | {"jobs"}
 ALLOWED: dict[str, set[str]] = {
     "lib_lora": set(),
     "errors": set(),
+    "precisions": set(),
     "options": {"errors"},
     "safe_paths": {"errors"},
     "path_policy": {"errors", "safe_paths"},
     "cache_folders": {"errors"},
     "device_check": {"errors"},
     "fileio": {"errors", "safe_paths"},
-    "config": {"errors", "options"},
+    "config": {"errors", "options", "precisions"},
     "checkpoint_io": {"errors", "fileio"},
     "presets": {"errors", "options", "config", "fileio"},
     "models": BASE,

@@ -17,8 +17,8 @@ import torch
 
 from ..errors import NetworkFileError
 from ..fileio import write_bytes
+from ..precisions import SAVE_PRECISIONS, precision_dtype
 
-PRECISIONS = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 KEY_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 # Weight parts the WebUI v1.10.1 loader knows (webui-api.md 2.3), plus PEFT's names it accepts.
 KNOWN_PARTS = re.compile(
@@ -50,14 +50,14 @@ def save_network_file(path: str | Path, tensors: dict[str, torch.Tensor], metada
     if path.suffix.lower() != ".safetensors":
         raise NetworkFileError("LoRA files are written as .safetensors only", where=str(path),
                                fix="Give the output file the .safetensors extension")
-    if precision not in PRECISIONS:
+    if precision not in SAVE_PRECISIONS:
         raise NetworkFileError(f"Unknown save precision {precision!r}", where=str(path),
-                               fix=f"Use one of {', '.join(PRECISIONS)}")
+                               fix=f"Use one of {', '.join(SAVE_PRECISIONS)}")
     bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
         raise NetworkFileError(f"Metadata values must be strings; not so for {bad[:5]}", where=str(path),
                                fix="Pass metadata through build_metadata(), which stringifies every value")
-    dtype = PRECISIONS[precision]
+    dtype = precision_dtype(precision)
     cast = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     full = {k: v for k, v in metadata.items() if k not in ("sshs_model_hash", "sshs_legacy_hash")}
     full["sshs_model_hash"], full["sshs_legacy_hash"] = sd_scripts_hashes(cast, full)

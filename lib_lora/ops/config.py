@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 from .. import options
 from ..errors import ConfigError
 from ..options import opt
+from ..precisions import SAVE_PRECISIONS
 from .svd import DYNAMIC_METHODS, SVD_METHODS
 
-SAVE_PRECISIONS = ("fp16", "bf16", "fp32")
 DEVICES = ("cpu", "cuda")
 
 

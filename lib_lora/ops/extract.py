@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_io import PRECISIONS, StateReader, detect_family
+from ..checkpoint_io import StateReader, detect_family
 from ..errors import ModelError
 from ..networks.keys import checkpoint_in_proj_keys, checkpoint_param_to_lora_key, is_unet_target, \
     ldm_to_diffusers_name
+from ..precisions import precision_dtype
 from .config import ExtractConfig, validated
 from .factors import pack_lora, stored_row
 from .report import LayerReport, OpReport
@@ -188,7 +189,7 @@ def extract_lora(base_source: str | Path | Mapping[str, torch.Tensor],
 
     Tensors are in the save precision (config.precision), keyed as sd-scripts writes them."""
     validated(config)
-    save_dtype = PRECISIONS[config.precision]
+    save_dtype = precision_dtype(config.precision)
     report = OpReport("extract", settings=config.summary())
     tensors: dict[str, torch.Tensor] = {}
     with StateReader(base_source, "base") as base, StateReader(tuned_source, "tuned") as tuned, \

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from .. import fileio
-from ..checkpoint_io import PRECISIONS
 from ..errors import NetworkFileError
+from ..precisions import precision_dtype
 
 
 def load_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -51,7 +51,7 @@ def save_lora_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata:
         save_network_file(path, tensors, metadata, precision)
         return Path(path)
     from safetensors.torch import save_file
-    dtype = PRECISIONS[precision]
+    dtype = precision_dtype(precision)
     out = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     meta = {str(k): str(v) for k, v in metadata.items()}
     return fileio.write_with(path, lambda tmp: save_file(out, str(tmp), metadata=meta))

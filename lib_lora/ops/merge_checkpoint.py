@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_io import PRECISIONS, PlannedTensor, StateReader, detect_family, is_ema_key, \
+from ..checkpoint_io import PlannedTensor, StateReader, detect_family, is_ema_key, \
     write_safetensors_streaming
 from ..errors import LoraError, NetworkFileError
 from ..networks.keys import checkpoint_in_proj_keys, checkpoint_param_to_lora_key
+from ..precisions import precision_dtype
 from .config import MergeConfig, validated
 from .lora_inputs import LoraInput, modules_by_key
 from .report import LayerReport, OpReport, relative_error
@@ -75,7 +76,7 @@ def _rank_of(keys: list[str], contributions: dict) -> int:
 def _planned(reader: StateReader, name: str, keys: list[str], contributions: dict, config: MergeConfig,
              report: OpReport) -> PlannedTensor:
     dtype = reader.dtype(name)
-    out_dtype = PRECISIONS[config.precision] if dtype.is_floating_point else dtype
+    out_dtype = precision_dtype(config.precision) if dtype.is_floating_point else dtype
 
     def produce() -> torch.Tensor:
         weight = reader.get(name)

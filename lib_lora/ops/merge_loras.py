@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ..checkpoint_io import PRECISIONS
 from ..errors import NetworkFileError
+from ..precisions import precision_dtype
 from .config import MergeConfig, validated
 from .factors import pack_lora, stored_row
 from .lora_inputs import LoraInput, modules_by_key
@@ -68,7 +68,7 @@ def _rule(config: MergeConfig, weight_shape: tuple[int, ...]) -> RankRule:
 
 def merge_module(key: str, entries: Entries, config: MergeConfig):
     """One module of the merged LoRA: (tensors, report row)."""
-    save_dtype = PRECISIONS[config.precision]
+    save_dtype = precision_dtype(config.precision)
     plain = all(lora.modules[own].is_plain_lora() for lora, own in entries)
     if config.mode == "concat" or plain:
         up, down, shape = _stacked_factors(key, entries)

@@ -15,7 +15,7 @@ import json
 
 import torch
 
-from ..checkpoint_io import PRECISIONS
+from ..precisions import precision_dtype
 from .config import ResizeConfig, validated
 from .factors import pack_lora, stored_row
 from .lora_delta import ModuleWeights, check_supported, group_modules
@@ -32,7 +32,7 @@ def _rule(config: ResizeConfig, weight_shape: tuple[int, ...]) -> RankRule:
 def resize_module(module: ModuleWeights, config: ResizeConfig) -> tuple[dict[str, torch.Tensor], LayerReport]:
     """One module at its new rank: (tensors, report row)."""
     check_supported(module)
-    save_dtype = PRECISIONS[config.precision]
+    save_dtype = precision_dtype(config.precision)
     if module.is_plain_lora():
         up, down = module.factors()
         shape = module.out_in_shape()
