@@ -31,6 +31,12 @@ class TabBackend:
     path_policy: PathPolicy | None = None                       # the standalone server's (None: not confined)
     policy_source: Callable[[], PathPolicy] | None = None       # the host's live policy (the WebUI's settings)
     paste_to_txt2img: Callable[[Any, Any], bool] | None = None  # (button, infotext): the WebUI's "Send to txt2img"
+    # What the host offers beyond the defaults (None: WD14 only, Lanczos only, a registry of the tab's own)
+    captioners: Callable[[], list[str]] | None = None           # TaggingConfig.captioner names, e.g. blip
+    make_captioner: Callable[[str], Any] | None = None          # name -> a tagging Captioner (None: WD14)
+    upscalers: Callable[[], list[str]] | None = None            # PrepConfig.upscaler choices
+    upscale_hook: Callable[[str], Any] | None = None            # name -> run_prep's upscaler (None: Lanczos)
+    jobs: Callable[[], Any] | None = None                       # the process's lib_lora.jobs.Jobs registry
 
     def current_path_policy(self) -> PathPolicy:
         """Which folders the tab's fields may name now."""
