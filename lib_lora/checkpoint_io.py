@@ -29,6 +29,8 @@ import torch
 from . import fileio
 from .errors import ModelError
 
+# The model families this extension trains on and converts; every family rule (detection here and
+# in models/, metadata in networks/metadata.py) returns or covers exactly these.
 FAMILIES = ("sd1", "sd2", "sdxl")
 # One key that only that family's checkpoints have (ldm/sgm names, as in the files and in the WebUI's models).
 FAMILY_MARKERS = (
@@ -155,7 +157,8 @@ def _starts_like_a_checkpoint(path: Path) -> bool:
 
 
 def detect_family(keys: Iterable[str], where: str = "") -> str:
-    """'sd1', 'sd2' or 'sdxl' from a checkpoint's ldm/sgm key names."""
+    """The family (one of FAMILIES) of a checkpoint from its ldm/sgm key names: the one rule for a
+    state dict, used by the tools (extract, merge), single-file loading and `inspect --base`."""
     names = set(keys)
     for family, marker in FAMILY_MARKERS:
         if marker in names:

@@ -24,8 +24,9 @@ CHECKPOINT_BLOCKS = ("ResBlock", "BasicTransformerBlock")
 CHECKPOINT_MARK = "_lib_lora_checkpointed"
 
 
-def detect_family(sd_model: nn.Module) -> str:
-    """The WebUI's own rules (sd_models.set_model_type), flags first."""
+def family_of_sd_model(sd_model: nn.Module) -> str:
+    """The family of the WebUI's loaded model object by the WebUI's own rules
+    (sd_models.set_model_type), flags first; a state dict's family is checkpoint_io.detect_family."""
     if getattr(sd_model, "is_sdxl", False) or hasattr(sd_model, "conditioner"):
         return "sdxl"
     if getattr(sd_model, "is_sd2", False) or hasattr(ldm_text.unwrap(sd_model.cond_stage_model), "model"):
@@ -41,7 +42,7 @@ class LdmModel:
             raise ModelError("No Stable Diffusion model is loaded", where="shared.sd_model",
                              fix="Load a checkpoint in the WebUI first")
         self.sd_model = sd_model
-        self.family = detect_family(sd_model)
+        self.family = family_of_sd_model(sd_model)
         self.parameterization = "v" if getattr(sd_model, "parameterization", "eps") == "v" else "eps"
         self.unet: nn.Module = sd_model.model.diffusion_model
         first = next(self.unet.parameters())

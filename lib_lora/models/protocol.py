@@ -14,8 +14,6 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-FAMILIES = ("sd1", "sd2", "sdxl")
-
 
 @dataclass
 class NetworkTarget:
@@ -55,7 +53,7 @@ class Conditioning:
 
 
 class TrainableModel(Protocol):
-    family: str                      # 'sd1' | 'sd2' | 'sdxl'
+    family: str                      # one of checkpoint_io.FAMILIES: 'sd1' | 'sd2' | 'sdxl'
     parameterization: str            # 'eps' | 'v'
     device: torch.device
     dtype: torch.dtype               # dtype of the UNet weights

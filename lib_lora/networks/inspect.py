@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import torch
 
+from ..checkpoint_io import detect_family
 from ..config import NetworkConfig
 from ..errors import ModelError
 from . import keys
@@ -132,7 +133,9 @@ def base_keys_from_targets(targets: list[Any]) -> set[str]:
 
 
 def base_keys_from_checkpoint(path: str | Path) -> set[str]:
-    """Keys offered by a single-file ldm/sgm checkpoint (.safetensors), from tensor names only."""
+    """Keys offered by a single-file ldm/sgm checkpoint (.safetensors), from tensor names only; its
+    family by checkpoint_io.detect_family, as extract and merge read it (a file with no known
+    text-encoder keys is refused, not taken for SD1)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -141,8 +144,7 @@ def base_keys_from_checkpoint(path: str | Path) -> set[str]:
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelError(f"The base checkpoint is not a readable safetensors file ({err})", where=str(path),
                          fix="Pass a single-file .safetensors checkpoint (or a diffusers folder) as --base") from None
-    family = ("sdxl" if any(n.startswith("conditioner.embedders.") for n in names) else
-              "sd2" if any(n.startswith("cond_stage_model.model.") for n in names) else "sd1")
+    family = detect_family(names, str(path))
     downs = sorted(int(n.split(".")[3]) for n in names
                    if n.startswith("model.diffusion_model.input_blocks.") and ".0.op." in n)
     layers = downs[0] - 1 if downs else 2

@@ -17,7 +17,7 @@ with `--network_module lycoris.kohya`: ss_network_module 'lycoris.kohya' and ss_
 
 This module is the one home of that metadata: `build_metadata` for trained files, and
 `tool_metadata` for the LoRAs the tools (extract, merge) write from whole models; both take
-their `modelspec.*` block from `modelspec_metadata`.
+their `modelspec.*` block from `modelspec_metadata`. `family_of_lora` reads the family back.
 """
 from __future__ import annotations
 
@@ -82,6 +82,21 @@ def base_model_version(family: str, parameterization: str = "eps") -> str:
         return "sdxl_base_v1-0"
     version = "sd_v2" if family == "sd2" else "sd_v1"
     return version + ("_v" if parameterization == "v" else "")
+
+
+def family_of_lora(metadata: dict[str, str], keys: Iterable[str]) -> str:
+    """Best guess of the family a LoRA file was made for: ss_base_model_version / ss_v2 (as
+    base_model_version writes them), else its keys (two text encoders, or sgm-style UNet names,
+    are SDXL's); 'sd1' when nothing tells."""
+    keys = list(keys)
+    version = str(metadata.get("ss_base_model_version", ""))
+    if version.startswith("sdxl") or any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys):
+        return "sdxl"
+    if version.startswith("sd_v2") or str(metadata.get("ss_v2", "")) == "True":
+        return "sd2"
+    if any(k.startswith("lora_unet_input_blocks_") for k in keys):
+        return "sdxl"
+    return "sd1"
 
 
 def network_module_and_args(cfg: NetworkConfig) -> tuple[str, dict[str, str]]:

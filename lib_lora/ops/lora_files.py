@@ -55,15 +55,3 @@ def save_lora_file(path: str | Path, tensors: dict[str, torch.Tensor], metadata:
     out = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
     meta = {str(k): str(v) for k, v in metadata.items()}
     return fileio.write_with(path, lambda tmp: save_file(out, str(tmp), metadata=meta))
-
-
-def family_from_lora_metadata(metadata: dict[str, str], keys: list[str]) -> str:
-    """Best guess of a LoRA's base family, from its metadata, else from its keys."""
-    version = str(metadata.get("ss_base_model_version", ""))
-    if version.startswith("sdxl") or any(k.startswith(("lora_te1_", "lora_te2_")) for k in keys):
-        return "sdxl"
-    if version.startswith("sd_v2") or str(metadata.get("ss_v2", "")) == "True":
-        return "sd2"
-    if any(k.startswith("lora_unet_input_blocks_") for k in keys):
-        return "sdxl"
-    return "sd1"

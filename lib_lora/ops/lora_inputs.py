@@ -16,9 +16,10 @@ import torch
 
 from ..errors import LoraError
 from ..networks.keys import UNetLayout, checkpoint_param_to_lora_key, file_key_to_module_name
+from ..networks.metadata import family_of_lora
 from .blocks import block_weight, parse_block_weights
 from .lora_delta import ModuleWeights, group_modules
-from .lora_files import family_from_lora_metadata, load_lora_file
+from .lora_files import load_lora_file
 
 
 @dataclass
@@ -33,7 +34,7 @@ class LoraInput:
         return self.weight * block_weight(key, self.blocks)
 
     def family(self) -> str:
-        return family_from_lora_metadata(self.metadata, list(self.modules))
+        return family_of_lora(self.metadata, self.modules)
 
 
 def canonical_key(key: str, family: str) -> str:
