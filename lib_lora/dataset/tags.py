@@ -1,8 +1,9 @@
 """Captions as tag lists: splitting, joining and the booru junk-tag list.
 
-A caption is comma-separated tags ("1girl, solo, smile"). Tagging, the report
-and the bulk edits all split and join the same way, so tags compare equal
-whether written with underscores or spaces.
+A caption is comma-separated tags ("1girl, solo, smile"). Tagging, the dataset
+report, the bulk edits and the best-epoch tag recall all split with `split_tags`
+and compare by `tag_key`, the only tag normaliser, so a tag counts as one whatever
+its case, underscores or repeated spaces.
 """
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from ..dataset.tags import split_tags, tag_key
+
 TagsFor = Callable[[list], list[set[str]]]   # images (paths or PIL) -> tags found in each
 TIE = 0.02
 VALIDATION, RECALL = "validation loss", "tag recall of the samples"
@@ -50,24 +52,21 @@ def _fmt(value: float | None) -> str:
 
 
 def common_tags(captions: Iterable[str], common_share: float = 0.3, skip: Iterable[str] = ()) -> set[str]:
-    """Tags in at least `common_share` of the captions (normalised: lower case, spaces)."""
+    """Tags in at least `common_share` of the captions, as dataset.tags.tag_key spells them (the
+    split and the key the dataset report and the tag editor count with)."""
     captions = list(captions)
     counts: Counter = Counter()
     for caption in captions:
-        counts.update({normalise_tag(t) for t in caption.split(",") if t.strip()})
-    skipped = {normalise_tag(s) for s in skip if s}
+        counts.update({tag_key(t) for t in split_tags(caption)})
+    skipped = {tag_key(s) for s in skip if s.strip()}
     need = max(1, math.ceil(common_share * len(captions)))
     return {tag for tag, n in counts.items() if n >= need and tag not in skipped}
-
-
-def normalise_tag(tag: str) -> str:
-    return tag.strip().lower().replace("_", " ")
 
 
 def tag_recall(sample_tags: list[set[str]], target: set[str]) -> float | None:
     if not target or not sample_tags:
         return None
-    found = [len({normalise_tag(t) for t in tags} & target) / len(target) for tags in sample_tags]
+    found = [len({tag_key(t) for t in tags} & target) / len(target) for tags in sample_tags]
     return sum(found) / len(found)
 
 
