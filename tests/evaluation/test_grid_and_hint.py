@@ -55,12 +55,36 @@ def test_best_epoch_without_signals_suggests_last_and_says_why():
 
 
 def test_tag_recall_against_common_caption_tags():
-    target = common_tags(["trig, red hair, smile", "trig, red_hair", "trig, red hair, hat"], skip=["trig"])
-    assert target == {"red hair", "smile", "hat"} or "red hair" in target
+    captions = ["trig, red hair, smile", "trig, red_hair", "trig, red hair, hat"]
+    # default share 0.3 of 3 captions: a tag in 1 caption is common; 'red_hair' counts as 'red hair'
+    assert common_tags(captions, skip=["trig"]) == {"red hair", "smile", "hat"}
+    assert common_tags(captions, common_share=0.5, skip=["trig"]) == {"red hair"}    # needs 2 of 3
     assert tag_recall([{"red hair"}], {"red hair", "hat"}) == 0.5
 
 
+BLUE, ORANGE, WHITE = (0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (255, 255, 255)
+
+
+def _colours_near(image, x: float, y: float, reach: int = 2) -> set:
+    return {image.getpixel((round(x) + dx, round(y) + dy)) for dx in range(-reach, reach + 1)
+            for dy in range(-reach, reach + 1)}
+
+
 def test_loss_chart_draws_with_and_without_data():
-    assert loss_chart([], []).size == (640, 260)
+    empty = loss_chart([], [])
+    assert empty.size == (640, 260)
     image = loss_chart([1.0, 0.5, float("nan"), 0.25], [1e-4, 1e-4, 5e-5, 1e-5])
-    assert image.getpixel((320, 130)) is not None
+    assert image.size == (640, 260)
+    # Plot box (56, 24)-(576, 232) of a 640x260 chart; step i of 4 at x = 56 + 520 * i / 3. Loss spans
+    # 0.25..1 bottom to top: step 1 at (56, 24), step 2 at (229.3, 162.7), step 4 at (576, 232); the NaN
+    # step 3 is left out, so the line goes straight from step 2 to step 4. The LR (1e-5..1e-4) runs
+    # from (229.3, 24) to step 3 at (402.7, 139.6).
+    blue_points = [(142.7, 93.3), (402.7, 197.3)]      # middles of the two loss segments
+    orange_points = [(316.0, 81.8)]                    # middle of the LR's falling segment
+    for x, y in blue_points + orange_points:
+        assert _colours_near(empty, x, y) == {WHITE}, (x, y)
+    for x, y in blue_points:
+        assert BLUE in _colours_near(image, x, y), (x, y)
+    for x, y in orange_points:
+        assert ORANGE in _colours_near(image, x, y), (x, y)
+    assert BLUE not in _colours_near(image, 402.7, 232 - 208 * 0.25 / 0.75)   # not drawn to where 0.5 would be
