@@ -1,10 +1,11 @@
 // Train LoRA tab: start a run with a task id, keep the tab's live views fresh, remember the form.
 // In the WebUI, requestProgress (progressbar.js) draws the progress bar from /internal/progress;
-// everywhere (WebUI and standalone) a timer clicks the tab's hidden refresh buttons while a run or
-// a grid is active, so the loss chart, samples and grid arrive without reloading the page.
+// everywhere (WebUI and standalone) a timer clicks the tab's hidden refresh button while a run is
+// active, so the loss chart and samples arrive without reloading the page (the other jobs, grids
+// included: train_lora_data.js).
 (function () {
     const ACTIVE = ["queued", "running", "paused"];
-    const POLLS = [["train_lora_run_state", "train_lora_poll"], ["train_lora_grid_state", "train_lora_grid_poll"]];
+    const POLLS = [["train_lora_run_state", "train_lora_poll"]];
     const PERIOD_MS = 1500;
     // The form is saved as a whole by one hidden button, a moment after the user stops editing:
     // one request per pause instead of one per field and keystroke.

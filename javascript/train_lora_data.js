@@ -1,6 +1,7 @@
-// Train LoRA tab, dataset jobs (check, import, preprocess, tag): a task id for each start, a timer that
-// clicks the section's hidden poll button while its job is queued or running, and - inside the WebUI,
-// for jobs that wait for its queue - the WebUI's own progress bar (requestProgress) on that task id.
+// Train LoRA tab, the sections' jobs (dataset check/import/preprocess, tagging, tools, grid): a task id
+// for each start, a timer that clicks the section's hidden poll button while its job is queued or
+// running, and - inside the WebUI, for jobs that wait for its queue - the WebUI's own progress bar
+// (requestProgress) on that task id. Training runs are polled by train_lora.js.
 (function () {
     const ACTIVE = ["queued", "running"];
     // [job state box, poll button, WebUI task id box, progress bar container]
@@ -8,6 +9,9 @@
         ["train_lora_data_state", "train_lora_data_poll", "train_lora_data_webui_task", "train_lora_data_progressbar"],
         ["train_lora_tagjob_state", "train_lora_tagjob_poll", "train_lora_tagjob_webui_task",
             "train_lora_tagjob_progressbar"],
+        ["train_lora_tools_state", "train_lora_tools_poll", "train_lora_tools_webui_task",
+            "train_lora_tools_progressbar"],
+        ["train_lora_grid_state", "train_lora_grid_poll", "train_lora_grid_webui_task", "train_lora_grid_progressbar"],
     ];
     const PERIOD_MS = 1000;
     const barsShown = new Set();

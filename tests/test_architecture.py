@@ -10,7 +10,7 @@
    layer    units                                  may also import, inside the layer
    door     webui ui cli __main__ bench demo       __main__ -> cli; cli -> demo, bench, webui;
                                                    bench -> webui (its WebUI-path figures); webui -> ui
-   jobs     jobs                                   (one Job system, issue 16 item 1)
+   jobs     jobs train_job                         (one Job system, issue 16 item 1); train_job -> jobs
    actions  training ops evaluation                evaluation -> training (run_hint reads a run's plan)
    domain   networks dataset tagging models        networks -> models (NetworkTarget, the network's input);
                                                    tagging -> dataset (images, captions, file kinds)
@@ -53,7 +53,7 @@ BASE = {"lib_lora", "errors", "options", "safe_paths", "path_policy", "fileio", 
         "cache_folders", "device_check", "precisions"}
 DOMAIN = {"networks", "dataset", "tagging", "models"}
 ACTIONS = {"training", "ops", "evaluation"}
-BELOW_DOOR = BASE | DOMAIN | ACTIONS | {"jobs"}
+BELOW_DOOR = BASE | DOMAIN | ACTIONS | {"jobs", "train_job"}
 
 ALLOWED: dict[str, set[str]] = {
     "lib_lora": set(),
@@ -76,6 +76,7 @@ ALLOWED: dict[str, set[str]] = {
     "ops": BASE | DOMAIN,
     "evaluation": BASE | DOMAIN | {"training"},
     "jobs": BASE | DOMAIN | ACTIONS,
+    "train_job": BASE | DOMAIN | ACTIONS | {"jobs"},      # training as a Job: the hooks adapter, pause, outcome
     "ui": BELOW_DOOR,
     "webui": BELOW_DOOR | {"ui"},
     "bench": BELOW_DOOR | {"webui"},
@@ -93,11 +94,6 @@ KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
     # It also builds its SD1.5-shaped ldm model with the test fixtures, so `python -m lib_lora
     # bench --real-shape` needs a repository checkout; the library must not import tests/.
     ("lib_lora.webui.bench_session", "tests.fixtures"): "bench's WebUI path builds its model from tests/fixtures",
-    # Moving to the one job system and backend capabilities (issue 16 items 1-2): to go.
-    ("lib_lora.ui.tab_dataset", "lib_lora.webui.data_jobs"): "data jobs become Jobs",
-    ("lib_lora.ui.tab_tagging", "lib_lora.webui.data_jobs"): "data jobs become Jobs",
-    ("lib_lora.ui.tab_dataset", "lib_lora.webui.upscalers"): "upscalers become a backend capability",
-    ("lib_lora.ui.tab_tagging", "lib_lora.webui.interrogators"): "captioners become a backend capability",
 }
 
 

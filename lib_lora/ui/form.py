@@ -17,8 +17,9 @@ from lib_lora.errors import ConfigError
 
 ELEM_PREFIX = "train_lora_"
 # free text that may contain commas: one entry per line. Matched on the field's own name, so the
-# Train form's sample.prompts and the grid form's prompts (SampleConfig on its own) agree.
-LINE_LIST_FIELDS = {"prompts"}
+# Train form's sample.prompts and the grid form's prompts (SampleConfig on its own) agree; a merge's
+# block_weights are one comma-separated list per LoRA.
+LINE_LIST_FIELDS = {"prompts", "block_weights"}
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Dataset section: choose a folder on the server or upload files / a folder / a zip, see the report, preprocess.
 
-Check, import and preprocess run as background jobs (data_jobs.py): the button
-returns at once, a hidden poll button brings the progress and, at the end, the
-report; Cancel stops the job after the current image. Inside the WebUI the
-prep section offers the WebUI's upscalers; elsewhere Lanczos.
+Check, import and preprocess run as jobs of the one registry (job_view.py): the
+button returns at once, a hidden poll button brings the progress and, at the end,
+the report; Cancel stops the job after the current image. Check and import only
+read and write files, so they never wait for the host; a prep with a model
+upscaler uses the GPU and waits for it. The upscalers are the backend's (the
+WebUI's inside it); Lanczos everywhere.
 """
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ from typing import Any
 from lib_lora.config import PrepConfig
 from lib_lora.errors import DatasetError
 from lib_lora.ui import form, gradio_compat
-from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view, stoppable
+from lib_lora.jobs import Job
+from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, stoppable, submit
 from lib_lora.ui.path_checks import check_paths, check_uploads
 from lib_lora.ui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.ui.render import message_html, report_html
 
 KINDS = ("character", "style", "concept")
+JOB_KINDS = ("check", "import", "prep")
+PLAIN_UPSCALERS = ("", "none", "lanczos", "nearest")      # plain resizes: no model, no GPU
 
 
 @dataclass
@@ -58,15 +63,14 @@ def import_upload(backend: Any, name: str, concept: str, repeats: float, files: 
     return result.train_dir
 
 
-def prep_outcome(job: DataJob, backend: Any, folder: str, out: str, cfg: PrepConfig) -> DatasetOutcome:
+def prep_outcome(job: Job, backend: Any, folder: str, out: str, cfg: PrepConfig) -> DatasetOutcome:
     """Preprocess `folder` (the job's work): copies into `out` (default: beside it, with _prep added)."""
     from lib_lora.dataset.prep import run_prep
     src = Path(_chosen_folder(folder))
     dst = Path(out.strip()) if out and out.strip() else src.with_name(src.name + "_prep")
     hook = None
-    if backend.kind == "webui" and cfg.upscale_small:
-        from lib_lora.webui.upscalers import upscale_hook
-        hook = upscale_hook(cfg.upscaler)
+    if cfg.upscale_small and backend.upscale_hook is not None:
+        hook = backend.upscale_hook(cfg.upscaler)
     result = run_prep(src, None if cfg.in_place else dst, cfg, upscaler=hook, progress=job.progress,
                       should_stop=job.should_stop)
     target = src if cfg.in_place else dst
@@ -91,21 +95,16 @@ def prep_target(folder: str, out: str, cfg: PrepConfig) -> str:
     return str(src.with_name(src.name + "_prep")) if src.name else ""
 
 
-def uses_gpu(backend: Any, cfg: PrepConfig) -> bool:
-    """Model upscalers run on the GPU: inside the WebUI such a prep waits for its queue."""
-    return backend.kind == "webui" and cfg.upscale_small and cfg.upscaler.strip().lower() != "lanczos"
+def uses_gpu(cfg: PrepConfig) -> bool:
+    """Model upscalers run on the GPU: such a prep waits for the host (inside the WebUI, its queue)."""
+    return cfg.upscale_small and cfg.upscaler.strip().lower() not in PLAIN_UPSCALERS
 
 
 def upscaler_choices(backend: Any) -> list[str]:
-    if backend.kind == "webui":
-        from lib_lora.webui.upscalers import upscaler_names
-        return upscaler_names()
+    """The backend's upscalers (the WebUI's: Lanczos and its models); Lanczos alone elsewhere."""
+    if backend.upscalers is not None:
+        return backend.upscalers()
     return [PrepConfig().upscaler]
-
-
-def started(job: DataJob) -> tuple:
-    """[status, job id, job state, WebUI task id] right after a start; the page polls from here."""
-    return message_html(f"{job.name.capitalize()} started ..."), job.job_id, job.state, job.task_id
 
 
 def poll_outputs(jobs: Any, job_id: str) -> list:
@@ -115,7 +114,7 @@ def poll_outputs(jobs: Any, job_id: str) -> list:
     def shown(outcome: DatasetOutcome) -> list:
         report = report_html(outcome.report) if outcome.report is not None else gr.update()
         return [message_html(outcome.message), outcome.folder or gr.update(), report]
-    return poll_view(jobs, job_id, DatasetOutcome, 2, shown)
+    return poll_view(jobs, job_id, JOB_KINDS, DatasetOutcome, 2, shown)
 
 
 def build_dataset_section(ctx: TabContext) -> None:
@@ -163,7 +162,7 @@ def _prep_component(ctx: TabContext, spec: form.FieldSpec):
 
 def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
     """Event handlers of the Dataset section; `c` holds its components by name."""
-    backend, jobs = ctx.backend, jobs_for(ctx.backend)
+    backend, jobs = ctx.backend, jobs_of(ctx.backend)
 
     def epochs_batch() -> tuple[float, float]:
         return ctx.saved_form.get("training.epochs", 10), ctx.saved_form.get("training.batch_size", 2)
@@ -173,8 +172,9 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
         folder = _chosen_folder(folder_text)
         check_paths(backend, [("Dataset folder", folder, True)])
         epochs, batch = epochs_batch()
-        return started(jobs.start("check", lambda job: DatasetOutcome(
-            "Report ready", None, dataset_report(folder, kind_value, epochs, batch, stoppable(job)))))
+        return started(submit(jobs, "check", "check", lambda job: DatasetOutcome(
+            "Report ready", None, dataset_report(folder, kind_value, epochs, batch, stoppable(job))),
+            exclusive=False))
 
     @guarded(4, "The import")
     def on_upload(task: str, name_v, concept_v, repeats_v, files_v, folder_v, kind_value):
@@ -183,12 +183,12 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
         check_uploads(backend, files_v, folder_v)
         epochs, batch = epochs_batch()
 
-        def work(job: DataJob) -> DatasetOutcome:
+        def work(job: Job) -> DatasetOutcome:
             train_dir = import_upload(backend, name_v, concept_v, repeats_v, files_v, folder_v, stoppable(job))
             report_dict = dataset_report(str(train_dir), kind_value, epochs, batch, stoppable(job))
             return DatasetOutcome(f"Imported {report_dict['images']} images into {train_dir}", str(train_dir),
                                   report_dict)
-        return started(jobs.start("import", work))
+        return started(submit(jobs, "import", "import", work, exclusive=False))
 
     @guarded(4, "Preprocessing")
     def on_prep(task: str, folder_text: str, out_text: str, *prep_values):
@@ -196,12 +196,13 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
         folder = _chosen_folder(folder_text)
         target = prep_target(folder, out_text, cfg)
         check_paths(backend, [("Dataset folder", folder, True), ("Write the copies to", target, False)])
-        return started(jobs.start("prep", lambda job: prep_outcome(job, backend, folder, out_text, cfg),
-                                  uses_gpu=uses_gpu(backend, cfg), task_id=task))
+        return started(submit(jobs, "prep", "preprocessing", lambda job: prep_outcome(job, backend, folder,
+                                                                                       out_text, cfg),
+                              exclusive=uses_gpu(cfg), task_id=task))
 
     @guarded(1, "Cancel")
     def on_cancel(job_id_v: str):
-        return message_html(cancel_text(jobs, job_id_v))
+        return message_html(cancel_text(jobs, job_id_v, JOB_KINDS))
 
     job_outputs = [c["status"], c["job_id"], c["job_state"], c["webui_task"]]
     start_js = gradio_compat.js_kwargs("trainLoraJobStart")

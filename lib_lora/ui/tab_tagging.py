@@ -1,8 +1,9 @@
-"""Tagging section: caption with a WD1.4 tagger (or, inside the WebUI, its DeepDanbooru or BLIP),
-bulk tag edits with undo, per-image caption edits.
+"""Tagging section: caption with a WD1.4 tagger (or a captioner the backend offers: inside the WebUI,
+its DeepDanbooru or BLIP), bulk tag edits with undo, per-image caption edits.
 
-Tagging runs as a background job (data_jobs.py) with progress and Cancel; inside
-the WebUI it waits for the WebUI's queue and shows on its progress bar.
+Tagging runs as a job of the one registry (job_view.py) with progress and Cancel; it uses the
+GPU, so it waits for the host (inside the WebUI: its queue) and shows on the WebUI's progress
+bar. Bulk and caption edits rewrite text files in seconds and run in the handler.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from lib_lora.errors import DatasetError
 from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
 from lib_lora.ui import form, gradio_compat
 from lib_lora.safe_paths import is_within
-from lib_lora.webui.data_jobs import DataJob, cancel_text, jobs_for, poll_view
+from lib_lora.jobs import Job
+from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, submit
 from lib_lora.ui.path_checks import check_paths
 from lib_lora.ui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.ui.render import message_html
@@ -26,6 +28,7 @@ TAGGING_FIELDS = ("general_threshold", "character_threshold", "trigger_word", "w
 BULK_ACTIONS = ("remove tags", "replace tag", "merge tags into a phrase", "move tags to the front",
                 "add trigger word first", "prune tags (patterns)")
 GALLERY_LIMIT = 200
+JOB_KINDS = ("tag",)
 
 
 def _folder(text: str) -> Path:
@@ -106,22 +109,24 @@ def gallery_items(folder: Path) -> list[tuple[str, str]]:
 
 
 def captioner_choices(backend: Any) -> list[str]:
-    """WD14 everywhere; the WebUI's interrogators only inside it."""
-    names = ("wd14", "deepdanbooru", "blip") if backend.kind == "webui" else ("wd14",)
-    return [CAPTIONER_NAMES[n] for n in names]
+    """WD14 everywhere, then what the backend offers (the WebUI's interrogators inside it)."""
+    names = backend.captioners() if backend.captioners is not None else ["wd14"]
+    return [CAPTIONER_NAMES.get(n, n) for n in names]
 
 
 def captioner_key(label: str) -> str:
     return next((key for key, name in CAPTIONER_NAMES.items() if name == label), label or "wd14")
 
 
-def tag_folder(job: DataJob, backend: Any, folder: Path, cfg: TaggingConfig):
+def tag_folder(job: Job, backend: Any, folder: Path, cfg: TaggingConfig):
     """The tagging job's work: the chosen captioner over the folder, with the job's progress and cancel."""
     from lib_lora.tagging.run import run_tagging
     captioner = None
     if cfg.captioner != "wd14":
-        from lib_lora.webui.interrogators import make_captioner
-        captioner = make_captioner(cfg.captioner)
+        if backend.make_captioner is None:
+            raise DatasetError(f"The captioner {cfg.captioner!r} is not offered here", where="Captioner",
+                               fix="Tag with WD14")
+        captioner = backend.make_captioner(cfg.captioner)
     return run_tagging(folder, cfg, progress=job.progress, should_stop=job.should_stop, captioner=captioner)
 
 
@@ -140,7 +145,7 @@ def tag_poll_outputs(jobs: Any, job_id: str) -> list:
     """[status, tag summary, gallery, job state] for the hidden poll button."""
     def shown(out: TagOutcome) -> list:
         return [message_html(tagging_message(out.result, out.cfg)), tag_summary(out.folder), gallery_items(out.folder)]
-    return poll_view(jobs, job_id, TagOutcome, 2, shown)
+    return poll_view(jobs, job_id, JOB_KINDS, TagOutcome, 2, shown)
 
 
 def tagging_message(result: Any, cfg: TaggingConfig) -> str:
@@ -245,7 +250,7 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
 
 def _wire_tag_job(ctx: TabContext, specs: list, c: dict) -> None:
     """Tag images as a background job: start, Cancel, and the hidden poll that brings progress and results."""
-    jobs = jobs_for(ctx.backend)
+    jobs = jobs_of(ctx.backend)
 
     @guarded(4, "Tagging")
     def on_tag(task: str, folder_text: str, captioner_label: str, model: str, *values):
@@ -254,13 +259,14 @@ def _wire_tag_job(ctx: TabContext, specs: list, c: dict) -> None:
         cfg = form.config_from_values(TaggingConfig, specs, list(values))
         cfg.models, cfg.captioner = [model], captioner_key(captioner_label)
         cfg.models_dir = str(ctx.backend.tagger_models_dir)
-        job = jobs.start("tagging", lambda j: TagOutcome(tag_folder(j, ctx.backend, folder, cfg), folder, cfg),
-                         uses_gpu=True, task_id=task)
-        return message_html(f"Tagging with {CAPTIONER_NAMES[cfg.captioner]} ..."), job.job_id, job.state, job.task_id
+        job = submit(jobs, "tag", f"tagging {folder.name}",
+                     lambda j: TagOutcome(tag_folder(j, ctx.backend, folder, cfg), folder, cfg),
+                     exclusive=True, task_id=task)
+        return started(job, f"Tagging with {CAPTIONER_NAMES[cfg.captioner]} ...")
 
     @guarded(1, "Cancel")
     def on_cancel(job_id_v: str):
-        return message_html(cancel_text(jobs, job_id_v))
+        return message_html(cancel_text(jobs, job_id_v, JOB_KINDS))
 
     c["tag_button"].click(on_tag, [c["task_id"], ctx.dataset_dir, c["captioner"], ctx.tagger_model] + c["components"],
                           [c["status"], c["job_id"], c["job_state"], c["webui_task"]],

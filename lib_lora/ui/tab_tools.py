@@ -1,118 +1,146 @@
 """Tools section: extract a LoRA from two checkpoints, merge LoRAs, resize a LoRA's rank.
 
-Each form builds the same arguments as its CLI twin (`python -m lib_lora extract|merge|resize`)
-and calls lib_lora.ops.commands, so the tab and the command line cannot drift apart.
+Each form is built from its typed config (ops/config.py: ExtractConfig, MergeConfig,
+ResizeConfig) by form.field_specs, like the Train form, so an option, its default, help and
+range are declared once and the CLI (`python -m lib_lora extract|merge|resize`) offers the
+same. A tool runs as a job of the one registry (job_view.py) calling lib_lora/ops/tool_files
+with that config: progress per layer, Cancel between layers, and its result shown from the
+report it returns (nothing is captured from stdout, which other threads share). On cuda it
+waits for the host like any GPU job; on the CPU it does not wait for a training run.
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 from lib_lora.errors import LoraError
+from lib_lora.ops.config import ExtractConfig, MergeConfig, ResizeConfig
+from lib_lora.ui import form, gradio_compat
+from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, stoppable, submit
 from lib_lora.ui.path_checks import check_paths
-from lib_lora.ui.tab_common import elem, guarded
 from lib_lora.ui.render import message_html
+from lib_lora.ui.tab_common import elem, guarded, job_widgets
 
 
-def run_tool(command: str, argv: list[str]) -> str:
-    """Run an ops command with CLI arguments; returns what it printed; raises LoraError on failure."""
-    from lib_lora.ops import commands
-    parser = argparse.ArgumentParser(prog=command, exit_on_error=False)
-    getattr(commands, f"add_{command}_args")(parser)
-    try:
-        args = parser.parse_args(argv)
-    except (argparse.ArgumentError, SystemExit) as err:
-        raise LoraError(f"The {command} form is incomplete: {err}", where=command,
-                        fix="Fill in every file path and number") from None
-    out, err_out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err_out):
-        code = getattr(commands, f"run_{command}")(args)
-    text = (out.getvalue() + err_out.getvalue()).strip()
-    if code:
-        raise LoraError(text or f"{command} failed", where=command, fix="Check the paths and numbers, then retry")
-    return text
+@dataclass(frozen=True)
+class PathField:
+    key: str                     # its elem_id is train_lora_<tool>_<key>
+    label: str
+    required: bool = True
+    lines: int = 1               # more than one: one path per line
 
 
-# the form fields that name files, by their position among each tool's inputs (LoRA lists: one per line)
-PATH_INPUTS = {"extract": {0: "Base checkpoint", 1: "Fine-tuned checkpoint", 2: "LoRA to write"},
-               "merge": {0: "LoRA files", 2: "File to write", 3: "Checkpoint to merge into"},
-               "resize": {0: "LoRA file", 1: "File to write"}}
+@dataclass(frozen=True)
+class Tool:
+    kind: str                    # the job kind and the CLI command
+    title: str
+    config: type
+    paths: tuple[PathField, ...]
+    button: str
 
 
-def check_tool_paths(backend, command: str, values: tuple) -> None:
-    """Every file a tool form names passes the path policy before the tool starts."""
-    fields = [(label, line, False) for index, label in PATH_INPUTS[command].items()
-              for line in (values[index] or "").splitlines()]
-    check_paths(backend, fields)
+TOOLS = (
+    Tool("extract", "Extract a LoRA from two checkpoints", ExtractConfig,
+         (PathField("base", "Base checkpoint"), PathField("tuned", "Fine-tuned checkpoint"),
+          PathField("out", "LoRA to write")), "Extract"),
+    Tool("merge", "Merge LoRAs (into a checkpoint, or into one LoRA)", MergeConfig,
+         (PathField("loras", "LoRA files, one per line", lines=3),
+          PathField("base", "Checkpoint to merge into (mode checkpoint)", required=False),
+          PathField("out", "File to write")), "Merge"),
+    Tool("resize", "Resize a LoRA's rank", ResizeConfig,
+         (PathField("in", "LoRA file"), PathField("out", "File to write")), "Resize"),
+)
+JOB_KINDS = tuple(t.kind for t in TOOLS)
 
 
-def extract_argv(base: str, tuned: str, out: str, rank: float, conv_rank: float, device: str) -> list[str]:
-    return ["--base", base.strip(), "--tuned", tuned.strip(), "--out", out.strip(), "--rank", str(int(rank or 8)),
-            "--conv-rank", str(int(conv_rank or 0)), "--device", device or "cpu", "--quiet"]
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
-def merge_argv(loras: str, weights: str, out: str, base: str, svd_rank: float, device: str) -> list[str]:
-    argv = []
-    for lora in [line.strip() for line in (loras or "").splitlines() if line.strip()]:
-        argv += ["--lora", lora]
-    for weight in [w.strip() for w in (weights or "").replace("\n", ",").split(",") if w.strip()]:
-        argv += ["--weight", weight]
-    argv += ["--out", out.strip(), "--device", device or "cpu", "--quiet"]
-    if base and base.strip():
-        argv += ["--base", base.strip()]
-    elif svd_rank:
-        argv += ["--svd-rank", str(int(svd_rank))]
-    else:
-        argv += ["--concat"]
-    return argv
+def tool_paths(backend: Any, tool: Tool, values: list[str]) -> dict[str, list[str]]:
+    """The form's paths by key (a list each), once filled in and allowed by the path policy."""
+    paths = {f.key: _lines(v) for f, v in zip(tool.paths, values)}
+    check_paths(backend, [(f.label, path, False) for f in tool.paths for path in paths[f.key]])
+    for f in tool.paths:
+        if f.required and not paths[f.key]:
+            raise LoraError(f"{f.label} is empty", where=tool.title, fix=f"Fill in {f.label}")
+    return paths
 
 
-def resize_argv(lora: str, out: str, rank: float, device: str) -> list[str]:
-    return ["--lora", lora.strip(), "--out", out.strip(), "--rank", str(int(rank or 8)), "--device",
-            device or "cpu", "--quiet"]
+def tool_work(tool: Tool, paths: dict[str, list[str]], cfg: Any) -> Callable[..., Any]:
+    """What the job calls: the ops function of `tool` with the paths and the config; `progress` may stop it."""
+    from lib_lora.ops import tool_files
+    one = {key: (values[0] if values else None) for key, values in paths.items()}
+    if tool.kind == "extract":
+        return lambda progress: tool_files.extract_to_file(one["base"], one["tuned"], one["out"], cfg, progress)
+    if tool.kind == "merge":
+        tool_files.check_merge_target(cfg, one["base"])          # said now, not after the page polls
+        return lambda progress: tool_files.merge_to_file(paths["loras"], one["out"], cfg, one["base"], progress)
+    return lambda progress: tool_files.resize_to_file(one["in"], one["out"], cfg, progress)
+
+
+def start_tool(backend: Any, tool: Tool, task: str, path_values: list[str], specs: list, config_values: list):
+    """Check the form, then start the tool as a job; exclusive (waits for the host) when it runs on cuda."""
+    from lib_lora.ops.config import validated
+    paths = tool_paths(backend, tool, path_values)
+    cfg = validated(form.config_from_values(tool.config, specs, list(config_values)))
+    work = tool_work(tool, paths, cfg)
+    title = f"{tool.kind} {Path(paths['out'][0]).name}"
+    return submit(jobs_of(backend), tool.kind, title, lambda job: work(stoppable(job)),
+                  exclusive=cfg.device == "cuda", task_id=task)
+
+
+def tool_poll_outputs(jobs: Any, job_id: str) -> list:
+    """[status, log, job state] for the hidden poll button: at the end, the report and what was written."""
+    def shown(result: Any) -> list:
+        return [message_html(f"{result.report.operation.capitalize()} done: wrote {result.out}"), result.text()]
+    from lib_lora.ops.tool_files import ToolResult
+    return poll_view(jobs, job_id, JOB_KINDS, ToolResult, 1, shown)
 
 
 def build_tools_section(ctx) -> None:
     import gradio as gr
-    status = gr.HTML(elem_id=elem("tools_status"))
+    with gr.Row():
+        status = gr.HTML(elem_id=elem("tools_status"))
+        cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=elem("tools_cancel"), scale=0)
+    job = job_widgets("tools", "tool")
     log = gr.Textbox(label="Result", lines=6, interactive=False, elem_id=elem("tools_log"))
-    device = gr.Dropdown(["cpu", "cuda"], value="cpu", label="Device", elem_id=elem("tools_device"))
-    with gr.Accordion("Extract a LoRA from two checkpoints", open=False):
-        with gr.Row():
-            base = gr.Textbox(label="Base checkpoint", elem_id=elem("extract_base"))
-            tuned = gr.Textbox(label="Fine-tuned checkpoint", elem_id=elem("extract_tuned"))
-            out = gr.Textbox(label="LoRA to write", elem_id=elem("extract_out"))
-        with gr.Row():
-            rank = gr.Number(value=8, precision=0, label="Rank", elem_id=elem("extract_rank"))
-            conv_rank = gr.Number(value=0, precision=0, label="Conv rank (0: none)", elem_id=elem("extract_conv"))
-            extract = gr.Button("Extract", elem_id=elem("extract_button"))
-    with gr.Accordion("Merge LoRAs (into a checkpoint, or into one LoRA)", open=False):
-        with gr.Row():
-            loras = gr.Textbox(label="LoRA files, one per line", lines=3, elem_id=elem("merge_loras"))
-            weights = gr.Textbox(label="Weights, comma-separated", elem_id=elem("merge_weights"))
-        with gr.Row():
-            merge_base = gr.Textbox(label="Checkpoint to merge into (empty: make one LoRA)",
-                                    elem_id=elem("merge_base"))
-            svd_rank = gr.Number(value=0, precision=0, label="Rank of the merged LoRA (0: concatenate ranks)",
-                                 elem_id=elem("merge_rank"))
-            merge_out = gr.Textbox(label="File to write", elem_id=elem("merge_out"))
-            merge = gr.Button("Merge", elem_id=elem("merge_button"))
-    with gr.Accordion("Resize a LoRA's rank", open=False):
-        with gr.Row():
-            resize_in = gr.Textbox(label="LoRA file", elem_id=elem("resize_in"))
-            resize_out = gr.Textbox(label="File to write", elem_id=elem("resize_out"))
-            resize_rank = gr.Number(value=8, precision=0, label="New rank", elem_id=elem("resize_rank"))
-            resize = gr.Button("Resize", elem_id=elem("resize_button"))
+    forms = [_tool_form(tool) for tool in TOOLS]
+    jobs = jobs_of(ctx.backend)
+    outputs = [status, job["job_id"], job["job_state"], job["webui_task"], log]
+    for tool, (button, path_boxes, specs, components) in zip(TOOLS, forms):
+        button.click(_start_handler(ctx.backend, tool, len(path_boxes), specs),
+                     [job["task_id"], *path_boxes, *components], outputs,
+                     **gradio_compat.js_kwargs("trainLoraJobStart"))
 
-    def tool(command: str, make_argv):
-        @guarded(2, command.capitalize())
-        def run(*values):
-            check_tool_paths(ctx.backend, command, values)
-            text = run_tool(command, make_argv(*values))
-            return message_html(f"{command.capitalize()} done"), text
-        return run
+    @guarded(1, "Cancel")
+    def on_cancel(job_id: str):
+        return message_html(cancel_text(jobs, job_id, JOB_KINDS))
+    cancel.click(on_cancel, [job["job_id"]], [status], queue=False)
+    job["poll"].click(lambda job_id: tool_poll_outputs(jobs, job_id), [job["job_id"]],
+                      [status, log, job["job_state"]], show_progress=gradio_compat.HIDE_PROGRESS, queue=False)
 
-    extract.click(tool("extract", extract_argv), [base, tuned, out, rank, conv_rank, device], [status, log])
-    merge.click(tool("merge", merge_argv), [loras, weights, merge_out, merge_base, svd_rank, device], [status, log])
-    resize.click(tool("resize", resize_argv), [resize_in, resize_out, resize_rank, device], [status, log])
+
+def _tool_form(tool: Tool) -> tuple:
+    """One tool's accordion: its paths, every option of its config, its button."""
+    import gradio as gr
+    specs = form.field_specs(tool.config)
+    defaults = tool.config()
+    with gr.Accordion(tool.title, open=False, elem_id=elem(f"{tool.kind}_accordion")):
+        with gr.Row():
+            path_boxes = [gr.Textbox(label=f.label, lines=f.lines, elem_id=elem(f"{tool.kind}_{f.key}"))
+                          for f in tool.paths]
+        with gr.Row():
+            components = [form.make_component(s, getattr(defaults, s.name), prefix=elem(f"{tool.kind}_"))
+                          for s in specs]
+        button = gr.Button(tool.button, variant="primary", elem_id=elem(f"{tool.kind}_button"))
+    return button, path_boxes, specs, components
+
+
+def _start_handler(backend: Any, tool: Tool, n_paths: int, specs: list):
+    @guarded(5, tool.button)
+    def on_start(task: str, *values):
+        job = start_tool(backend, tool, task, list(values[:n_paths]), specs, list(values[n_paths:]))
+        return (*started(job, f"{tool.button} started ..."), "")
+    return on_start

@@ -2,8 +2,9 @@
 
 Every cell goes through modules.processing with the user's loaded checkpoint,
 VAE and sampler, so the grid shows what the user will get. Seeds are fixed per
-row; the whole grid runs under the WebUI's queue lock (a generation started
-meanwhile waits) and reports through shared.state, so Interrupt stops it.
+row. The caller holds the WebUI (a job the host ran exclusively: its queue lock
+and shared.state, lib_lora/webui/host.py), so a generation started meanwhile
+waits, the progress shows on the WebUI's bar and its Interrupt stops the grid.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from lib_lora.config import SampleConfig
 from lib_lora.errors import LoraError
+from lib_lora.webui.lora_list import refresh_lora_list   # also still imported from here by progress.py, pause_gate.py
 
 
 def lora_prompt(prompt: str, path: Path | None, weight: float) -> str:
@@ -52,35 +54,14 @@ class WebUICellRenderer:
         return processed.images[0]
 
 
-def refresh_lora_list() -> None:
-    """The built-in Lora extension finds new files on demand; refreshing makes new epochs known at once."""
-    import sys
-    networks = sys.modules.get("networks")
-    refresh = getattr(networks, "list_available_networks", None)
-    if callable(refresh):
-        refresh()
-
-
 def render_webui_grid(files: list[Path], sample: SampleConfig, out_path: Path, progress=None,
                       title: str = "") -> Path:
-    """Render and save the grid under the WebUI's queue lock; returns the PNG path."""
-    from modules import call_queue, shared
-
+    """Render and save the grid (the caller holds the WebUI); returns the PNG path.
+    `progress(done, total, text)` per cell; it may raise to stop the grid."""
     from lib_lora.evaluation.epoch_grid import GridSpec, compose_grid, render_grid_cells, save_grid
     spec = GridSpec(list(files), list(sample.prompts), list(sample.grid_weights), sample.seed,
                     title=title or f"seed {sample.seed}, {sample.steps} steps, {sample.sampler}")
     spec.check()
-    with call_queue.queue_lock:
-        shared.state.begin(job="train_lora_grid")
-        try:
-            refresh_lora_list()
-            shared.state.job_count = len(spec.prompts) * (1 + len(spec.files) * len(spec.weights))
-
-            def report(done: int, total: int, text: str) -> None:
-                shared.state.job_no, shared.state.textinfo = done, f"Train LoRA grid: {text}"
-                if progress:
-                    progress(done, total, text)
-            cells = render_grid_cells(spec, WebUICellRenderer(sample), report)
-        finally:
-            shared.state.end()
+    refresh_lora_list()
+    cells = render_grid_cells(spec, WebUICellRenderer(sample), progress)
     return Path(save_grid(compose_grid(spec, cells), out_path))

@@ -14,7 +14,8 @@ BLIP: `load()`, `generate_caption(img)` per image, `unload()`. Not
 `interrogate()`: that one calls shared.state.begin()/end() itself, which would
 wipe the progress of our own job; and its CLIP "flavour" ranking is not a caption.
 The caption sentence is one tag, so write modes, trigger word and exclusions apply.
-Callers run these inside the WebUI's queue (data_jobs.py), like the WebUI's own interrogate button.
+Callers run these in a job that holds the WebUI (its queue lock: lib_lora/webui/host.py), like the
+WebUI's own interrogate button.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from lib_lora.tagging.postprocess import TagFilter, filter_tags
 
 log = logging.getLogger(__name__)
 ESCAPED = re.compile(r"\\([\\()])")      # what modules.deepbooru.re_special escaped
+CAPTIONERS = ("wd14", "deepdanbooru", "blip")     # TaggingConfig.captioner's names inside the WebUI
 
 
 def _load_failed(what: str, err: Exception) -> TaggerError:
@@ -88,6 +90,11 @@ class BlipCaptioner:
 
     def close(self) -> None:
         self.interrogator.unload()
+
+
+def captioner_names() -> list[str]:
+    """The tab's captioner choices inside the WebUI: WD14 (ours) first, then its interrogators."""
+    return list(CAPTIONERS)
 
 
 def make_captioner(name: str):

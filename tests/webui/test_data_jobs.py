@@ -1,8 +1,10 @@
 """Dataset actions inside the WebUI stand-in: its DeepDanbooru/BLIP as captioners, its upscalers for prep,
-and check/import/prep/tag as background jobs with progress, the WebUI's queue and progress protocol, and cancel."""
+and check/import/prep/tag as jobs of the one registry with progress, the WebUI's queue and progress protocol
+(the WebUI host, lib_lora/webui/host.py) for the GPU users, and cancel."""
 from __future__ import annotations
 
 import threading
+import time
 import types
 
 import pytest
@@ -11,7 +13,8 @@ from PIL import Image
 
 from lib_lora.config import PrepConfig, TaggingConfig
 from lib_lora.errors import ConfigError, TaggerError
-from lib_lora.webui.data_jobs import DataJobs
+from lib_lora.jobs import KEEP_FINISHED, Jobs
+from lib_lora.ui.job_view import stoppable, submit
 from tests.fixtures.data.datagen import save_image, tree_hash, write_caption
 
 GPU = torch.device("cpu", 0)     # stands for the WebUI's device: distinct from devices.cpu, yet real
@@ -24,8 +27,19 @@ def on_gpu(webui, monkeypatch):
     return webui
 
 
-def _backend(tmp_path, kind="webui"):
-    return types.SimpleNamespace(kind=kind, tagger_models_dir=tmp_path / "models", datasets_root=tmp_path / "ds")
+def _jobs() -> Jobs:
+    from lib_lora.webui.host import WebUIHost
+    return Jobs(WebUIHost())
+
+
+def _backend(tmp_path, jobs: Jobs | None = None):
+    """The WebUI backend's capabilities for the data tabs (lib_lora/webui/backend.py passes the same)."""
+    from lib_lora.webui.interrogators import captioner_names, make_captioner
+    from lib_lora.webui.upscalers import upscale_hook, upscaler_names
+    registry = jobs or _jobs()
+    return types.SimpleNamespace(tagger_models_dir=tmp_path / "models", datasets_root=tmp_path / "ds",
+                                 captioners=captioner_names, make_captioner=make_captioner,
+                                 upscalers=upscaler_names, upscale_hook=upscale_hook, jobs=lambda: registry)
 
 
 def _colours(folder, colours):
@@ -34,18 +48,25 @@ def _colours(folder, colours):
     return folder
 
 
-def _finish(job):
-    job.thread.join(timeout=60)
-    assert not job.thread.is_alive()
+def _finish(job, timeout=60):
+    """Wait until the job has ended and its thread has let go of the host."""
+    deadline = time.monotonic() + timeout
+    while job.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not job.active, job.state
+    for thread in threading.enumerate():
+        if thread.name == f"train-lora-{job.id}":
+            thread.join(timeout)
     return job
 
 
 def _tag(tmp_path, folder, **cfg):
     from lib_lora.ui.tab_tagging import TagOutcome, tag_folder
     config = TaggingConfig(**cfg)
-    jobs = DataJobs(inside_webui=True)
-    job = jobs.start("tagging", lambda j: TagOutcome(tag_folder(j, _backend(tmp_path), folder, config), folder,
-                                                     config), uses_gpu=True, task_id="task(tagtest)")
+    backend = _backend(tmp_path)
+    job = submit(backend.jobs(), "tag", "tagging", lambda j: TagOutcome(tag_folder(j, backend, folder, config),
+                                                                        folder, config),
+                 exclusive=True, task_id="task(tagtest)")
     return _finish(job)
 
 
@@ -124,10 +145,10 @@ def test_prep_upscales_with_the_webuis_upscaler_in_a_queued_job(webui, tmp_path,
     src = _colours(tmp_path / "src" / "3_sq", {"a": (200, 0, 0), "b": (0, 0, 200)})
     before = tree_hash(tmp_path / "src")
     cfg = PrepConfig(resolution=64, upscaler="Doubler 2x", dedupe=False)
-    assert uses_gpu(backend, cfg) and not uses_gpu(backend, PrepConfig())
-    job = _finish(DataJobs(inside_webui=True).start(
-        "prep", lambda j: prep_outcome(j, backend, str(tmp_path / "src"), str(tmp_path / "out"), cfg),
-        uses_gpu=True))
+    assert uses_gpu(cfg) and not uses_gpu(PrepConfig()) and not uses_gpu(PrepConfig(upscaler="Lanczos"))
+    assert not uses_gpu(PrepConfig(upscaler="Doubler 2x", upscale_small=False))
+    job = _finish(submit(backend.jobs(), "prep", "prep", lambda j: prep_outcome(
+        j, backend, str(tmp_path / "src"), str(tmp_path / "out"), cfg), exclusive=True))
     assert job.state == "finished", job.error and isinstance(job.result, DatasetOutcome)
     assert calls == [((48, 32), "/models/doubler.pth")] * 2          # the model path goes with the call
     assert Image.open(tmp_path / "out/3_sq/a.png").size == (96, 64)   # short side 32 -> 64 (2x at most)
@@ -141,13 +162,13 @@ def test_prep_upscales_with_the_webuis_upscaler_in_a_queued_job(webui, tmp_path,
 def test_gpu_job_waits_for_the_webui_queue_and_cancel_while_queued(webui, tmp_path):
     from modules import call_queue, progress
     ran = []
-    jobs = DataJobs(inside_webui=True)
+    jobs = _jobs()
     with call_queue.queue_lock:                    # a generation is running
-        job = jobs.start("tagging", lambda j: ran.append(1), uses_gpu=True, task_id="task(waiting)")
+        job = submit(jobs, "tag", "tagging", lambda j: ran.append(1), exclusive=True, task_id="task(waiting)")
         assert progress.pending_tasks.get("task(waiting)") is not None
-        job.thread.join(timeout=0.3)
+        time.sleep(0.3)
         assert job.state == "queued" and "waiting" in job.text
-        jobs.cancel(job.job_id)
+        jobs.cancel(job.id)
         assert not webui.shared.state.interrupted  # the generation is not interrupted by our Cancel
     _finish(job)
     assert job.state == "cancelled" and not ran and "task(waiting)" in progress.finished_tasks
@@ -158,7 +179,7 @@ def test_cancel_and_webui_interrupt_stop_prep_and_tagging(webui, tmp_path):
     src = tmp_path / "src" / "1_x"
     for i in range(12):
         save_image(src / f"{i:02d}.png", Image.new("RGB", (40, 40), (i * 20, 0, 0)))
-    jobs = DataJobs(inside_webui=True)
+    jobs = _jobs()
     reached, interrupted = threading.Event(), threading.Event()
     seen = []
 
@@ -171,7 +192,7 @@ def test_cancel_and_webui_interrupt_stop_prep_and_tagging(webui, tmp_path):
                 interrupted.wait(30)
         return run_prep(tmp_path / "src", tmp_path / "out", PrepConfig(resolution=64, dedupe=False),
                         progress=progress, should_stop=job.should_stop)
-    job = jobs.start("prep", prep, uses_gpu=True)
+    job = submit(jobs, "prep", "prep", prep, exclusive=True)
     assert reached.wait(30)
     webui.shared.state.interrupt()                 # the WebUI's Interrupt button, while the job holds the queue
     interrupted.set()
@@ -183,35 +204,37 @@ def test_cancel_and_webui_interrupt_stop_prep_and_tagging(webui, tmp_path):
 
 def test_check_and_import_report_progress_without_taking_the_queue(webui, tmp_path):
     from modules import call_queue
-    from lib_lora.webui.data_jobs import stoppable
     from lib_lora.ui.tab_dataset import DatasetOutcome, dataset_report, import_upload, poll_outputs
     photos = _colours(tmp_path / "photos", {"a": (250, 0, 0), "b": (0, 250, 0), "c": (0, 0, 250)})
     backend = _backend(tmp_path)
-    jobs = DataJobs(inside_webui=True)
+    jobs = backend.jobs()
 
     def work(job):
         train = import_upload(backend, "sq", "sqz", 5, [str(p) for p in sorted(photos.iterdir())], None,
                               stoppable(job))
         return DatasetOutcome("imported", str(train), dataset_report(str(train), "style", 10, 2, stoppable(job)))
     with call_queue.queue_lock:                    # a training run holds the queue: check/import still run
-        job = _finish(jobs.start("import", work))
+        job = _finish(submit(jobs, "import", "import", work, exclusive=False))
     assert job.state == "finished", job.error
     assert job.done == job.total == 3 and job.result.report["images"] == 3
-    status, folder, report, state = poll_outputs(jobs, job.job_id)
+    status, folder, report, state = poll_outputs(jobs, job.id)
     assert state == "finished" and folder.endswith("train") and "3 images" in report
 
     def cancelled_check(job):
         job.cancel()
         return dataset_report(folder, "style", 10, 2, stoppable(job))
-    job = _finish(jobs.start("check", cancelled_check))
-    assert job.state == "cancelled" and "cancelled" in poll_outputs(jobs, job.job_id)[0]
+    job = _finish(submit(jobs, "check", "check", cancelled_check, exclusive=False))
+    assert job.state == "cancelled" and "cancelled" in poll_outputs(jobs, job.id)[0]
 
 
 def test_a_job_id_from_an_earlier_session_stops_the_polling(webui):
     from lib_lora.ui.tab_dataset import poll_outputs
-    jobs = DataJobs(inside_webui=True)
-    for _ in range(15):
-        _finish(jobs.start("check", lambda j: None))
-    assert len(jobs.jobs) == 11                          # the last ten finished and the newest
-    status, _folder, _report, state = poll_outputs(jobs, "prep99")
+    jobs = _jobs()
+    for _ in range(KEEP_FINISHED + 5):
+        _finish(submit(jobs, "check", "check", lambda j: None, exclusive=False))
+    assert len(jobs.jobs) == KEEP_FINISHED + 1            # the last finished ones and the newest
+    status, _folder, _report, state = poll_outputs(jobs, "prep99-abcdef")
+    assert state == "" and "earlier session" in status
+    tagging = _finish(submit(jobs, "tag", "tagging", lambda j: None, exclusive=False))
+    status, _folder, _report, state = poll_outputs(jobs, tagging.id)     # another section's job
     assert state == "" and "earlier session" in status
