@@ -50,10 +50,6 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
-def is_image_name(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in image_extensions()
-
-
 def open_checked(path: Path) -> Image.Image:
     """Image.open with the bomb warning promoted to an error and our own pixel limit.
 

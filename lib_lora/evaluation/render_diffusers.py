@@ -52,11 +52,6 @@ def render(model, prompt: str, sample: SampleConfig, seed: int | None = None) ->
                 generator=generator).images[0]
 
 
-def render_with_lora(model, path: Path | None, weight: float, prompt: str, sample: SampleConfig) -> Image.Image:
-    with lora_applied(model, path, weight):
-        return render(model, prompt, sample)
-
-
 class AttachedLoraRenderer:
     """Renders grid cells keeping the current file's network attached: between weights only the
     multiplier changes (no reload), and the file is loaded once per column."""

@@ -91,10 +91,6 @@ class NetworkModule(nn.Module):
     def is_conv(self) -> bool:
         return len(self.weight_shape) == 4
 
-    @property
-    def is_conv3x3(self) -> bool:
-        return self.is_conv and tuple(self.weight_shape[2:]) != (1, 1)
-
     def scale(self) -> float | torch.Tensor:
         """alpha / rank, as the WebUI and sd-scripts compute it."""
         return self.alpha / self.rank

@@ -52,10 +52,6 @@ class InspectReport:
     def parts(self) -> dict[str, int]:
         return dict(Counter(m.key.split("_")[1] for m in self.modules))
 
-    @property
-    def fully_matched(self) -> bool:
-        return self.base_checked and not self.unmatched
-
 
 def summarise_module(key: str, parts: dict[str, torch.Tensor]) -> ModuleSummary:
     """Algorithm, rank and alpha of one module from its tensors (by weight-part name)."""

@@ -249,13 +249,6 @@ def open_clip_mha_keys(prefix: str, module_name: str) -> list[str]:
     return [f"{prefix}_{n.replace('.', '_')}" for n in names] if len(names) == 4 else []
 
 
-def file_key(prefix: str, naming: str, module_name: str, layout: UNetLayout | None = None) -> str | None:
-    """Any target's module name -> its file key (None: no sd-scripts key exists for it)."""
-    if prefix == UNET_PREFIX:
-        return unet_key(module_name, naming, layout or UNetLayout())
-    return te_key(prefix, naming, module_name)
-
-
 def undo_flattening(body: str) -> str:
     """'down_blocks_0_attentions_0_proj_in' -> 'down_blocks.0.attentions.0.proj_in'."""
     tokens, out, i = body.split("_"), [], 0

@@ -85,9 +85,6 @@ class LoraNetwork(nn.Module):
             names.extend(module.file_keys() if isinstance(module, MultiheadAttentionAdapter) else [key])
         return names
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ---- state ----------------------------------------------------------------------------
     def _leaf_modules(self) -> dict[str, NetworkModule]:
         leaves: dict[str, NetworkModule] = {}

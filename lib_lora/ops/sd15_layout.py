@@ -26,12 +26,6 @@ def _res_block(prefix: str, c_in: int, c_out: int, emb: int) -> dict[str, tuple[
     return shapes
 
 
-def attention_projections(prefix: str) -> list[str]:
-    """The eight attention projection weights of one SpatialTransformer (self- and cross-attention)."""
-    block = f"{prefix}.transformer_blocks.0"
-    return [f"{block}.attn{i}.{p}.weight" for i in (1, 2) for p in ("to_q", "to_k", "to_v", "to_out.0")]
-
-
 def _transformer(prefix: str, c: int, context: int) -> dict[str, tuple[int, ...]]:
     block = f"{prefix}.transformer_blocks.0"
     shapes = {f"{prefix}.norm.weight": (c,), f"{prefix}.norm.bias": (c,),

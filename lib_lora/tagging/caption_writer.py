@@ -15,8 +15,6 @@ from ..fileio import write_text
 from ..safe_paths import WriteGuard, guarded
 from .postprocess import put_trigger_first
 
-WRITE_MODES = ("skip", "append", "prepend", "overwrite")
-
 
 def caption_path_for(image: Path, caption_extension: str) -> Path:
     """The caption beside `image`; ConfigError for an extension that is empty or names an image or model."""
