@@ -77,11 +77,17 @@ def test_v_prediction_with_zero_terminal_snr_trains(tmp_path, dataset):
 def test_noise_and_weighting_formulas():
     ac = rescale_zero_terminal_snr(torch.linspace(0.999, 0.01, 1000))
     assert float(ac[-1]) == 0.0 and float(ac[0]) == pytest.approx(0.999, rel=1e-5)
-    t = torch.tensor([0, 500, 999])
-    s = snr(t, torch.linspace(0.999, 0.01, 1000))
-    w = loss_weights(t, torch.linspace(0.999, 0.01, 1000), "eps", min_snr_gamma=5.0)
-    assert torch.allclose(w, torch.minimum(s, torch.tensor(5.0)) / s)
-    assert torch.allclose(loss_weights(t, torch.linspace(0.999, 0.01, 1000), "eps", debiased=True), 1 / s.sqrt())
+    # SNR by hand from alphas_cumprod (a linear ramp 0.999 -> 0.01 over 1000 steps): SNR = a / (1 - a)
+    t, alphas = torch.tensor([0, 500, 999]), torch.linspace(0.999, 0.01, 1000)
+    a = [0.999 - step * (0.999 - 0.01) / 999 for step in (0, 500, 999)]      # 0.999, 0.504005, 0.01
+    hand_snr = [x / (1 - x) for x in a]                                      # 999, 1.016149, 0.010101
+    assert snr(t, alphas).tolist() == pytest.approx(hand_snr, rel=1e-4)
+    # min-SNR-5: eps weight min(SNR, 5) / SNR; v weight min(SNR, 5) / (SNR + 1); debiased 1 / sqrt(SNR)
+    assert loss_weights(t, alphas, "eps", min_snr_gamma=5.0).tolist() == pytest.approx([5 / 999, 1.0, 1.0], rel=1e-4)
+    assert loss_weights(t, alphas, "v", min_snr_gamma=5.0).tolist() == pytest.approx(
+        [5 / 1000, 1.016149 / 2.016149, 0.010101 / 1.010101], rel=1e-4)
+    assert loss_weights(t, alphas, "eps", debiased=True).tolist() == pytest.approx(
+        [999 ** -0.5, 1.016149 ** -0.5, 0.010101 ** -0.5], rel=1e-4)
     latents = torch.zeros(64, 4, 8, 8)
     plain = make_noise(latents, torch.Generator().manual_seed(0))
     offset = make_noise(latents, torch.Generator().manual_seed(0), noise_offset=0.5)
