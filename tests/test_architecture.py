@@ -27,6 +27,8 @@
    `bench` command) and demo.py are entry points like cli.py.
 3. No import cycles between any two modules of lib_lora, inside a package or across.
 4. The library never imports the repository's tests/, scripts/ or tools/.
+5. Size and style, in every package and scripts/: files at most 400 lines, functions at most
+   60, `from __future__ import annotations` in every module but __init__/__main__.
 
 What counts as an import: every `import`/`from` statement anywhere in a module, at module
 level, inside a function or under `if TYPE_CHECKING`. A lazy import inside a function is
@@ -261,3 +263,34 @@ def test_no_import_cycles_between_modules():
 def test_known_exceptions_still_occur():
     stale = [f"{source} -> {target}" for source, target in KNOWN_EXCEPTIONS if (source, target) not in EDGES]
     assert not stale, "fixed, remove from KNOWN_EXCEPTIONS in tests/test_architecture.py: " + ", ".join(stale)
+
+
+# ---- size and style ------------------------------------------------------------------------------
+
+MAX_FILE_LINES = 400      # the project's limits (a file a reader takes in whole, a function on a screen)
+MAX_FUNCTION_LINES = 60
+PRODUCT_FILES = sorted(LIB.rglob("*.py")) + sorted((ROOT / "scripts").glob("*.py"))
+
+
+def test_files_and_functions_stay_small():
+    """Every module of every package (and the WebUI entry script) within the size limits; a nested
+    function counts inside its parent and on its own."""
+    too_big = []
+    for path in PRODUCT_FILES:
+        text, rel = path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix()
+        if len(text.splitlines()) > MAX_FILE_LINES:
+            too_big.append(f"{rel}: {len(text.splitlines())} lines (at most {MAX_FILE_LINES})")
+        for node in ast.walk(ast.parse(text)):
+            length = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and length > MAX_FUNCTION_LINES:
+                too_big.append(f"{rel}:{node.lineno} {node.name}: {length} lines (at most {MAX_FUNCTION_LINES})")
+    assert not too_big, "split these:\n" + "\n".join(too_big)
+
+
+def test_modules_use_postponed_annotations():
+    """`from __future__ import annotations` everywhere but package markers and `python -m` entry points,
+    so annotations naming optional or WebUI-only types never run at import."""
+    missing = [path.relative_to(ROOT).as_posix() for path in PRODUCT_FILES
+               if path.name not in ("__init__.py", "__main__.py")
+               and "from __future__ import annotations" not in path.read_text(encoding="utf-8")]
+    assert not missing, "add `from __future__ import annotations` to: " + ", ".join(missing)
