@@ -218,7 +218,7 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
 
     _add_config_args(p, config="the run's TOML", required=True)
     p.add_argument("--out", help="PNG to write (default: <output_dir>/<output_name>-grid.png)")
-    options.add_arguments(p.add_argument_group("the run's [sample] options, for this grid"), SampleConfig,
+    options.add_arguments(p.add_argument_group("override the run's [sample] options for this grid"), SampleConfig,
                           skip=GRID_SKIPS)
 
 
@@ -257,13 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m lib_lora", description="Train LoRA: headless commands")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="make a tiny dataset and model, train a LoRA, render a grid (< 60 s on CPU)")
+    p = _command(sub, "demo", help="make a tiny dataset and model, train a LoRA, render a grid (< 60 s on CPU)")
     p.add_argument("--out", required=True, help="folder for everything the demo writes")
     p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("train", help="train a LoRA from a config file")
+    p = _command(sub, "train", help="train a LoRA from a config file")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("config", help="write a config template with every option and its help")
+    p = _command(sub, "config", help="write a config template with every option and its help")
     p.add_argument("--out", help="file to write (default: print)")
     _add_config_args(p)
     p.set_defaults(func=cmd_config)

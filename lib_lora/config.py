@@ -17,6 +17,10 @@ from .errors import ConfigError
 from .options import opt
 from .precisions import SAVE_PRECISIONS
 
+# Options the WebUI overrides with its own (its loaded model, its device, its Lora folder, its process's
+# threads): shown on the command line and in the standalone tab, not in the WebUI's form.
+OUTSIDE_WEBUI = ("headless", "standalone")
+
 ALGOS = ("lora", "locon", "loha", "lokr")
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "Adafactor",
               "SGDNesterov", "AdamWScheduleFree")
@@ -28,12 +32,14 @@ TARGETS = ("attn", "attn_ff", "attn_ff_conv")
 @dataclass
 class ModelConfig:
     pretrained: str = opt("", "Base model: a diffusers folder or a .safetensors/.ckpt checkpoint "
-                              "(ignored inside the WebUI, which trains on its loaded model)")
+                              "(ignored inside the WebUI, which trains on its loaded model)", hosts=OUTSIDE_WEBUI)
     v_parameterization: bool = opt(False, "Base model predicts v (SD2.x-768-v). A diffusers folder or the WebUI's "
-                                          "model says so itself; a single-file checkpoint cannot, so set this for one")
+                                          "model says so itself; a single-file checkpoint cannot, so set this for one",
+                                   hosts=OUTSIDE_WEBUI)
     config_dir: str = opt("", "Headless, single-file checkpoints only: a diffusers folder (model_index.json, unet/, "
                               "vae/, text_encoder/, tokenizer/, scheduler/) describing a custom architecture. Empty: "
-                              "SD1.x, SD2.x and SDXL base are detected and use the configs shipped with the extension")
+                              "SD1.x, SD2.x and SDXL base are detected and use the configs shipped with the extension",
+                          hosts=OUTSIDE_WEBUI)
     clip_skip: int = opt(1, "Text-encoder layers to skip from the end; 2 for anime (NAI-derived) models. "
                             "Must match how the base model is used", min=1, max=12)
 
@@ -132,13 +138,14 @@ class TrainingConfig:
     ema: bool = opt(False, "Keep an exponential moving average of the LoRA weights and save that")
     ema_decay: float = opt(0.999, "EMA decay per step", min=0.0, max=1.0)
     seed: int = opt(42, "Random seed (fixed seed + no shuffle = reproducible)", min=0, max=2**32 - 1)
-    device: str = opt("auto", "Device for headless runs: auto, cpu, cuda, cuda:1, ...")
-    num_threads: int = opt(0, "CPU threads for torch (0: leave as is)", min=0, max=256)
+    device: str = opt("auto", "Device for headless runs: auto, cpu, cuda, cuda:1, ...", hosts=OUTSIDE_WEBUI)
+    num_threads: int = opt(0, "CPU threads for torch (0: leave as is)", min=0, max=256, hosts=OUTSIDE_WEBUI)
 
 
 @dataclass
 class OutputConfig:
-    output_dir: str = opt("output", "Folder for the LoRA files, state and logs (inside the WebUI: its Lora folder)")
+    output_dir: str = opt("output", "Folder for the LoRA files, state and logs (inside the WebUI: its Lora folder)",
+                          hosts=OUTSIDE_WEBUI)
     output_name: str = opt("my_lora", "File name stem: one <name>-000001.safetensors per saved epoch")
     save_every_n_epochs: int = opt(1, "Save a LoRA file every N epochs", min=1, max=10000)
     save_last_n_epochs: int = opt(0, "Keep only the last N epoch files (0: keep all)", min=0, max=10000)
@@ -182,15 +189,29 @@ class TrainConfig:
             raise ConfigError("dataset.resolution", d.resolution, "a multiple of 8 (64 is usual)")
         if not (self.network.train_unet or self.network.train_text_encoder):
             raise ConfigError("network.train_unet", False, "true, or set network.train_text_encoder = true")
-        if not self.output.output_name or any(c in self.output.output_name for c in '/\\:*?"<>|'):
-            raise ConfigError("output.output_name", self.output.output_name,
-                              'a plain file name without / \\ : * ? " < > |')
-        # the longest file written is <name>-000001.safetensors plus the atomic write's temp prefix: a name
-        # the file system cannot hold would fail at the first save, after an epoch of training
-        if len(self.output.output_name.encode("utf-8", "surrogateescape")) > 200 or \
-                any(ord(c) < 32 for c in self.output.output_name):
-            raise ConfigError("output.output_name", self.output.output_name,
-                              "a name of at most 200 bytes without control characters (newlines, tabs)")
+        check_output_name(self.output.output_name)
+
+
+OUTPUT_NAME_FIELD = "output.output_name"
+OUTPUT_NAME_MAX_BYTES = 200
+# Windows cannot create these names whatever the extension (CON.safetensors is the console)
+RESERVED_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                            *(f"lpt{i}" for i in range(1, 10))})
+
+
+def check_output_name(name: str, where: str = OUTPUT_NAME_FIELD) -> None:
+    """The one rule for a run's output name: a plain file name (no folder separators or characters a
+    file system refuses, no reserved name, not '.' or '..'), short enough for `<name>-000001.safetensors`
+    plus the atomic write's temp prefix. Raises ConfigError naming `where`, the name and the fix."""
+    if not name or name.strip(" .") == "" or any(c in name for c in '/\\:*?"<>|'):
+        raise ConfigError(where, name, 'a plain file name without / \\ : * ? " < > | (e.g. my_lora)')
+    # a name the file system cannot hold would fail at the first save, after an epoch of training
+    if len(name.encode("utf-8", "surrogateescape")) > OUTPUT_NAME_MAX_BYTES or not name.isprintable():
+        raise ConfigError(where, name, f"a name of at most {OUTPUT_NAME_MAX_BYTES} bytes without control "
+                                       "or invisible characters (newlines, tabs)")
+    if name.split(".")[0].strip().lower() in RESERVED_NAMES:
+        raise ConfigError(where, name, "a name other than the reserved device names CON, PRN, AUX, NUL, "
+                                       "COM1-9, LPT1-9 (e.g. my_lora)")
 
 
 @dataclass
@@ -200,7 +221,7 @@ class TaggingConfig:
                             "several give the union of their tags")
     general_threshold: float = opt(0.35, "Confidence needed for a general tag", min=0.0, max=1.0)
     character_threshold: float = opt(0.85, "Confidence needed for a character tag", min=0.0, max=1.0)
-    exclude_tags: list[str] = opt([], "Tags never written")
+    exclude_tags: list[str] = opt([], "Tags never written (comma separated)")
     remove_junk_tags: bool = opt(True, "Drop booru junk tags (absurdres, highres, commentary, ...)")
     replace_underscores: bool = opt(True, "Write tags with spaces instead of underscores (kaomoji kept)")
     trigger_word: str = opt("", "Put this word first in every caption")
@@ -229,10 +250,6 @@ class PrepConfig:
     caption_extension: str = opt(".txt", "Extension of caption files (copied, and rewritten when alpha is flattened)")
     upscaler: str = opt("lanczos", "Upscaler for small images: lanczos anywhere, or inside the WebUI one of its "
                         "upscalers by name (e.g. R-ESRGAN 4x+)")
-
-
-def default_train_config() -> TrainConfig:
-    return TrainConfig()
 
 
 CONFIG_MAX_BYTES = 16 << 20      # a run config is a few KiB; more is a wrong file

@@ -1,17 +1,21 @@
 """The machinery behind the typed configs: declared options, validation, TOML, overrides.
 
-`opt()` declares one option with its help text and allowed values; `validate()`
-checks every option of a config and names the field, the bad value and the
-allowed range; `to_dict()/from_dict()` and `load_toml()/dump_toml()` move
-configs in and out of files; `apply_overrides()` takes `section.key=value`
-strings from the command line. The WebUI form binds components by the same
-dotted field paths (`flatten()` / `unflatten()`).
+`opt()` declares one option with its help text, allowed values and the hosts it
+applies to; `validate()` checks every option of a config and names the field,
+the bad value and the allowed range; `to_dict()/from_dict()` and
+`load_toml()/dump_toml()` move configs in and out of files; `apply_overrides()`
+takes `section.key=value` strings from the command line. The WebUI form binds
+components by the same dotted field paths (`flatten()` / `unflatten()`), and the
+command line's flags are generated from the same declarations
+(`add_arguments()` / `from_namespace()`), so each option is declared once.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ConfigError, LoraError
@@ -22,10 +26,20 @@ else:  # the WebUI runs Python 3.10: install.py provides tomli there
     import tomli as tomllib
 
 
+# Where an option can be set: the command line and scripts (headless), the tab inside the WebUI
+# (webui), the tab served by `python -m lib_lora ui` (standalone). The WebUI trains on its own
+# loaded model, device and Lora folder, so options naming those are not shown there.
+HOSTS = ("headless", "webui", "standalone")
+
+
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None, label: str = "") -> Any:
-    """Declare one option: default, help text (shown in the tab and in --help) and allowed values."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "label": label}
+        max: float | None = None, label: str = "", hosts: tuple[str, ...] = HOSTS) -> Any:
+    """Declare one option: default, help text (shown in the tab and in --help), allowed values,
+    and the hosts where it means something (default: all)."""
+    unknown = set(hosts) - set(HOSTS)
+    if unknown:
+        raise ValueError(f"unknown hosts {sorted(unknown)}; known: {HOSTS}")
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "label": label, "hosts": tuple(hosts)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -48,6 +62,23 @@ def _allowed_text(meta: dict) -> str:
     return "a valid value"
 
 
+def shown_on(meta: dict, host: str) -> bool:
+    """Whether an option (its metadata) applies to `host`, one of HOSTS."""
+    return host in meta.get("hosts", HOSTS)
+
+
+def check_value(path: str, value: Any, meta: dict) -> None:
+    """One option's value against its declared choices and range; ConfigError naming `path` if not."""
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(path, value, _allowed_text(meta))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = meta.get("min"), meta.get("max")
+        if value != value:     # NaN compares false with every bound
+            raise ConfigError(path, value, "a finite number" if lo is None and hi is None else _allowed_text(meta))
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ConfigError(path, value, _allowed_text(meta))
+
+
 def validate(cfg: Any, prefix: str = "") -> None:
     """Check every option against its declared choices and range; raise ConfigError on the first bad one."""
     for f in dataclasses.fields(cfg):
@@ -56,19 +87,13 @@ def validate(cfg: Any, prefix: str = "") -> None:
         if dataclasses.is_dataclass(value):
             validate(value, path + ".")
             continue
-        meta = f.metadata
-        if meta.get("choices") and value not in meta["choices"]:
-            raise ConfigError(path, value, _allowed_text(meta))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            lo, hi = meta.get("min"), meta.get("max")
-            if (lo is not None and value < lo) or (hi is not None and value > hi) or value != value:
-                raise ConfigError(path, value, _allowed_text(meta))
+        check_value(path, value, f.metadata)
     check = getattr(cfg, "check", None)
     if callable(check):
         check()
 
 
-def _coerce(value: Any, typ: Any, path: str) -> Any:
+def coerce_value(value: Any, typ: Any, path: str) -> Any:
     """Turn a TOML or command-line value into the declared type, or say what was expected."""
     origin = typing.get_origin(typ)
     try:
@@ -99,7 +124,7 @@ def _coerce(value: Any, typ: Any, path: str) -> Any:
             (item_type,) = typing.get_args(typ) or (str,)
             if isinstance(value, str):
                 value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
-            return [_coerce(v, item_type, path) for v in value]
+            return [coerce_value(v, item_type, path) for v in value]
     except (TypeError, ValueError):
         name = getattr(typ, "__name__", str(typ))
         raise ConfigError(path, value, f"a value of type {name}") from None
@@ -112,7 +137,7 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         raise ConfigError(prefix.rstrip(".") or "config", data, "a table of options")
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
-    for key, value in data.items():
+    for key, value in _renamed_keys(cls, data, prefix).items():
         if key in getattr(cls, "retired_options", ()):
             continue
         if key not in known:
@@ -122,8 +147,22 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         if dataclasses.is_dataclass(typ):
             kwargs[key] = from_dict(typ, value, f"{prefix}{key}.")
         else:
-            kwargs[key] = _coerce(value, typ, f"{prefix}{key}")
+            kwargs[key] = coerce_value(value, typ, f"{prefix}{key}")
     return cls(**kwargs)
+
+
+def _renamed_keys(cls: type, data: dict, prefix: str) -> dict:
+    """`data` with the old names of renamed options (the class's `renamed_options`, old -> new) under
+    their new names, so configs written before a rename still load; both names at once is an error."""
+    renamed = getattr(cls, "renamed_options", {})
+    out = {}
+    for key, value in data.items():
+        new = renamed.get(key, key)
+        if new in out:
+            raise ConfigError(f"{prefix}{key}", value, f"only one of {prefix}{key} and {prefix}{new} "
+                              f"(the new name of {key})")
+        out[new] = value
+    return out
 
 
 def to_dict(cfg: Any) -> dict:
@@ -228,3 +267,106 @@ def dumps_toml(data: dict, comments: dict[str, str] | None = None) -> str:
                 lines.append(f"# {help_text}")
             lines.append(f"{k} = {_toml_value(v)}")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# --- command-line flags generated from the same declarations ---------------------------------------
+# One flag per field: `decode_workers` -> `--decode-workers`, bools as `--x/--no-x`, lists repeatable.
+# The parser's default is None ("not given"), so a flag overrides a config only when it is given; the
+# declared default is shown in --help instead.
+CLI_HOST = "headless"
+
+
+def flag_for(name: str, prefix: str = "") -> str:
+    """The flag of field `name`: `decode_workers` -> `--decode-workers`."""
+    return "--" + (prefix + name).replace("_", "-")
+
+
+def _dest(name: str, prefix: str) -> str:
+    return (prefix + name).replace("-", "_")
+
+
+def default_text(value: Any) -> str:
+    """A default as --help shows it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "none"
+    return str(value) if value != "" else "empty"
+
+
+def flag_help(meta: dict, default: Any) -> str:
+    """The opt() help, then the default and the allowed range, as --help shows them (choices are in
+    the flag's metavar)."""
+    extras = [f"default: {default_text(default)}"]
+    if not meta.get("choices") and (meta.get("min") is not None or meta.get("max") is not None):
+        extras.append(_allowed_text(meta).removeprefix("a value ").removeprefix("of "))
+    return f"{meta['help']} ({'; '.join(extras)})".replace("%", "%%")   # argparse %-formats help
+
+
+def _flag_parser(flag: str, typ: Any, meta: dict):
+    """argparse `type=`: the text as the field's type, within its choices and range; a bad value is
+    argparse's own one-line error naming the flag (exit status 2)."""
+    is_text_list = typing.get_origin(typ) is list and (typing.get_args(typ) or (str,))[0] is str
+
+    def parse(text: str) -> Any:
+        try:      # a text item may hold commas (a prompt, 17 block weights); numbers may come as 0.5,1
+            value = [text] if is_text_list else coerce_value(text, typ, flag)
+            for item in value if isinstance(value, list) else [value]:
+                check_value(flag, item, meta)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use {e.allowed}") from None
+        return value
+    parse.__name__ = getattr(typ, "__name__", "value")      # what argparse calls the type in its messages
+    return parse
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def add_arguments(parser: Any, cls: type, *, prefix: str = "", skip: Iterable[str] = (),
+                  only: Iterable[str] = ()) -> None:
+    """One flag per option of `cls` that applies on the command line (not `skip`, and only `only` when
+    given), with its help, default, choices and range; `prefix` goes before each flag and dest.
+    Read the values back with `from_namespace(cls, args, prefix=prefix)`."""
+    skip, only = set(skip), set(only)
+    for f in dataclasses.fields(cls):
+        typ, meta = _field_type(cls, f), dict(f.metadata)
+        if f.name in skip or (only and f.name not in only) or not shown_on(meta, CLI_HOST):
+            continue
+        if dataclasses.is_dataclass(typ):
+            raise TypeError(f"{cls.__name__}.{f.name} is a section: add its class with a prefix")
+        flag, default = flag_for(f.name, prefix), _field_default(f)
+        kwargs: dict[str, Any] = {"dest": _dest(f.name, prefix), "default": None,
+                                  "help": flag_help(meta, default)}
+        if typ is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(typ) is list:
+            item = (typing.get_args(typ) or (str,))[0]
+            kwargs.update(action="append", type=_flag_parser(flag, typ, meta),
+                          metavar=_metavar(f.name.removesuffix("s"), item, meta))
+        else:
+            kwargs.update(type=_flag_parser(flag, typ, meta), metavar=_metavar(f.name, typ, meta))
+        action = parser.add_argument(flag, **kwargs)
+        action.config_field = f"{cls.__name__}.{f.name}"     # lets tests tell generated flags from written ones
+
+
+def _metavar(name: str, typ: Any, meta: dict) -> str:
+    if meta.get("choices"):
+        return "{" + ",".join(str(c) or "''" for c in meta["choices"]) + "}"
+    return {int: "N", float: "X"}.get(typ, name.upper())
+
+
+def from_namespace(cls: type, args: Any, *, prefix: str = "", base: Any = None) -> Any:
+    """The validated config of type `cls`: `base` (or the defaults) with every flag that was given."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, _dest(f.name, prefix), None)
+        if value is None:
+            continue
+        if typing.get_origin(_field_type(cls, f)) is list:   # each repeat of a list flag is a list
+            value = [item for given in value for item in given]
+        changes[f.name] = value
+    cfg = dataclasses.replace(base if base is not None else cls(), **changes)
+    validate(cfg)
+    return cfg

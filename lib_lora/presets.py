@@ -254,7 +254,7 @@ def _import(src: dict, name_map: dict[str, str], source: str) -> ImportedConfig:
                 ignored.append(key)
             continue
         try:
-            flat[name] = options._coerce(value, info[name][0], name)
+            flat[name] = options.coerce_value(value, info[name][0], name)
             applied.append(name)
         except ConfigError:
             ignored.append(f"{key}={value!r}")

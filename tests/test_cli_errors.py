@@ -99,7 +99,7 @@ def test_a_tool_asked_for_cuda_without_cuda(files, tmp_path, capsys, command):
     out = tmp_path / "out.safetensors"
     argv = {"extract": ["--base", files["base"], "--tuned", files["wide"]],
             "merge": ["--lora", files["lora"], "--base", files["base"]],
-            "resize": ["--lora", files["lora"], "--rank", 2]}[command]
+            "resize": ["--lora", files["lora"], "--dim", 2]}[command]
     _fails_in_one_line([command, *argv, "--out", out, "--device", "cuda"], capsys, "'cuda'", "--device", "cpu")
     _nothing_new(tmp_path, before)
 
@@ -123,23 +123,23 @@ def test_check_device_names_the_device_and_the_field(device, words):
      ["NaN", "base"]),
     ("merge: LoRA of another size into a checkpoint", ["merge", "--lora", "{wide_lora}", "--base", "{base}"],
      ["shape", "wide_lora.safetensors"]),
-    ("merge: LoRAs of two sizes, concatenated", ["merge", "--lora", "{wide_lora}", "--lora", "{lora}", "--concat"],
+    ("merge: LoRAs of two sizes, concatenated", ["merge", "--lora", "{wide_lora}", "--lora", "{lora}", "--mode", "concat"],
      ["shape", "another LoRA"]),
     ("merge: LoRAs of two sizes, re-compressed", ["merge", "--lora", "{lora}", "--lora", "{wide_lora}",
-                                                  "--svd-rank", "2"], ["shape", "another LoRA"]),
+                                                  "--mode", "svd", "--svd-dim", "2"], ["shape", "another LoRA"]),
     ("merge: up/down ranks differ", ["merge", "--lora", "{ranks}", "--base", "{base}"],
      ["ranks differ", "ranks.safetensors"]),
-    ("resize: up/down ranks differ", ["resize", "--lora", "{ranks}", "--rank", "2"], ["ranks differ"]),
-    ("resize: LoHa factors that do not fit", ["resize", "--lora", "{loha}", "--rank", "2"], ["do not fit"]),
+    ("resize: up/down ranks differ", ["resize", "--lora", "{ranks}", "--dim", "2"], ["ranks differ"]),
+    ("resize: LoHa factors that do not fit", ["resize", "--lora", "{loha}", "--dim", "2"], ["do not fit"]),
     ("merge: LoHa factors that do not fit", ["merge", "--lora", "{loha}", "--base", "{base}"], ["do not fit"]),
-    ("resize: NaN", ["resize", "--lora", "{nan}", "--rank", "2"], ["NaN", "nan.safetensors", "earlier epoch"]),
-    ("resize: inf", ["resize", "--lora", "{inf}", "--rank", "2"], ["infinite", "inf.safetensors"]),
+    ("resize: NaN", ["resize", "--lora", "{nan}", "--dim", "2"], ["NaN", "nan.safetensors", "earlier epoch"]),
+    ("resize: inf", ["resize", "--lora", "{inf}", "--dim", "2"], ["infinite", "inf.safetensors"]),
     ("merge: NaN into a checkpoint", ["merge", "--lora", "{nan}", "--base", "{base}"], ["NaN"]),
-    ("merge: NaN into a LoRA", ["merge", "--lora", "{lora}", "--lora", "{nan}", "--svd-rank", "2"], ["NaN"]),
-    ("merge: a weight of nan", ["merge", "--lora", "{lora}", "--weight=nan", "--concat"], ["nan", "finite"]),
-    ("merge: a weight of -inf", ["merge", "--lora", "{lora}", "--weight=-inf", "--base", "{base}"], ["-inf"]),
+    ("merge: NaN into a LoRA", ["merge", "--lora", "{lora}", "--lora", "{nan}", "--mode", "svd", "--svd-dim", "2"], ["NaN"]),
+    ("merge: a weight of nan", ["merge", "--lora", "{lora}", "--weights=nan", "--mode", "concat"], ["nan", "finite"]),
+    ("merge: a weight of -inf", ["merge", "--lora", "{lora}", "--weights=-inf", "--base", "{base}"], ["-inf"]),
     ("merge: a block weight of inf", ["merge", "--lora", "{lora}", "--block-weights", ",".join(["1"] * 16 + ["inf"]),
-                                      "--concat"], ["inf", "block weights"]),
+                                      "--mode", "concat"], ["inf", "block weights"]),
 ])
 def test_shapes_that_do_not_fit_and_nan_are_one_sentence(files, tmp_path, capsys, case, argv, words):
     before = {p.name for p in tmp_path.iterdir()}
@@ -153,7 +153,9 @@ def test_shapes_that_do_not_fit_and_nan_are_one_sentence(files, tmp_path, capsys
 @pytest.mark.parametrize("argv, words", [
     (["nonsense"], ["invalid choice", "python -m lib_lora --help"]),
     (["extract", "--base", "x.safetensors"], ["--tuned", "python -m lib_lora extract --help"]),
-    (["resize", "--lora", "x", "--out", "y", "--rank", "many"], ["--rank", "many"]),
+    (["resize", "--lora", "x", "--out", "y", "--dim", "many"], ["--dim", "many"]),
+    (["resize", "--lora", "x", "--out", "y", "--dim", "0"], ["--dim", "'0'", "from 1 to 4096"]),
+    (["tag", "x", "--write-mode", "sometimes"], ["--write-mode", "sometimes", "'overwrite'"]),
     (["merge", "--lora", "x", "--out", "y", "--device", "cuda:1"], ["--device", "cuda:1"]),
     (["train", "--more-epochs", "x"], ["--more-epochs"]),
 ])

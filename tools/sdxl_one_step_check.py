@@ -31,11 +31,11 @@ ALGOS = {"lora": "attn_ff", "locon": "attn_ff_conv", "loha": "attn_ff_conv", "lo
 
 
 def train_one(pipe, algo: str, dataset: Path, out: Path, checkpointing: bool) -> Path:
-    from lib_lora.config import default_train_config
+    from lib_lora.config import TrainConfig
     from lib_lora.models.diffusers_adapter import DiffusersModel
     from lib_lora.training import train
 
-    cfg = default_train_config()
+    cfg = TrainConfig()
     cfg.dataset.train_dir, cfg.dataset.resolution, cfg.dataset.enable_bucket = str(dataset), 64, False
     cfg.network.algo, cfg.network.dim, cfg.network.alpha = algo, 4, 2.0
     cfg.network.conv_dim, cfg.network.conv_alpha, cfg.network.targets = 2, 1.0, ALGOS[algo]

@@ -19,23 +19,18 @@ __all__ = ["BenchOptions", "add_bench_args", "make_bench_dataset", "run_bench", 
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tool", choices=("train", "extract"), default="train",
-                   help="What to benchmark: the training loop (default) or LoRA extraction")
-    add_option_flags(p.add_argument_group("training benchmark (--tool train)"))
-    from ..ops.commands import add_bench_extract_args  # adds --workdir, --keep and the extraction options
-
-    add_bench_extract_args(p)
+    add_option_flags(p)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    if args.tool == "extract":
+    opts = options_from_args(args)
+    if opts.tool == "extract":
         from ..ops.commands import run_bench_extract
 
-        return run_bench_extract(args)
-    opts = options_from_args(args)
+        return run_bench_extract(opts)
     if opts.real_shape:
         from .realshape import run_realshape_bench
 
         return run_realshape_bench(opts)
-    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / "lib_lora_bench").resolve()
+    workdir = Path(opts.workdir or Path(tempfile.gettempdir()) / "lib_lora_bench").resolve()
     return run_tiny_bench(opts, workdir)

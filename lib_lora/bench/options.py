@@ -1,20 +1,19 @@
-"""Every option of `python -m lib_lora bench --tool train`, declared once; the flags are built from it.
+"""Every option of `python -m lib_lora bench`, declared once; the flags are built from it.
 
 Options whose best value depends on the model say so and take 0 / "" / "auto" for
 "the model's own": the tiny model keeps perf.md section 7's reference work (a test
 stand), SD1.5 and SDXL default to the issue's goal settings (rank 16, weights in
 half precision, UNet only with the text-encoder outputs cached, VAE and text
 encoders offloaded after caching, batch 1 and 4, with and without gradient
-checkpointing).
+checkpointing). `--tool extract` reads --dim, --change, --methods, --workdir and --keep.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from ..options import field_info, opt
+from ..options import add_arguments, from_namespace, opt
 
 MODELS = ("tiny", "sd15", "sdxl")
 NATIVE_RESOLUTION = {"tiny": 256, "sd15": 512, "sdxl": 1024}
@@ -22,6 +21,8 @@ NATIVE_RESOLUTION = {"tiny": 256, "sd15": 512, "sdxl": 1024}
 
 @dataclass
 class BenchOptions:
+    tool: str = opt("train", "What to measure: the training loop, or LoRA extraction (an SD1.5-sized pair "
+                             "built in code; reads --dim, --change, --methods)", choices=("train", "extract"))
     model: str = opt("tiny", "tiny: the built-in tiny SD1 model (a test stand, perf.md's reference work); "
                              "sd15 / sdxl: random weights in the published SD1.5 / SDXL-base shapes",
                      choices=MODELS)
@@ -30,7 +31,7 @@ class BenchOptions:
     batch: str = opt("", "Batch size, or several comma separated (each is a run); '': tiny 2, sd15/sdxl 1,4")
     gradient_checkpointing: str = opt("", "off, on, or both (a run each); '': tiny off, sd15/sdxl both",
                                       choices=("", "off", "on", "both"))
-    dim: int = opt(0, "LoRA rank; 0: tiny 8, sd15/sdxl 16", min=0)
+    dim: int = opt(0, "LoRA rank; 0: tiny 8, sd15/sdxl 16, extract 8", min=0)
     alpha: float = opt(0.0, "LoRA alpha; 0: half the rank", min=0.0)
     text_encoder: str = opt("auto", "Train a text-encoder LoRA: auto (tiny yes; sd15/sdxl no, with its outputs "
                                     "cached and the encoders offloaded), yes, no", choices=("auto", "yes", "no"))
@@ -59,6 +60,11 @@ class BenchOptions:
     device: str = opt("auto", "auto, cpu, cuda, cuda:1, ...")
     seed: int = opt(42, "Seed", min=0)
     runs: int = opt(1, "tiny: repeat the run and report the median", min=1)
+    change: float = opt(0.02, "extract: size of the known change per layer, relative to the weight "
+                              "(||dW||/||W||)", min=0.0)
+    methods: str = opt("lowrank,exact", "extract: SVD methods to time, comma separated (auto, lowrank, exact)")
+    workdir: str = opt("", "Where to build the dataset (tiny) or the random pair (extract); empty: a temp folder")
+    keep: bool = opt(False, "extract: keep the pair and outputs for another run")
 
     # -- the model's own values for the options left at 0 / '' / auto -----------------------------
     @property
@@ -110,17 +116,10 @@ class BenchOptions:
         return device_type == "cpu" and self.real_shape and (self.model == "sdxl" or batch > 1 or path == "webui")
 
 
-def add_option_flags(p: argparse.ArgumentParser, cls: type = BenchOptions) -> None:
-    """One --flag per field of `cls` (underscores become dashes), typed, with its help and choices."""
-    for name, (typ, meta) in field_info(cls).items():
-        flag = "--" + name.replace("_", "-")
-        default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
-        if typ is bool:
-            p.add_argument(flag, dest=name, action="store_true", help=meta["help"])
-        else:
-            p.add_argument(flag, dest=name, type=typ, default=default, choices=meta.get("choices"),
-                           help=meta["help"])
+def add_option_flags(p: argparse.ArgumentParser) -> None:
+    """One --flag per field of BenchOptions, typed, with its help, default and choices."""
+    add_arguments(p, BenchOptions)
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
-    return BenchOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(BenchOptions)})
+    return from_namespace(BenchOptions, args)

@@ -1,8 +1,10 @@
 """CLI entry functions for `check`, `prep` and `import` (lib_lora/cli.py wires them).
 
-Each `add_*_args(parser)` adds options to an argparse subparser; each `run_*`
-takes the parsed namespace and returns an exit code. Errors the user can fix
-are printed as one line (what, where, what to do), never as a traceback.
+Each `add_*_args(parser)` adds options to an argparse subparser, generated from
+the options of the configs they share with training and the tab (DatasetConfig,
+TrainingConfig, PrepConfig); each `run_*` takes the parsed namespace and returns
+an exit code. Errors the user can fix are printed as one line (what, where, what
+to do), never as a traceback.
 """
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import argparse
 import json
 import sys
 
-from ..config import PrepConfig
+from ..config import DatasetConfig, PrepConfig, TrainConfig, TrainingConfig
 from ..errors import DatasetError, LoraError
+from ..options import add_arguments, from_namespace
 from ..safe_paths import shown
 from .balance import KINDS
 from .importer import import_dataset
@@ -25,25 +28,35 @@ def _fail(err: LoraError) -> int:
     return 2
 
 
+# the options of a run that the report's counts and step plan depend on, as the run declares them
+CHECK_DATASET_FIELDS = ("trigger_word", "caption_extension", "reg_dir", "resolution", "enable_bucket",
+                        "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale",
+                        "validation_split")
+CHECK_TRAINING_FIELDS = ("epochs", "batch_size", "gradient_accumulation_steps", "max_train_steps", "seed")
+
+
 def add_check_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="Dataset folder: the parent of the <repeats>_<name> folders")
     parser.add_argument("--json", action="store_true", help="Print the report as JSON")
     parser.add_argument("--kind", choices=KINDS, default="character",
                         help="What the LoRA is for; sets the image and step targets")
-    parser.add_argument("--trigger", default="", help="Trigger word expected first in every caption")
-    parser.add_argument("--caption-extension", default=".txt", help="Extension of caption files")
-    parser.add_argument("--resolution", type=int, default=512, help="Training size in pixels")
-    parser.add_argument("--epochs", type=int, default=10, help="Planned epochs (for the step count)")
-    parser.add_argument("--batch-size", type=int, default=2, help="Planned batch size (for the step count)")
-    parser.add_argument("--max-aspect", type=float, default=2.0, help="Flag images longer than 1:this")
+    add_arguments(parser, DatasetConfig, only=CHECK_DATASET_FIELDS)
+    add_arguments(parser, TrainingConfig, only=CHECK_TRAINING_FIELDS)
+    add_arguments(parser, PrepConfig, only=("max_aspect",))
+
+
+def report_options_from_args(args: argparse.Namespace) -> ReportOptions:
+    """The report of the run these options describe (its steps counted as the trainer takes them)."""
+    run = TrainConfig(dataset=from_namespace(DatasetConfig, args), training=from_namespace(TrainingConfig, args))
+    options = ReportOptions.for_run(run, kind=args.kind)
+    options.max_aspect = from_namespace(PrepConfig, args).max_aspect
+    return options
 
 
 def run_check(args: argparse.Namespace) -> int:
     """Print the dataset report. Exit 0 whatever it finds (it is advice); 2 if the folder cannot be read."""
-    options = ReportOptions(kind=args.kind, caption_extension=args.caption_extension, trigger_word=args.trigger,
-                            resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size,
-                            max_aspect=args.max_aspect)
     try:
+        options = report_options_from_args(args)
         report = build_report(args.dir, options)
     except LoraError as err:
         return _fail(err)
@@ -58,31 +71,15 @@ def run_check(args: argparse.Namespace) -> int:
 def add_prep_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="Folder of images (a dataset folder or any folder)")
     parser.add_argument("dst", nargs="?", default=None, help="Folder for the fixed copies (same layout)")
-    parser.add_argument("--crop", choices=("none", "centre", "focal", "split"), default="none",
-                        help="none (bucketed later), centre square, focal (square on the subject), "
-                             "split (oversized images into overlapping squares)")
-    parser.add_argument("--resolution", type=int, default=512, help="Target size in pixels")
-    parser.add_argument("--no-upscale", action="store_true", help="Do not upscale small images (else at most 2x)")
-    parser.add_argument("--upscaler", default=PrepConfig().upscaler,
-                        help="Upscaler for small images; only lanczos here (the WebUI's own upscalers, such as "
-                             "ESRGAN, run when you preprocess from the Train LoRA tab inside the WebUI)")
-    parser.add_argument("--no-flatten", action="store_true", help="Keep transparency")
-    parser.add_argument("--no-dedupe", action="store_true", help="Keep exact and near duplicates")
-    parser.add_argument("--in-place", action="store_true", help="Overwrite the originals (not advised)")
-    parser.add_argument("--max-aspect", type=float, default=2.0, help="Split images longer than 1:this")
-    parser.add_argument("--caption-extension", default=".txt", help="Extension of caption files")
+    add_arguments(parser, PrepConfig)
 
 
 def run_prep(args: argparse.Namespace) -> int:
-    cfg = PrepConfig(crop=args.crop, resolution=args.resolution, upscale_small=not args.no_upscale,
-                     flatten_alpha=not args.no_flatten, dedupe=not args.no_dedupe, in_place=args.in_place,
-                     max_aspect=args.max_aspect, caption_extension=args.caption_extension, upscaler=args.upscaler)
     try:
-        if args.in_place and args.dst is not None:   # which one the user meant is a guess; originals are at stake
+        cfg = from_namespace(PrepConfig, args)
+        if cfg.in_place and args.dst is not None:   # which one the user meant is a guess; originals are at stake
             raise DatasetError("Both a destination folder and --in-place were given", where=str(args.dst),
                                fix="Give either the DST folder for fixed copies or --in-place, not both")
-        from ..options import validate
-        validate(cfg)
         result = prep_folder(args.src, args.dst, cfg)
     except LoraError as err:
         return _fail(err)
@@ -104,13 +101,13 @@ def add_import_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concept", default="", help="Concept name for images not in a <repeats>_<name> folder")
     parser.add_argument("--repeats", type=int, default=10, help="Repeats for that concept folder")
     parser.add_argument("--reg", action="store_true", help="These are regularization images")
-    parser.add_argument("--caption-extension", default=".txt", help="Extension of caption files")
+    add_arguments(parser, DatasetConfig, only=("caption_extension",))
 
 
 def run_import(args: argparse.Namespace) -> int:
     try:
         result = import_dataset(args.sources, args.root, args.name, args.concept, args.repeats, args.reg,
-                                args.caption_extension)
+                                from_namespace(DatasetConfig, args).caption_extension)
     except LoraError as err:
         return _fail(err)
     print(f"{len(result.imported)} images imported into {shown(result.train_dir)}")

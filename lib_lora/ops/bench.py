@@ -101,9 +101,9 @@ def error_against_truth(lora_path: Path, base_path: Path, targets: dict[str, int
 
 def _run_child(base: Path, tuned: Path, out: Path, method: str, rank: int) -> tuple[float, float, int]:
     """Run `python -m lib_lora extract` in a fresh process: (wall seconds, peak RSS GiB, exit status)."""
-    method_flag = [] if method == "auto" else [f"--{method}"]
+    method_flag = [] if method == "auto" else ["--svd", method]
     command = [sys.executable, "-m", "lib_lora", "extract", "--base", str(base), "--tuned", str(tuned),
-               "--out", str(out), "--rank", str(rank), "--quiet", *method_flag]
+               "--out", str(out), "--dim", str(rank), "--quiet", *method_flag]
     started = time.perf_counter()
     child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
     _, status, usage = os.wait4(child.pid, 0)
@@ -116,18 +116,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         started = time.perf_counter()
-        base, tuned, targets = build_pair(workdir, args.rank, args.change)
+        base, tuned, targets = build_pair(workdir, args.dim, args.change)
         print(f"built an SD1.5-sized fp16 pair in {time.perf_counter() - started:.0f} s ({workdir}); known rank-"
-              f"{args.rank} change of {args.change:g} x ||W|| on {len(targets)} attention projections", flush=True)
+              f"{args.dim} change of {args.change:g} x ||W|| on {len(targets)} attention projections", flush=True)
         rows = []
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
             out = workdir / f"extracted_{method}.safetensors"
-            wall, peak, status = _run_child(base, tuned, out, method, args.rank)
+            wall, peak, status = _run_child(base, tuned, out, method, args.dim)
             if status != 0:
                 print(f"{method}: the extract command failed (exit status {status})", file=sys.stderr)
                 return 1
             summary = json.loads(report_paths(out)[0].read_text(encoding="utf-8"))["summary"]
-            truth = error_against_truth(out, base, targets, args.rank, args.change)
+            truth = error_against_truth(out, base, targets, args.dim, args.change)
             rows.append((method, wall, summary["settings"]["seconds"], peak, truth, summary))
         _print_table(rows)
     finally:

@@ -2,11 +2,14 @@
 
 The CLI (`python -m lib_lora extract|merge|resize`) and the WebUI's tools tab
 both build these; `options.validate()` checks ranges and choices and calls
-`check()` for the rules across fields.
+`check()` for the rules across fields. A rank is called `dim`/`conv_dim` here as in
+TrainConfig's network section and sd-scripts (`--dim`, `--conv_dim`); configs
+written with the old `rank` names still load (`renamed_options`).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 from .. import options
 from ..errors import ConfigError
@@ -24,15 +27,21 @@ def _check_dynamic(prefix: str, dynamic: str, param: float) -> None:
         raise ConfigError(f"{prefix}dynamic_param", param, f"a share in (0, 1] for {dynamic}, e.g. 0.9")
 
 
+# the old names of the fields renamed to one word per concept (rank -> dim): still read from files
+RANK_RENAMES = {"rank": "dim", "conv_rank": "conv_dim"}
+
+
 @dataclass
 class ExtractConfig:
-    rank: int = opt(8, "Rank of linear and 1x1 layers (the LoRA's dim); with a dynamic rule, the most kept",
-                    min=1, max=1024)
-    conv_rank: int = opt(0, "Rank of 3x3 convolutions (LoCon); 0 extracts no ResNet/sampler layers",
-                         min=0, max=1024)
+    renamed_options: ClassVar[dict[str, str]] = RANK_RENAMES
+
+    dim: int = opt(8, "Rank (dim) of linear and 1x1 layers; with a dynamic rule, the most kept",
+                   min=1, max=1024)
+    conv_dim: int = opt(0, "Rank (dim) of 3x3 convolutions (LoCon); 0 extracts no ResNet/sampler layers",
+                        min=0, max=1024)
     dynamic: str = opt("", "Pick each layer's rank by its singular values: sv_ratio (keep s > s_max/param), "
                            "sv_fro (keep param of the Frobenius norm), sv_cumulative (keep param of the sum); "
-                           "empty: fixed rank", choices=("",) + DYNAMIC_METHODS)
+                           "empty: fixed dim", choices=("",) + DYNAMIC_METHODS)
     dynamic_param: float = opt(0.0, "Threshold of the dynamic rule (sv_ratio: e.g. 20; sv_fro/sv_cumulative: "
                                      "e.g. 0.9)", min=0.0, max=1e6)
     clamp_quantile: float = opt(1.0, "Clip the factors at this quantile of their absolute values; 1.0 is off. "
@@ -62,6 +71,8 @@ class ExtractConfig:
 
 @dataclass
 class MergeConfig:
+    renamed_options: ClassVar[dict[str, str]] = {"svd_rank": "svd_dim", "svd_conv_rank": "svd_conv_dim"}
+
     weights: list[float] = opt([], "Weight of each LoRA, in order (missing ones: 1.0)")
     block_weights: list[str] = opt([], "Per-LoRA block weights: 17 values (BASE,IN01,IN02,IN04,...,OUT11) or 26 "
                                        "(BASE,IN00..IN11,MID,OUT00..OUT11), comma separated; one entry for all "
@@ -69,10 +80,10 @@ class MergeConfig:
     precision: str = opt("fp16", "Precision of the output file", choices=SAVE_PRECISIONS)
     drop_ema: bool = opt(False, "Leave out the EMA weights (model_ema.*): junk after a merge")
     mode: str = opt("checkpoint", "checkpoint: LoRAs into a checkpoint; concat: LoRAs into one LoRA, ranks "
-                                  "added (exact); svd: LoRAs into one LoRA re-compressed to svd_rank",
+                                  "added (exact); svd: LoRAs into one LoRA re-compressed to svd_dim",
                     choices=("checkpoint", "concat", "svd"))
-    svd_rank: int = opt(32, "Rank of the merged LoRA in svd mode (linear and 1x1 layers)", min=1, max=4096)
-    svd_conv_rank: int = opt(0, "Rank of 3x3 convolutions in svd mode (0: same as svd_rank)", min=0, max=4096)
+    svd_dim: int = opt(32, "Rank (dim) of the merged LoRA in svd mode (linear and 1x1 layers)", min=1, max=4096)
+    svd_conv_dim: int = opt(0, "Rank (dim) of 3x3 convolutions in svd mode (0: same as svd_dim)", min=0, max=4096)
     dynamic: str = opt("", "Dynamic rank rule in svd mode (see extract)", choices=("",) + DYNAMIC_METHODS)
     dynamic_param: float = opt(0.0, "Threshold of the dynamic rule", min=0.0, max=1e6)
     device: str = opt("cpu", "Where the merge math runs", choices=DEVICES)
@@ -86,8 +97,10 @@ class MergeConfig:
 
 @dataclass
 class ResizeConfig:
-    rank: int = opt(8, "New rank (with a dynamic rule: the most kept)", min=1, max=4096)
-    conv_rank: int = opt(0, "New rank of 3x3 convolutions (0: same as rank)", min=0, max=4096)
+    renamed_options: ClassVar[dict[str, str]] = RANK_RENAMES
+
+    dim: int = opt(8, "New rank (dim) (with a dynamic rule: the most kept)", min=1, max=4096)
+    conv_dim: int = opt(0, "New rank (dim) of 3x3 convolutions (0: same as dim)", min=0, max=4096)
     dynamic: str = opt("", "Dynamic rank rule (see extract)", choices=("",) + DYNAMIC_METHODS)
     dynamic_param: float = opt(0.0, "Threshold of the dynamic rule", min=0.0, max=1e6)
     precision: str = opt("fp16", "Precision of the saved LoRA", choices=SAVE_PRECISIONS)

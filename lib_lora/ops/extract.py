@@ -135,7 +135,7 @@ def rounding_noise(weight: torch.Tensor) -> float:
 
 def _rule_for(target_shape: tuple[int, ...], config: ExtractConfig) -> RankRule:
     is_3x3 = len(target_shape) == 4 and target_shape[2] * target_shape[3] > 1
-    rank = config.conv_rank if is_3x3 else config.rank
+    rank = config.conv_dim if is_3x3 else config.dim
     return RankRule(max_rank=rank, dynamic=config.dynamic, param=config.dynamic_param, method=config.svd,
                     niter=config.niter, seed=config.seed)
 
@@ -195,7 +195,7 @@ def extract_lora(base_source: str | Path | Mapping[str, torch.Tensor],
     with StateReader(base_source, "base") as base, StateReader(tuned_source, "tuned") as tuned, \
             torch_threads(_thread_count(config)):
         family = _check_pair(base, tuned)
-        targets = [t for t in plan_targets(base, family, config.conv_rank > 0) if t.param in tuned]
+        targets = [t for t in plan_targets(base, family, config.conv_dim > 0) if t.param in tuned]
         _check_shapes(base, tuned, targets)
         if not _decide_text_encoder(base, tuned, targets, config, report):
             targets = [t for t in targets if t.part != "te"]

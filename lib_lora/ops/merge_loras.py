@@ -62,7 +62,7 @@ def _dense_sum(entries: Entries, device: str) -> tuple[torch.Tensor, tuple[int, 
 
 
 def _rule(config: MergeConfig, weight_shape: tuple[int, ...]) -> RankRule:
-    rank = config.svd_conv_rank if _is_3x3(weight_shape) and config.svd_conv_rank else config.svd_rank
+    rank = config.svd_conv_dim if _is_3x3(weight_shape) and config.svd_conv_dim else config.svd_dim
     return RankRule(max_rank=rank, dynamic=config.dynamic, param=config.dynamic_param)
 
 

@@ -25,7 +25,7 @@ from .svd import RankRule, svd_of_product, truncated_svd
 
 def _rule(config: ResizeConfig, weight_shape: tuple[int, ...]) -> RankRule:
     is_3x3 = len(weight_shape) == 4 and weight_shape[2] * weight_shape[3] > 1
-    rank = config.conv_rank if is_3x3 and config.conv_rank else config.rank
+    rank = config.conv_dim if is_3x3 and config.conv_dim else config.dim
     return RankRule(max_rank=rank, dynamic=config.dynamic, param=config.dynamic_param, method="exact")
 
 
@@ -72,10 +72,10 @@ def resized_metadata(metadata: dict[str, str], tensors: dict[str, torch.Tensor],
         meta["ss_network_dim"] = meta["ss_network_alpha"] = "Dynamic"
         what = f"Dynamic resize with {config.dynamic or 'fixed'}: {config.dynamic_param} from {old_dim}"
     else:
-        meta["ss_network_dim"] = str(ranks.pop() if ranks else config.rank)
+        meta["ss_network_dim"] = str(ranks.pop() if ranks else config.dim)
         alphas = {round(float(v), 6) for k, v in tensors.items() if k.endswith(".alpha")}
         meta["ss_network_alpha"] = f"{alphas.pop():g}" if len(alphas) == 1 else "Dynamic"
-        what = f"dimension is resized from {old_dim} to {config.rank}"
+        what = f"dimension is resized from {old_dim} to {config.dim}"
     meta["ss_network_module"] = "networks.lora"
     meta["ss_training_comment"] = f"{what}; {metadata.get('ss_training_comment', '')}".rstrip("; ")
     meta["lib_lora_resize"] = json.dumps(report.summary())

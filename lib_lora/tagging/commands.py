@@ -1,7 +1,8 @@
 """CLI entry functions for `tag` and `tags` (bulk edits); lib_lora/cli.py wires them.
 
-`add_*_args(parser)` adds options to an argparse subparser; `run_*` takes the
-parsed namespace and returns an exit code. User-fixable errors print as one line.
+`add_*_args(parser)` adds options to an argparse subparser, the tagging options
+generated from TaggingConfig; `run_*` takes the parsed namespace and returns an
+exit code. User-fixable errors print as one line.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from ..config import TaggingConfig
 from ..dataset.tags import split_tags
 from ..errors import LoraError
+from ..options import add_arguments, from_namespace
 from . import edits
 from .run import run_tagging
 from .snapshot import undo_last
@@ -24,39 +26,22 @@ def _fail(err: LoraError) -> int:
 
 
 def add_tag_args(parser: argparse.ArgumentParser) -> None:
-    d = TaggingConfig()
     parser.add_argument("dir", help="Folder of images (searched recursively)")
-    parser.add_argument("--model", action="append", dest="models", default=None,
-                        help=f"Tagger: HF repo id or local folder; repeat for the union (default {d.models[0]})")
-    parser.add_argument("--models-dir", default="", help="Where downloaded tagger models are kept")
-    parser.add_argument("--general-threshold", type=float, default=d.general_threshold)
-    parser.add_argument("--character-threshold", type=float, default=d.character_threshold)
-    parser.add_argument("--exclude", default="", help="Comma-separated tags never written")
-    parser.add_argument("--keep-junk", action="store_true", help="Keep booru junk tags (absurdres, ...)")
-    parser.add_argument("--keep-underscores", action="store_true", help="Write tags with underscores")
-    parser.add_argument("--trigger", default="", help="Put this word first in every caption")
-    parser.add_argument("--write-mode", choices=("skip", "append", "prepend", "overwrite"), default=d.write_mode,
-                        help="What to do with existing captions")
-    parser.add_argument("--caption-extension", default=d.caption_extension)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--workers", type=int, default=d.decode_workers, help="Image decoding threads")
-    parser.add_argument("--captioner", choices=("wd14", "deepdanbooru", "blip"), default=d.captioner,
-                        help="wd14 here; deepdanbooru and blip are the WebUI's interrogators (Train LoRA tab)")
+    add_arguments(parser, TaggingConfig)
+
+
+def tagging_config_from_args(args: argparse.Namespace) -> TaggingConfig:
+    """The options given; tags to exclude may come comma separated in one flag, as they are written."""
+    cfg = from_namespace(TaggingConfig, args)
+    cfg.exclude_tags = split_tags(",".join(cfg.exclude_tags))
+    return cfg
 
 
 def run_tag(args: argparse.Namespace) -> int:
-    cfg = TaggingConfig(models=args.models or TaggingConfig().models, models_dir=args.models_dir,
-                        general_threshold=args.general_threshold, character_threshold=args.character_threshold,
-                        exclude_tags=split_tags(args.exclude), remove_junk_tags=not args.keep_junk,
-                        replace_underscores=not args.keep_underscores, trigger_word=args.trigger,
-                        write_mode=args.write_mode, caption_extension=args.caption_extension,
-                        batch_size=args.batch_size, decode_workers=args.workers, captioner=args.captioner)
-
     def progress(done: int, total: int, _path: str) -> None:
         print(f"\rtagged {done}/{total}", end="", file=sys.stderr, flush=True)
     try:
-        from ..options import validate
-        validate(cfg)
+        cfg = tagging_config_from_args(args)
         result = run_tagging(args.dir, cfg, progress=progress)
     except LoraError as err:
         return _fail(err)
@@ -76,7 +61,7 @@ def add_tags_edit_args(parser: argparse.ArgumentParser) -> None:
                         "front TAGS | add-trigger WORD | prune PATTERNS [--min-count N] | undo")
     parser.add_argument("values", nargs="*", help="Comma-separated tags (quote them) and arguments of the edit")
     parser.add_argument("--min-count", type=int, default=0, help="prune: also drop tags used in fewer captions")
-    parser.add_argument("--caption-extension", default=".txt")
+    add_arguments(parser, TaggingConfig, only=("caption_extension",))
 
 
 def _edit_for(args: argparse.Namespace) -> edits.TagEdit:
@@ -102,6 +87,7 @@ def _edit_for(args: argparse.Namespace) -> edits.TagEdit:
 
 def run_tags_edit(args: argparse.Namespace) -> int:
     try:
+        args.caption_extension = from_namespace(TaggingConfig, args).caption_extension   # given, or the default
         if args.op == "undo":
             print(f"{undo_last(args.dir)} caption files restored")
             return 0

@@ -159,7 +159,7 @@ _add("check-reserved-names", lambda s: (dataset(s), write_png(s / "ds/10_c/CON.p
                                         Case(["check", s / "ds"], EITHER))[-1])
 for _opt, _vals in {"--caption-extension": ["", ".png", "txt", ".", "../x"], "--resolution": ["0", "-64", "1e9", "x"],
                     "--epochs": ["0", "-1", "99999999999999"], "--batch-size": ["0", "-1"],
-                    "--max-aspect": ["0", "-1", "nan", "inf"], "--trigger": ["", "a\0b"]}.items():
+                    "--max-aspect": ["0", "-1", "nan", "inf"], "--trigger-word": ["", "a\0b"]}.items():
     for _i, _v in enumerate(_vals):
         _add(f"check{_opt}-{_i}", lambda s, o=_opt, v=_v: Case(["check", dataset(s), o, v], EITHER))
 
@@ -335,17 +335,17 @@ _add("tags-undo-escapes", _hostile_undo)
 _add("tags-undo-garbage", _garbage_undo)
 
 # tag: no tagger is downloadable here; each case is refused or writes only captions under dir
-_add("tag-missing-dir", lambda s: Case(["tag", s / "nope", "--models-dir", s / "m", "--model", s / "nomodel"]))
-_add("tag-no-model", lambda s: Case(["tag", dataset(s), "--models-dir", s / "m", "--model", s / "nomodel"], ERR,
+_add("tag-missing-dir", lambda s: Case(["tag", s / "nope", "--models-dir", s / "m", "--models", s / "nomodel"]))
+_add("tag-no-model", lambda s: Case(["tag", dataset(s), "--models-dir", s / "m", "--models", s / "nomodel"], ERR,
                                     allowed=("m",)))
-_add("tag-model-is-file", lambda s: Case(["tag", dataset(s), "--model", config_file(s, "x", "f")], ERR))
+_add("tag-model-is-file", lambda s: Case(["tag", dataset(s), "--models", config_file(s, "x", "f")], ERR))
 _add("tag-models-dir-file", lambda s: Case(["tag", dataset(s), "--models-dir", config_file(s, "x", "f")], ERR,
                                            words=("models folder is a file",)))
-_add("tag-empty-model-folder", lambda s: Case(["tag", dataset(s), "--model", folder(s / "m")], ERR))
+_add("tag-empty-model-folder", lambda s: Case(["tag", dataset(s), "--models", folder(s / "m")], ERR))
 for _opt, _vals in {"--caption-extension": ["", ".png"], "--general-threshold": ["nan", "2", "-1"],
-                    "--batch-size": ["0", "-1"], "--workers": ["0", "-1", "100000"]}.items():
+                    "--batch-size": ["0", "-1"], "--decode-workers": ["0", "-1", "100000"]}.items():
     for _i, _v in enumerate(_vals):
-        _add(f"tag{_opt}-{_i}", lambda s, o=_opt, v=_v: Case(["tag", dataset(s), "--model", s / "nomodel", o, v],
+        _add(f"tag{_opt}-{_i}", lambda s, o=_opt, v=_v: Case(["tag", dataset(s), "--models", s / "nomodel", o, v],
                                                              ERR, allowed=("ds",)))
 
 # inspect: reads only
@@ -385,7 +385,7 @@ _add("extract-mismatch", lambda s: Case(["extract", "--base", base(s), "--tuned"
 _add("extract-missing-base", lambda s: Case(["extract", "--base", s / "nope", "--tuned", tuned(s), "--out", s / "o"]))
 _add("extract-damaged-base", lambda s: Case(["extract", "--base", config_file(s, "xx", "b.safetensors"),
                                              "--tuned", tuned(s), "--out", s / "o.safetensors"]))
-for _opt, _vals in {"--rank": ["0", "-1", "100000"], "--conv-rank": ["-1"], "--dynamic-param": ["nan", "-1"],
+for _opt, _vals in {"--dim": ["0", "-1", "100000"], "--conv-dim": ["-1"], "--dynamic-param": ["nan", "-1"],
                     "--clamp-quantile": ["0", "2", "nan", "-1"], "--niter": ["-1", "100000000"],
                     "--threads": ["-1", "100000"], "--te-threshold": ["nan", "-1"], "--device": ["cuda"],
                     "--seed": ["-1", "99999999999999999999999"]}.items():
@@ -395,51 +395,59 @@ for _opt, _vals in {"--rank": ["0", "-1", "100000"], "--conv-rank": ["-1"], "--d
             _EX(s) + ["--out", s / "o.safetensors", o, v] + d, EITHER, allowed=with_reports("o.safetensors")))
 
 # merge: writes only --out
-_add("merge-out-is-lora", lambda s: Case(["merge", "--lora", lora(s), "--concat", "--out", s / "l.safetensors"]))
+_add("merge-out-is-lora", lambda s: Case(["merge", "--lora", lora(s), "--mode", "concat", "--out", s / "l.safetensors"]))
 _add("merge-out-is-base", lambda s: Case(["merge", "--lora", lora(s), "--base", base(s), "--out",
                                           s / "base.safetensors"]))
 _add("merge-out-link-to-lora", lambda s: (lora(s), os.symlink(s / "l.safetensors", s / "o.safetensors"),
-                                          Case(["merge", "--lora", s / "l.safetensors", "--concat",
+                                          Case(["merge", "--lora", s / "l.safetensors", "--mode", "concat",
                                                 "--out", s / "o.safetensors"]))[-1])
-_add("merge-out-folder", lambda s: Case(["merge", "--lora", lora(s), "--concat", "--out", folder(s / "d")]))
-_add("merge-out-fifo", lambda s: Case(["merge", "--lora", lora(s), "--concat", "--out", fifo(s / "p")]))
-_add("merge-missing-lora", lambda s: Case(["merge", "--lora", s / "nope", "--concat", "--out", s / "o.safetensors"]))
-_add("merge-damaged-lora", lambda s: Case(["merge", "--lora", config_file(s, "x", "l.safetensors"), "--concat",
+_add("merge-out-folder", lambda s: Case(["merge", "--lora", lora(s), "--mode", "concat", "--out", folder(s / "d")]))
+_add("merge-out-fifo", lambda s: Case(["merge", "--lora", lora(s), "--mode", "concat", "--out", fifo(s / "p")]))
+_add("merge-missing-lora", lambda s: Case(["merge", "--lora", s / "nope", "--mode", "concat", "--out", s / "o.safetensors"]))
+_add("merge-damaged-lora", lambda s: Case(["merge", "--lora", config_file(s, "x", "l.safetensors"), "--mode", "concat",
                                            "--out", s / "o.safetensors"]))
-_add("merge-lora-is-checkpoint", lambda s: Case(["merge", "--lora", base(s), "--concat", "--out", s / "o.safetensors"]))
-_add("merge-weights-count", lambda s: Case(["merge", "--lora", lora(s), "--weight", "1", "--weight", "2", "--concat",
+_add("merge-lora-is-checkpoint", lambda s: Case(["merge", "--lora", base(s), "--mode", "concat", "--out", s / "o.safetensors"]))
+_add("merge-weights-count", lambda s: Case(["merge", "--lora", lora(s), "--weights", "1", "--weights", "2", "--mode", "concat",
                                             "--out", s / "o.safetensors"]))
 for _i, _w in enumerate(["nan", "inf", "-1e308", "x"]):
-    _add(f"merge-weight-{_i}", lambda s, w=_w: Case(["merge", "--lora", lora(s), "--weight", w, "--concat",
+    _add(f"merge-weight-{_i}", lambda s, w=_w: Case(["merge", "--lora", lora(s), "--weights", w, "--mode", "concat",
                                                      "--out", s / "o.safetensors"], EITHER, allowed=with_reports("o.safetensors")))
 for _i, _b in enumerate(["1,2", ",".join(["1"] * 17).replace("1", "x", 1), ",".join(["nan"] * 17), "", ",,,"]):
     _add(f"merge-block-weights-{_i}", lambda s, b=_b: Case(["merge", "--lora", lora(s), "--block-weights", b,
-                                                            "--concat", "--out", s / "o.safetensors"], EITHER,
+                                                            "--mode", "concat", "--out", s / "o.safetensors"], EITHER,
                                                            allowed=with_reports("o.safetensors")))
 for _i, _r in enumerate(["0", "-1", "100000"]):
-    _add(f"merge-svd-rank-{_i}", lambda s, r=_r: Case(["merge", "--lora", lora(s), "--svd-rank", r,
+    _add(f"merge-svd-dim-{_i}", lambda s, r=_r: Case(["merge", "--lora", lora(s), "--mode", "svd", "--svd-dim", r,
                                                        "--out", s / "o.safetensors"], EITHER,
                                                       allowed=with_reports("o.safetensors")))
-_add("merge-same-lora-twice", lambda s: Case(["merge", "--lora", lora(s), "--lora", s / "l.safetensors", "--concat",
+_add("merge-same-lora-twice", lambda s: Case(["merge", "--lora", lora(s), "--lora", s / "l.safetensors", "--mode", "concat",
                                               "--out", s / "o.safetensors"], EITHER, allowed=with_reports("o.safetensors")))
 _add("merge-base-damaged", lambda s: Case(["merge", "--lora", lora(s), "--base", config_file(s, "x", "b.safetensors"),
                                            "--out", s / "o.safetensors"]))
 
 # resize: writes only --out
-_add("resize-out-is-lora", lambda s: Case(["resize", "--lora", lora(s), "--rank", "2", "--out", s / "l.safetensors"]))
+_add("resize-out-is-lora", lambda s: Case(["resize", "--lora", lora(s), "--dim", "2", "--out", s / "l.safetensors"]))
 _add("resize-out-link", lambda s: (lora(s), os.symlink("l.safetensors", s / "o.safetensors"),
-                                   Case(["resize", "--lora", s / "l.safetensors", "--rank", "2",
+                                   Case(["resize", "--lora", s / "l.safetensors", "--dim", "2",
                                          "--out", s / "o.safetensors"]))[-1])
-_add("resize-out-dir-of-lora", lambda s: Case(["resize", "--lora", lora(s), "--rank", "2", "--out", s]))
-for _opt, _vals in {"--rank": ["0", "-1", "100000"], "--conv-rank": ["-1"], "--dynamic-param": ["nan", "-5"],
+_add("resize-out-dir-of-lora", lambda s: Case(["resize", "--lora", lora(s), "--dim", "2", "--out", s]))
+for _opt, _vals in {"--dim": ["0", "-1", "100000"], "--conv-dim": ["-1"], "--dynamic-param": ["nan", "-5"],
                     "--device": ["cuda"]}.items():
     for _i, _v in enumerate(_vals):
         _dyn = ["--dynamic", "sv_fro"] if _opt == "--dynamic-param" else []
         _add(f"resize{_opt}-{_i}", lambda s, o=_opt, v=_v, d=_dyn: Case(
-            ["resize", "--lora", lora(s), "--out", s / "o.safetensors"] + (["--rank", "2"] if o != "--rank" else [])
+            ["resize", "--lora", lora(s), "--out", s / "o.safetensors"] + (["--dim", "2"] if o != "--dim" else [])
             + [o, v] + d, EITHER, allowed=with_reports("o.safetensors")))
-_add("resize-empty-lora", lambda s: Case(["resize", "--lora", save(s / "e.safetensors", {}), "--rank", "2",
+_add("resize-empty-lora", lambda s: Case(["resize", "--lora", save(s / "e.safetensors", {}), "--dim", "2",
                                           "--out", s / "o.safetensors"], EITHER, allowed=with_reports("o.safetensors")))
+
+# old flag names (cli.RENAMED_FLAGS) with bad values: a warning line, then the one error line of the new flag
+_add("renamed-extract-rank-0", lambda s: Case(_EX(s) + ["--out", s / "o.safetensors", "--rank", "0"],
+                                              words=("--dim",)))
+_add("renamed-tag-workers-0", lambda s: Case(["tag", dataset(s), "--model", s / "nomodel", "--workers", "0"],
+                                             words=("--decode-workers",)))
+_add("renamed-merge-svd-rank-x", lambda s: Case(["merge", "--lora", lora(s), "--svd-rank=x", "--out",
+                                                 s / "o.safetensors"], words=("--svd-dim",)))
 
 # config: prints, or writes only --out
 _add("config-out-folder", lambda s: Case(["config", "--out", folder(s / "d")]))
@@ -571,9 +579,9 @@ _add("tags-caption-is-folder", lambda s: (dataset(s), (s / "ds/10_c/0.txt").unli
                                           Case(["tags", s / "ds", "add-trigger", "zz"], EITHER, allowed=("ds",)))[-1])
 _add("extract-base-is-folder", lambda s: Case(["extract", "--base", folder(s / "b"), "--tuned", tuned(s),
                                                "--out", s / "o.safetensors"]))
-_add("merge-lora-fifo", lambda s: Case(["merge", "--lora", fifo(s / "p.safetensors"), "--concat",
+_add("merge-lora-fifo", lambda s: Case(["merge", "--lora", fifo(s / "p.safetensors"), "--mode", "concat",
                                         "--out", s / "o.safetensors"]))
-_add("resize-lora-fifo", lambda s: Case(["resize", "--lora", fifo(s / "p.safetensors"), "--rank", "2",
+_add("resize-lora-fifo", lambda s: Case(["resize", "--lora", fifo(s / "p.safetensors"), "--dim", "2",
                                          "--out", s / "o.safetensors"]))
 _add("extract-base-fifo", lambda s: Case(["extract", "--base", fifo(s / "p.safetensors"), "--tuned", tuned(s),
                                           "--out", s / "o.safetensors"]))

@@ -26,7 +26,7 @@ def test_resize_makes_a_plain_lora_diffusers_loads(tmp_path, sd1_unet, capsys, a
     source = save_network_file(tmp_path / "in.safetensors", net.trainable_state(),
                                build_metadata(cfg, "sd1", title="in"), "fp32")
     out = tmp_path / "plain.safetensors"
-    assert main(["resize", "--lora", str(source), "--out", str(out), "--rank", "1024", "--precision", "fp32"]) == 0
+    assert main(["resize", "--lora", str(source), "--out", str(out), "--dim", "1024", "--precision", "fp32"]) == 0
     assert "error" in capsys.readouterr().out.lower()
     plain = load_file(str(out))
     assert {k.split(".", 1)[1] for k in plain} == {"lora_up.weight", "lora_down.weight", "alpha"}

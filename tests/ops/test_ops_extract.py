@@ -32,7 +32,7 @@ def _key(name: str) -> str:
 def test_known_rank_r_change_is_recovered_and_reported(svd):
     base = tiny_sd1()
     tuned, deltas = _tuned(base, rank=3)
-    tensors, report, family = extract_lora(base, tuned, ExtractConfig(rank=3, precision="fp32", svd=svd))
+    tensors, report, family = extract_lora(base, tuned, ExtractConfig(dim=3, precision="fp32", svd=svd))
     assert family == "sd1"
     for name, delta in deltas.items():
         key = _key(name)
@@ -48,9 +48,9 @@ def test_known_rank_r_change_is_recovered_and_reported(svd):
 def test_locon_conv_rank_and_fp16_error_is_honest():
     base = tiny_sd1()
     tuned, deltas = _tuned(base, rank=2, params=(CONV3, ATTN_Q))
-    no_conv, _, _ = extract_lora(base, tuned, ExtractConfig(rank=4, conv_rank=0))
+    no_conv, _, _ = extract_lora(base, tuned, ExtractConfig(dim=4, conv_dim=0))
     assert not any(k.startswith(_key(CONV3)) for k in no_conv)
-    tensors, report, _ = extract_lora(base, tuned, ExtractConfig(rank=4, conv_rank=2))
+    tensors, report, _ = extract_lora(base, tuned, ExtractConfig(dim=4, conv_dim=2))
     key = _key(CONV3)
     assert tensors[f"{key}.lora_down.weight"].shape == (2, 8, 3, 3)
     assert tensors[f"{key}.lora_up.weight"].shape == (16, 2, 1, 1)
@@ -64,16 +64,16 @@ def test_locon_conv_rank_and_fp16_error_is_honest():
 def test_text_encoder_is_kept_only_when_it_changed():
     base = tiny_sd1()
     tuned, _ = _tuned(base, rank=2, params=(ATTN_Q, TE_Q), size=0.05)
-    tensors, report, _ = extract_lora(base, tuned, ExtractConfig(rank=2))
+    tensors, report, _ = extract_lora(base, tuned, ExtractConfig(dim=2))
     assert any(k.startswith(_key(TE_Q)) for k in tensors)
     assert any("kept" in n for n in report.notes)
-    off, report_off, _ = extract_lora(base, tuned, ExtractConfig(rank=2, text_encoder="off"))
+    off, report_off, _ = extract_lora(base, tuned, ExtractConfig(dim=2, text_encoder="off"))
     assert not any(k.startswith("lora_te") for k in off)
     # A change below the threshold (here: fp16 rounding of the whole text encoder) is not a trained encoder.
     rounded = {k: (v.half().float() if k.startswith("cond_stage_model") and v.is_floating_point() else v)
                for k, v in tuned.items()}
     rounded[TE_Q] = base[TE_Q].half().float()
-    only_rounding, report_r, _ = extract_lora(base, rounded, ExtractConfig(rank=2))
+    only_rounding, report_r, _ = extract_lora(base, rounded, ExtractConfig(dim=2))
     assert not any(k.startswith("lora_te") for k in only_rounding)
     assert any("threshold 0.001 -> skipped" in n for n in report_r.notes)
 
@@ -81,10 +81,10 @@ def test_text_encoder_is_kept_only_when_it_changed():
 def test_dynamic_rank_and_default_clamp_is_off():
     base = tiny_sd1()
     tuned, deltas = _tuned(base, rank=2, params=(ATTN_K2,))
-    tensors, report, _ = extract_lora(base, tuned, ExtractConfig(rank=8, dynamic="sv_fro", dynamic_param=0.9999,
+    tensors, report, _ = extract_lora(base, tuned, ExtractConfig(dim=8, dynamic="sv_fro", dynamic_param=0.9999,
                                                                  precision="fp32"))
     assert report.written[0].rank == 2
-    clamped, clamped_report, _ = extract_lora(base, tuned, ExtractConfig(rank=2, clamp_quantile=0.9))
+    clamped, clamped_report, _ = extract_lora(base, tuned, ExtractConfig(dim=2, clamp_quantile=0.9))
     assert clamped_report.overall_relative_error() > 10 * report.overall_relative_error()
 
 
@@ -94,7 +94,7 @@ def test_files_and_live_state_dicts_mix(tmp_path):
     base_file = save(tmp_path / "base.safetensors", base)
     ckpt = tmp_path / "tuned.ckpt"
     torch.save({"state_dict": tuned}, ckpt)
-    tensors, _, _ = extract_lora(base_file, ckpt, ExtractConfig(rank=2, precision="fp32"))
+    tensors, _, _ = extract_lora(base_file, ckpt, ExtractConfig(dim=2, precision="fp32"))
     assert rel(lora_product(tensors, _key(ATTN_Q)), deltas[ATTN_Q].flatten(1)) < 1e-4
 
 

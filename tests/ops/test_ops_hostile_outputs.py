@@ -35,7 +35,7 @@ def files(tmp_path):
 
 def _extract(d, out):
     return run_extract(_args(add_extract_args, ["--base", d / "base.safetensors", "--tuned", d / "tuned.safetensors",
-                                                "--rank", 2, "--out", out]))
+                                                "--dim", 2, "--out", out]))
 
 
 OUTS = ["base.safetensors", "tuned.safetensors", "sub/../base.safetensors", "base_link.safetensors",
@@ -56,9 +56,9 @@ def test_extract_out_never_replaces_an_input_or_crashes(files, out, capsys):
 
 def test_resize_and_merge_refuse_an_output_that_is_an_input(files, capsys):
     before = fingerprint(files)
-    assert run_resize(_args(add_resize_args, ["--lora", files / "one.safetensors", "--rank", 2,
+    assert run_resize(_args(add_resize_args, ["--lora", files / "one.safetensors", "--dim", 2,
                                               "--out", files / "one.safetensors"])) == 2
-    assert run_merge(_args(add_merge_args, ["--lora", files / "one.safetensors", "--concat",
+    assert run_merge(_args(add_merge_args, ["--lora", files / "one.safetensors", "--mode", "concat",
                                             "--out", files / "one.safetensors"])) == 2
     assert run_merge(_args(add_merge_args, ["--lora", files / "one.safetensors", "--base", files / "base.safetensors",
                                             "--out", files / "base.safetensors"])) == 2

@@ -115,9 +115,9 @@ def test_concat_merge_is_exact_and_svd_merge_reports_its_loss():
         assert rel(lora_product(merged, key), expected) < 1e-6
         assert merged[f"{key}.lora_down.weight"].shape[0] == 5
     assert report.overall_relative_error() < 1e-6
-    full, full_report = merge_loras(inputs, MergeConfig(mode="svd", svd_rank=5, precision="fp32"), "sd1")
+    full, full_report = merge_loras(inputs, MergeConfig(mode="svd", svd_dim=5, precision="fp32"), "sd1")
     assert full_report.overall_relative_error() < 1e-5
-    small, small_report = merge_loras(inputs, MergeConfig(mode="svd", svd_rank=1, precision="fp32"), "sd1")
+    small, small_report = merge_loras(inputs, MergeConfig(mode="svd", svd_dim=1, precision="fp32"), "sd1")
     assert small_report.overall_relative_error() > 0.05
     key = _key(ATTN_Q)
     row = next(r for r in small_report.layers if r.layer == key)
@@ -139,7 +139,7 @@ def test_loha_merges_through_its_own_formula_and_cannot_be_concatenated(tmp_path
     assert torch.allclose(_read(out)[0][ATTN_Q], base[ATTN_Q] + expected, atol=1e-5)
     with pytest.raises(NetworkFileError, match="svd-rank"):
         merge_loras(load_lora_inputs([loha], [], []), MergeConfig(mode="concat"), "sd1")
-    merged, report = merge_loras(load_lora_inputs([loha], [], []), MergeConfig(mode="svd", svd_rank=4,
+    merged, report = merge_loras(load_lora_inputs([loha], [], []), MergeConfig(mode="svd", svd_dim=4,
                                                                              precision="fp32"), "sd1")
     assert rel(lora_product(merged, key), expected) < 1e-5
 

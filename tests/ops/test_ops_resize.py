@@ -20,7 +20,7 @@ def _key(name):
 
 def test_same_rank_is_lossless_and_keeps_the_scale():
     lora = make_lora(TARGETS, rank=4, alpha=2.0)
-    out, report = resize_lora(lora, ResizeConfig(rank=4, precision="fp32"))
+    out, report = resize_lora(lora, ResizeConfig(dim=4, precision="fp32"))
     for name in TARGETS:
         key = _key(name)
         assert rel(lora_product(out, key), lora_product(lora, key)) < 1e-5
@@ -31,7 +31,7 @@ def test_same_rank_is_lossless_and_keeps_the_scale():
 
 def test_lower_rank_error_is_the_discarded_singular_values_share():
     lora = make_lora(TARGETS, rank=4, alpha=4.0)
-    out, report = resize_lora(lora, ResizeConfig(rank=2, conv_rank=1, precision="fp32"))
+    out, report = resize_lora(lora, ResizeConfig(dim=2, conv_dim=1, precision="fp32"))
     for name in TARGETS:
         key = _key(name)
         s = torch.linalg.svdvals(lora_product(lora, key).double())
@@ -46,12 +46,12 @@ def test_lower_rank_error_is_the_discarded_singular_values_share():
 
 def test_dynamic_resize_and_metadata():
     lora = make_lora([ATTN_Q, ATTN_K2], rank=4, alpha=4.0)
-    out, report = resize_lora(lora, ResizeConfig(rank=4, dynamic="sv_fro", dynamic_param=0.5, precision="fp32"))
+    out, report = resize_lora(lora, ResizeConfig(dim=4, dynamic="sv_fro", dynamic_param=0.5, precision="fp32"))
     assert all(1 <= row.rank <= 4 for row in report.written)
     meta = resized_metadata({"ss_network_dim": "4", "sshs_model_hash": "old"}, out,
-                            ResizeConfig(rank=4, dynamic="sv_fro", dynamic_param=0.5), report)
+                            ResizeConfig(dim=4, dynamic="sv_fro", dynamic_param=0.5), report)
     assert meta["ss_network_dim"] == "Dynamic" and "sshs_model_hash" not in meta
     assert "Dynamic resize" in meta["ss_training_comment"]
-    fixed, fixed_report = resize_lora(lora, ResizeConfig(rank=2))
-    meta = resized_metadata({"ss_network_dim": "4"}, fixed, ResizeConfig(rank=2), fixed_report)
+    fixed, fixed_report = resize_lora(lora, ResizeConfig(dim=2))
+    meta = resized_metadata({"ss_network_dim": "4"}, fixed, ResizeConfig(dim=2), fixed_report)
     assert meta["ss_network_dim"] == "2" and meta["ss_network_alpha"] == "2"  # alpha 4 / dim 4 * 2

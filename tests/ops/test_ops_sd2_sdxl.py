@@ -29,7 +29,7 @@ def test_fused_qkv_round_trip(tmp_path):
     q_change, v_change = low_rank((8, 8), 2, seed=1, size=0.5), low_rank((8, 8), 2, seed=2, size=0.5)
     tuned[IN_PROJ][:8] += q_change
     tuned[IN_PROJ][16:] += v_change
-    tensors, report, family = extract_lora(base, tuned, ExtractConfig(rank=2, precision="fp32"))
+    tensors, report, family = extract_lora(base, tuned, ExtractConfig(dim=2, precision="fp32"))
     assert family == "sd2"
     te_keys = {k.split(".")[0] for k in tensors}
     assert te_keys == {"lora_te_text_model_encoder_layers_0_self_attn_q_proj",
@@ -52,7 +52,7 @@ def test_sdxl_keys_blocks_and_both_text_encoders():
     base = {te1: torch.randn(8, 8, generator=g), te2: torch.randn(24, 8, generator=g),
             unet: torch.randn(8, 8, generator=g)}
     tuned = {k: v + low_rank(tuple(v.shape), 2, seed=i, size=0.5) for i, (k, v) in enumerate(base.items())}
-    tensors, report, family = extract_lora(base, tuned, ExtractConfig(rank=2, precision="fp32"))
+    tensors, report, family = extract_lora(base, tuned, ExtractConfig(dim=2, precision="fp32"))
     keys = {k.split(".")[0] for k in tensors}
     assert family == "sdxl"
     assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q" in keys

@@ -28,19 +28,19 @@ def test_cyrillic_dataset_through_every_command(tmp_path, capsys):
     assert _call(add_import_args, run_import, originals, "--root", root, "--name", "Алиса v1") == 0
     train = root / "Алиса v1" / "train"
     assert "imported" in capsys.readouterr().out
-    assert _call(add_check_args, run_check, train, "--json", "--trigger", "алиса") == 0
+    assert _call(add_check_args, run_check, train, "--json", "--trigger-word", "алиса") == 0
     report = json.loads(capsys.readouterr().out)
     assert report["images"] >= 4 and any(f["code"] == "no_captions" or f["code"] == "missing_caption"
                                          for f in report["findings"])
     prepped = tmp_path / "подготовлено"
     assert _call(add_prep_args, run_prep, train, prepped, "--resolution", "256") == 0
     model = build_model(tmp_path / "модель")
-    assert _call(add_tag_args, run_tag, prepped, "--model", model, "--trigger", "алиса",
+    assert _call(add_tag_args, run_tag, prepped, "--models", model, "--trigger-word", "алиса",
                  "--write-mode", "append") == 0
     assert "running on CPUExecutionProvider" in capsys.readouterr().out
     items = scan_dataset(prepped).items
     assert items and all(item.caption.startswith("алиса, ") for item in items)
-    assert _call(add_check_args, run_check, prepped, "--trigger", "алиса") == 0
+    assert _call(add_check_args, run_check, prepped, "--trigger-word", "алиса") == 0
     assert "trigger word" not in capsys.readouterr().out
     _train_briefly(prepped, tmp_path / "лоры", tmp_path / "настройки.toml", capsys)
     assert tree_hash(originals) == before
