@@ -1,7 +1,8 @@
 """The tab's long actions as jobs, through the built tab in the WebUI stand-in (handlers found by their
 button's elem_id, called with the components' own values): the Tools run as jobs with progress and
 Cancel and show only their own output; their forms are their configs; tagging waits for the WebUI's
-queue lock like a generation."""
+queue lock like a generation; so does a grid, which Cancel stops while it waits; merge and resize run
+from their typed forms."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lib_lora.ops.config import ExtractConfig, MergeConfig, ResizeConfig
 from lib_lora.ops.report import report_paths
@@ -158,3 +159,71 @@ def test_tagging_waits_for_the_webuis_queue_lock_held_by_a_generation(tab, tmp_p
     assert state == "finished" and "Tagged 1 images" in status, status
     assert "hatsune miku" in caption.read_text(encoding="utf-8") and "hatsune miku" in summary
     assert "task(tag_waits)" in progress.finished_tasks and os.path.isfile(caption)
+
+
+def _lora(rank: int, seed: int, key: str = "lora_unet_mid_block_attentions_0_proj_in") -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {f"{key}.lora_down.weight": torch.randn(rank, 32, 1, 1, generator=g) * 0.1,
+            f"{key}.lora_up.weight": torch.randn(32, rank, 1, 1, generator=g) * 0.1,
+            f"{key}.alpha": torch.tensor(float(rank))}
+
+
+def test_tools_merge_and_resize_run_as_jobs_from_their_typed_forms(tab):
+    a, b = tab.tools / "a.safetensors", tab.tools / "b.safetensors"
+    save_file(_lora(4, 1), str(a))
+    save_file(_lora(4, 2), str(b))
+    merged = tab.tools / "merged.safetensors"
+    _status, job_id, _state, _task, _log = press(
+        tab.blocks, "train_lora_merge_button", train_lora_merge_loras=f"{a}\n{b}", train_lora_merge_out=str(merged),
+        train_lora_merge_mode="concat", train_lora_merge_weights="1, 0.5", train_lora_merge_precision="fp32")
+    status, log, state = _poll_until_ended(tab, "tools", job_id)
+    assert state == "finished" and "Merge done" in status and f"wrote {merged}" in log, status
+    key = "lora_unet_mid_block_attentions_0_proj_in"
+    assert load_file(str(merged))[f"{key}.lora_down.weight"].shape[0] == 8        # ranks concatenated
+
+    resized = tab.tools / "resized.safetensors"
+    _status, job_id, _state, _task, _log = press(
+        tab.blocks, "train_lora_resize_button", train_lora_resize_in=str(merged), train_lora_resize_out=str(resized),
+        train_lora_resize_dim=2)
+    status, log, state = _poll_until_ended(tab, "tools", job_id)
+    assert state == "finished" and "Resize done" in status, status
+    assert load_file(str(resized))[f"{key}.lora_down.weight"].shape[0] == 2
+
+    status = press(tab.blocks, "train_lora_merge_button", train_lora_merge_loras=str(a),
+                   train_lora_merge_out=str(tab.tools / "m2.safetensors"))[0]       # mode checkpoint, no checkpoint
+    assert "needs the checkpoint" in status
+
+
+def test_a_grid_is_a_job_that_waits_for_the_webuis_queue_and_can_be_cancelled_there(tab, tmp_path):
+    from modules import progress
+    from tests.webui.conftest import load_family
+    load_family(tab.webui, "sd1")
+    name = "gridjob" + re.sub(r"\W", "", tmp_path.name)[-4:]
+    lora_dir = Path(tab.webui.shared.cmd_opts.lora_dir)
+    for epoch in (1, 2):      # epochs the Lora extension cannot apply to the tiny model: only their names matter
+        save_file(_lora(2, epoch, key="lora_unet_not_in_the_model"), str(lora_dir / f"{name}-{epoch:06d}.safetensors"))
+    fields = dict(train_lora_eval_run=name, train_lora_eval_prompts="zkcat", train_lora_eval_grid_weights="1.0",
+                  train_lora_eval_width=64, train_lora_eval_height=64, train_lora_eval_steps=2)
+    tab.webui.processing.processed_prompts.clear()
+    with tab.webui.call_queue.queue_lock:                 # a generation is running
+        status, job_id, state, task, _image = press(tab.blocks, "train_lora_grid_button",
+                                                    train_lora_grid_task="task(grid_cancel)", **fields)
+        assert "Drawing 2 epochs" in status and task == "task(grid_cancel)"
+        time.sleep(0.3)
+        assert _poll(tab, "grid", job_id)[-1] == "queued"
+        assert "Stopping" in press(tab.blocks, "train_lora_grid_cancel", train_lora_grid_job=job_id)[0]
+        assert not tab.webui.shared.state.interrupted    # the generation is not interrupted by our Cancel
+    status, image, state = _poll_until_ended(tab, "grid", job_id)
+    assert state == "cancelled" and not tab.webui.processing.processed_prompts
+
+    with tab.webui.call_queue.queue_lock:
+        _status, job_id, _state, _task, _image = press(tab.blocks, "train_lora_grid_button",
+                                                       train_lora_grid_task="task(grid_draws)", **fields)
+        time.sleep(0.3)
+        assert _poll(tab, "grid", job_id)[-1] == "queued" and not tab.webui.processing.processed_prompts
+    status, image, state = _poll_until_ended(tab, "grid", job_id)
+    assert state == "finished" and "Grid saved" in status and os.path.isfile(image), status
+    assert tab.webui.processing.processed_prompts == ["zkcat", f"zkcat <lora:{name}-000001:1>",
+                                                      f"zkcat <lora:{name}-000002:1>"]
+    assert "task(grid_draws)" in progress.finished_tasks and tab.webui.shared.state.job == ""
+    tab.webui.networks.unmatched_keys.clear()
