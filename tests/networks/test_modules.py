@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lib_lora.networks import ALGORITHMS
+
+from test_files import webui_updown
 
 LAYERS = {
     "linear": lambda: nn.Linear(16, 24),
@@ -46,7 +49,12 @@ def test_forward_is_base_plus_delta(algo, dora, layer_kind, dtype_name):
     weight = layer.weight.float()
     delta = module.full_delta(weight)
     assert delta.abs().max() > 0
-    expected = module.layer_op(x.float(), weight + delta, None if layer.bias is None else layer.bias.float())
+    # the oracle: the WebUI's math on the tensors the file would hold (test_files.webui_updown), through
+    # torch's own layer function, not the module's full_delta/layer_op
+    webui_delta = webui_updown({k: v.float() for k, v in module.file_state().items()}, weight, 0.7)
+    bias = None if layer.bias is None else layer.bias.float()
+    expected = (F.linear(x.float(), weight + webui_delta, bias) if isinstance(layer, nn.Linear)
+                else F.conv2d(x.float(), weight + webui_delta, bias, stride=layer.stride, padding=layer.padding))
     assert torch.allclose(layer(x).float(), expected, atol=tol, rtol=tol)
     if not dora:  # without DoRA the update is additive: multiplier scales the bare delta
         assert torch.allclose(delta, module.delta_weight().float().reshape(weight.shape) * 0.7, atol=1e-6)
