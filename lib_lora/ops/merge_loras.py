@@ -12,6 +12,8 @@ elementwise, is not offered: it is not the sum of the changes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..errors import NetworkFileError
@@ -84,12 +86,17 @@ def merge_module(key: str, entries: Entries, config: MergeConfig):
     return pack_lora(trunc.up, trunc.down, shape, trunc.rank, save_dtype), row
 
 
-def merge_loras(inputs: list[LoraInput], config: MergeConfig, family: str) -> tuple[dict[str, torch.Tensor], OpReport]:
-    """The merged LoRA's tensors (sd-scripts keys for `family`) and the per-layer report."""
+def merge_loras(inputs: list[LoraInput], config: MergeConfig, family: str,
+                progress: Callable[[int, int, str], None] | None = None) -> tuple[dict[str, torch.Tensor], OpReport]:
+    """The merged LoRA's tensors (sd-scripts keys for `family`) and the per-layer report;
+    `progress(done, total, key)` before each module (it may raise to stop)."""
     validated(config)
     report = OpReport("merge", settings={**config.summary(), "loras": [x.label for x in inputs]})
     tensors: dict[str, torch.Tensor] = {}
-    for key, entries in modules_by_key(inputs, family).items():
+    modules = modules_by_key(inputs, family)
+    for i, (key, entries) in enumerate(modules.items()):
+        if progress is not None:
+            progress(i, len(modules), key)
         module_tensors, row = merge_module(key, entries, config)
         report.add(row)
         tensors.update({f"{key}.{part}": t for part, t in module_tensors.items()})

@@ -12,6 +12,7 @@ precision: resizing to the same rank is lossless up to that rounding.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import torch
 
@@ -49,13 +50,17 @@ def resize_module(module: ModuleWeights, config: ResizeConfig) -> tuple[dict[str
     return pack_lora(trunc.up, trunc.down, shape, alpha, save_dtype), row
 
 
-def resize_lora(tensors: dict[str, torch.Tensor], config: ResizeConfig,
-                where: str = "") -> tuple[dict[str, torch.Tensor], OpReport]:
-    """The resized LoRA's tensors (same keys) and the per-layer report."""
+def resize_lora(tensors: dict[str, torch.Tensor], config: ResizeConfig, where: str = "",
+                progress: Callable[[int, int, str], None] | None = None) -> tuple[dict[str, torch.Tensor], OpReport]:
+    """The resized LoRA's tensors (same keys) and the per-layer report; `progress(done, total, key)`
+    before each module (it may raise to stop)."""
     validated(config)
     report = OpReport("resize", settings=config.summary())
     out: dict[str, torch.Tensor] = {}
-    for key, module in group_modules(tensors, where).items():
+    modules = group_modules(tensors, where)
+    for i, (key, module) in enumerate(modules.items()):
+        if progress is not None:
+            progress(i, len(modules), key)
         module_tensors, row = resize_module(module, config)
         report.add(row)
         out.update({f"{key}.{part}": t for part, t in module_tensors.items()})

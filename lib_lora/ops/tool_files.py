@@ -120,11 +120,7 @@ def _merge_to_lora(inputs, config: MergeConfig, out: Path, progress: ProgressFn 
     from .lora_files import save_lora_file
     from .merge_loras import merge_loras
     family = inputs[0].family()
-    if progress is not None:
-        progress(0, 1, "merging the LoRAs")
-    tensors, report = merge_loras(inputs, config, family)
-    if progress is not None:
-        progress(1, 1, "writing")
+    tensors, report = merge_loras(inputs, config, family, progress)
     ranks = {row.rank for row in report.written}
     dim = str(ranks.pop()) if len(ranks) == 1 else "Dynamic"
     meta = tool_metadata(family, out, dim, dim, comment="merged from " + ", ".join(
@@ -142,10 +138,6 @@ def resize_to_file(lora: str | Path, out: str | Path, config: ResizeConfig,
     out = Path(out)
     with guarded(output_guard(out, [lora], "resize")):
         tensors, metadata = load_lora_file(lora)
-        if progress is not None:
-            progress(0, 1, "resizing")
-        resized, report = resize_lora(tensors, config, where=str(lora))
-        if progress is not None:
-            progress(1, 1, "writing")
+        resized, report = resize_lora(tensors, config, where=str(lora), progress=progress)
         save_lora_file(out, resized, resized_metadata(metadata, resized, config, report), config.precision)
         return _finish(report, out)
