@@ -14,7 +14,7 @@ from typing import Any
 
 from lib_lora.config import SampleConfig
 from lib_lora.errors import LoraError
-from lib_lora.webui.lora_list import refresh_lora_list   # also still imported from here by progress.py, pause_gate.py
+from lib_lora.webui.lora_list import refresh_lora_list
 
 
 def lora_prompt(prompt: str, path: Path | None, weight: float) -> str:
