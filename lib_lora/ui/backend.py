@@ -37,6 +37,7 @@ class TabBackend:
     upscalers: Callable[[], list[str]] | None = None            # PrepConfig.upscaler choices
     upscale_hook: Callable[[str], Any] | None = None            # name -> run_prep's upscaler (None: Lanczos)
     jobs: Callable[[], Any] | None = None                       # the process's lib_lora.jobs.Jobs registry
+    host: str = "standalone"      # options.HOSTS: which options the forms show (the WebUI overrides some)
 
     def current_path_policy(self) -> PathPolicy:
         """Which folders the tab's fields may name now."""

@@ -44,8 +44,11 @@ class FieldSpec:
         return self.name.split(".")[-1] in LINE_LIST_FIELDS
 
 
-def field_specs(cls: type) -> list[FieldSpec]:
-    return [FieldSpec(name, typ, meta) for name, (typ, meta) in options.field_info(cls).items()]
+def field_specs(cls: type, host: str) -> list[FieldSpec]:
+    """The options of `cls` a form on `host` (options.HOSTS: webui or standalone) shows: the WebUI's
+    form leaves out what the WebUI overrides (its loaded model, its device, its Lora folder)."""
+    return [FieldSpec(name, typ, meta) for name, (typ, meta) in options.field_info(cls).items()
+            if options.shown_on(meta, host)]
 
 
 def to_component_value(spec: FieldSpec, value: Any) -> Any:

@@ -141,7 +141,7 @@ def build_dataset_section(ctx: TabContext) -> None:
     report = gr.HTML(elem_id=elem("dataset_report"))
     with gr.Accordion("Preprocess (writes fixed copies; originals stay untouched)", open=False,
                       elem_id=elem("prep_accordion")):
-        prep_specs = form.field_specs(PrepConfig)
+        prep_specs = form.field_specs(PrepConfig, ctx.backend.host)
         prep_components = [_prep_component(ctx, s) for s in prep_specs]
         prep_out = gr.Textbox(label="Write the copies to", elem_id=elem("prep_out"),
                               info="Empty: next to the dataset, with _prep added")

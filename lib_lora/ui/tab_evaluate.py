@@ -34,7 +34,7 @@ def build_evaluate_section(ctx: TabContext) -> None:
         draw = gr.Button("Draw grid", variant="primary", elem_id=elem("grid_button"))
         suggest = gr.Button("Suggest best epoch", elem_id=elem("best_button"))
         cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=elem("grid_cancel"), scale=0)
-    specs = [s for s in form.field_specs(SampleConfig) if s.name in GRID_FIELDS]
+    specs = [s for s in form.field_specs(SampleConfig, ctx.backend.host) if s.name in GRID_FIELDS]
     defaults = SampleConfig(prompts=["a photo"])
     with gr.Accordion("Grid settings", open=True):
         components = [form.make_component(s, getattr(defaults, s.name), prefix="train_lora_eval_") for s in specs]

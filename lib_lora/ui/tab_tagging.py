@@ -158,7 +158,7 @@ def tagging_message(result: Any, cfg: TaggingConfig) -> str:
 
 def build_tagging_section(ctx: TabContext) -> None:
     import gradio as gr
-    specs = [s for s in form.field_specs(TaggingConfig) if s.name in TAGGING_FIELDS]
+    specs = [s for s in form.field_specs(TaggingConfig, ctx.backend.host) if s.name in TAGGING_FIELDS]
     defaults = TaggingConfig()
     with gr.Row():
         captioners = captioner_choices(ctx.backend)

@@ -106,7 +106,7 @@ def build_tools_section(ctx) -> None:
         cancel = gr.Button("Cancel", variant="stop", size="sm", elem_id=elem("tools_cancel"), scale=0)
     job = job_widgets("tools", "tool")
     log = gr.Textbox(label="Result", lines=6, interactive=False, elem_id=elem("tools_log"))
-    forms = [_tool_form(tool) for tool in TOOLS]
+    forms = [_tool_form(tool, ctx.backend.host) for tool in TOOLS]
     jobs = jobs_of(ctx.backend)
     outputs = [status, job["job_id"], job["job_state"], job["webui_task"], log]
     for tool, (button, path_boxes, specs, components) in zip(TOOLS, forms):
@@ -122,10 +122,10 @@ def build_tools_section(ctx) -> None:
                       [status, log, job["job_state"]], show_progress=gradio_compat.HIDE_PROGRESS, queue=False)
 
 
-def _tool_form(tool: Tool) -> tuple:
+def _tool_form(tool: Tool, host: str) -> tuple:
     """One tool's accordion: its paths, every option of its config, its button."""
     import gradio as gr
-    specs = form.field_specs(tool.config)
+    specs = form.field_specs(tool.config, host)
     defaults = tool.config()
     with gr.Accordion(tool.title, open=False, elem_id=elem(f"{tool.kind}_accordion")):
         with gr.Row():

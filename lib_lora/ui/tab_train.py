@@ -15,7 +15,7 @@ from lib_lora.ui.path_checks import check_paths, check_uploads, policy_for
 from lib_lora.ui.tab_common import TabContext, elem, guarded, no_change
 from lib_lora.ui.render import loss_chart, message_html, progress_html
 
-BASIC_FIELDS = ("dataset.train_dir", "output.output_name", "model.pretrained", "dataset.trigger_word",
+BASIC_FIELDS = ("dataset.train_dir", "output.output_name", "dataset.trigger_word",
                 "network.algo", "network.dim", "network.alpha", "training.epochs", "training.batch_size",
                 "training.unet_lr", "training.text_encoder_lr", "training.optimizer", "training.lr_scheduler",
                 "dataset.resolution", "model.clip_skip", "output.save_every_n_epochs", "sample.every_n_epochs",
@@ -73,7 +73,7 @@ def preset_choices(backend: Any) -> list[str]:
 def build_option_components(ctx: TabContext) -> None:
     """Basic options in view, the rest in one accordion per config section; all bound by field name."""
     import gradio as gr
-    specs = {s.name: s for s in form.field_specs(TrainConfig)}
+    specs = {s.name: s for s in form.field_specs(TrainConfig, ctx.backend.host)}
     values = dict(zip(specs, form.values_from_flat(ctx.saved_form, list(specs.values()), TrainConfig())))
     made: dict[str, Any] = {}
     with gr.Group(elem_id=elem("basic_options")):

@@ -23,7 +23,7 @@ def webui_backend() -> TabBackend:
 
     return TabBackend("webui", data_dir, Path(shared.cmd_opts.lora_dir), models / "wd14_tagger",
                       WebUIRunner(), render_grid, policy_source=webui_policy,
-                      paste_to_txt2img=register_txt2img_paste)
+                      paste_to_txt2img=register_txt2img_paste, host="webui")
 
 
 def on_ui_tabs():

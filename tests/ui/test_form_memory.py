@@ -24,7 +24,7 @@ def _by_elem_id(blocks, elem_id):
 
 def test_one_save_handler_takes_the_whole_form(tmp_path):
     blocks, backend = _built_tab(tmp_path)
-    specs = form.field_specs(TrainConfig)
+    specs = form.field_specs(TrainConfig, "standalone")
     option_ids = {_by_elem_id(blocks, s.elem_id())._id for s in specs}
     deps = blocks.config["dependencies"]
     steps_id = _by_elem_id(blocks, "train_lora_steps")._id
@@ -46,7 +46,7 @@ def test_one_save_handler_takes_the_whole_form(tmp_path):
 
 
 def test_half_typed_number_keeps_its_last_good_value():
-    specs = form.field_specs(TrainConfig)
+    specs = form.field_specs(TrainConfig, "standalone")
     names = [s.name for s in specs]
     values = form.values_from_config(TrainConfig(), specs)
     values[names.index("training.epochs")] = ""          # the user cleared the box to type a new number

@@ -14,7 +14,7 @@ from lib_lora.ui import form
 def _changed_config() -> TrainConfig:
     """A config where every field differs from its default, within its allowed values."""
     cfg = TrainConfig()
-    for spec in form.field_specs(TrainConfig):
+    for spec in form.field_specs(TrainConfig, "standalone"):
         section, key = spec.name.split(".")
         value = getattr(getattr(cfg, section), key)
         meta = spec.meta
@@ -35,7 +35,7 @@ def _changed_config() -> TrainConfig:
 
 
 def test_every_field_round_trips_through_the_form():
-    specs = form.field_specs(TrainConfig)
+    specs = form.field_specs(TrainConfig, "standalone")
     assert {s.name for s in specs} == set(options.flatten(TrainConfig()))
     cfg = _changed_config()
     cfg.dataset.max_bucket_reso, cfg.dataset.resolution = 2048, 768   # cross-field rules still hold
@@ -49,7 +49,7 @@ def test_every_field_round_trips_through_the_form():
 
 
 def test_bad_form_value_names_the_field():
-    specs = form.field_specs(TrainConfig)
+    specs = form.field_specs(TrainConfig, "standalone")
     values = form.values_from_config(TrainConfig(), specs)
     values[[s.name for s in specs].index("network.dim")] = "lots"
     with pytest.raises(LoraError, match="network.dim"):
@@ -57,7 +57,7 @@ def test_bad_form_value_names_the_field():
 
 
 def test_saved_form_with_stale_keys_falls_back():
-    specs = form.field_specs(TrainConfig)
+    specs = form.field_specs(TrainConfig, "standalone")
     values = form.values_from_flat({"network.dim": 64, "gone.option": 1, "training.epochs": "x"}, specs,
                                    TrainConfig())
     by_name = dict(zip([s.name for s in specs], values))
@@ -146,7 +146,7 @@ def test_unreadable_preset_says_what_to_do(tmp_path):
 def test_grid_prompts_keep_their_commas():
     """The Evaluate form edits SampleConfig on its own: its prompts are one per line, like the Train form's."""
     from lib_lora.config import SampleConfig
-    specs = [s for s in form.field_specs(SampleConfig) if s.name == "prompts"]
+    specs = [s for s in form.field_specs(SampleConfig, "standalone") if s.name == "prompts"]
     cfg = form.config_from_values(SampleConfig, specs, ["lrsq, smile\nlrsq, hat\n"])
     assert cfg.prompts == ["lrsq, smile", "lrsq, hat"]
     assert form.values_from_config(cfg, specs) == ["lrsq, smile\nlrsq, hat"]

@@ -19,7 +19,7 @@ def _train_form() -> dict:
     """The Train form's values as the page sends them (a list option arrives as its text)."""
     from lib_lora.config import TrainConfig
     from lib_lora.ui import form
-    specs = form.field_specs(TrainConfig)
+    specs = form.field_specs(TrainConfig, "webui")
     return {s.elem_id(): v for s, v in zip(specs, form.values_from_config(TrainConfig(), specs))}
 
 
@@ -159,8 +159,7 @@ def test_a_local_tagger_model_outside_the_roots_is_refused(tab):
 
 
 @pytest.mark.usefixtures("listening")
-@pytest.mark.parametrize("field", ["train_lora_dataset_train_dir", "train_lora_dataset_reg_dir",
-                                   "train_lora_model_pretrained"])
+@pytest.mark.parametrize("field", ["train_lora_dataset_train_dir", "train_lora_dataset_reg_dir"])
 def test_a_run_naming_a_path_outside_the_roots_does_not_start(tab, field):
     from lib_lora.webui.jobs import manager
     before = dict(manager.runs)
@@ -234,3 +233,17 @@ def test_the_standalone_tab_on_a_network_address_refuses_folders_outside_its_dat
     backend.path_policy = standalone_policy("0.0.0.0", backend.data_dir)     # as run_ui sets it for --host
     outputs = press(blocks, "train_lora_dataset_check", train_lora_dataset_dir=str(tmp_path))
     assert "refused" in _status(outputs) and "--host" in _status(outputs) and str(tmp_path) in _status(outputs)
+    # the base model is a field of the standalone tab only (the WebUI trains on its loaded model)
+    inside = backend.datasets_root / "d"
+    inside.mkdir(parents=True)
+    outputs = press(blocks, "train_lora_start", train_lora_dataset_train_dir=str(inside),
+                    train_lora_model_pretrained=str(tmp_path / "model.safetensors"))
+    assert "refused" in _status(outputs) and "model.safetensors" in _status(outputs)
+
+
+def test_the_webui_form_leaves_out_what_the_webui_overrides(tab):
+    """The WebUI trains on its loaded model, device and Lora folder: no fields for those there."""
+    ids = {getattr(b, "elem_id", None) for b in tab.blocks.blocks.values()}
+    assert "train_lora_dataset_train_dir" in ids
+    assert not {"train_lora_model_pretrained", "train_lora_training_device", "train_lora_training_num_threads",
+                "train_lora_output_output_dir"} & ids
