@@ -93,9 +93,10 @@ def start_tool(backend: Any, tool: Tool, task: str, path_values: list[str], spec
 
 def tool_poll_outputs(jobs: Any, job_id: str) -> list:
     """[status, log, job state] for the hidden poll button: at the end, the report and what was written."""
-    def shown(result: Any) -> list:
-        return [message_html(f"{result.report.operation.capitalize()} done: wrote {result.out}"), result.text()]
     from lib_lora.ops.tool_files import ToolResult
+
+    def shown(result: ToolResult) -> list:
+        return [message_html(f"{result.report.operation.capitalize()} done: wrote {result.out}"), result.text()]
     return poll_view(jobs, job_id, JOB_KINDS, ToolResult, 1, shown)
 
 
