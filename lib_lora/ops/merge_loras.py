@@ -39,7 +39,7 @@ def _stacked_factors(key: str, entries: Entries) -> tuple[torch.Tensor, torch.Te
         if not module.is_plain_lora():
             raise NetworkFileError(f"Module {own_key} is {module.algo} (not plain up/down factors), so it "
                                    "cannot be concatenated", where=lora.label,
-                                   fix="Merge with --svd-rank R instead, which re-compresses any type")
+                                   fix="Merge with mode svd instead (--mode svd --svd-dim R), which re-compresses any type")
         this_shape = module.out_in_shape()
         if shape is not None and this_shape != shape:
             raise NetworkFileError(f"Module {key} has shape {this_shape} in {lora.label} but {shape} in another "
