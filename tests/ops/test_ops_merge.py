@@ -137,7 +137,7 @@ def test_loha_merges_through_its_own_formula_and_cannot_be_concatenated(tmp_path
     out = tmp_path / "m.safetensors"
     merge_into_checkpoint(base, load_lora_inputs([loha], [1.0], []), out, MergeConfig(precision="fp32"))
     assert torch.allclose(_read(out)[0][ATTN_Q], base[ATTN_Q] + expected, atol=1e-5)
-    with pytest.raises(NetworkFileError, match="svd-rank"):
+    with pytest.raises(NetworkFileError, match="--mode svd --svd-dim"):
         merge_loras(load_lora_inputs([loha], [], []), MergeConfig(mode="concat"), "sd1")
     merged, report = merge_loras(load_lora_inputs([loha], [], []), MergeConfig(mode="svd", svd_dim=4,
                                                                              precision="fp32"), "sd1")
