@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lib_lora.config import SampleConfig
 from lib_lora.errors import LoraError
-from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of, run_names
+from lib_lora.evaluation.epoch_grid import epoch_files, run_names
 from lib_lora.evaluation.run_hint import hint_for_run
 from lib_lora.ui import form, gradio_compat
 from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, stoppable, submit
@@ -68,7 +68,7 @@ def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
     def on_draw(task: str, name: str, *values):
         name = known_run(backend, name)
         sample = form.config_from_values(SampleConfig, specs, list(values))
-        files = [p for p in epoch_files(backend.lora_dir, name) if epoch_of(p) is not None]
+        files = epoch_files(backend.lora_dir, name)
         if not files:
             raise LoraError(f"The run {name!r} has no epoch files", where=str(backend.lora_dir),
                             fix="Pick another run, or train until an epoch is saved")
