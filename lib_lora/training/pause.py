@@ -16,34 +16,25 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import distributed as dist
 from .hooks import PausePoint
-from .optim import evaluation_weights
 
 PARK_DEVICE = torch.device("cpu")
 
 
-def pause_here(run: Any, epoch: int, next_batch: int, epoch_losses: list[float],
-               prepare: Callable[[], None]) -> bool:
-    """Pause before batch `next_batch` of `epoch`; returns True when the run goes on, False when it
-    ends during the pause (then the model is no longer the run's to touch). `prepare` re-applies the
-    run's model settings (attention, gradient checkpointing) after the model is borrowed again."""
-    state, caller, gate = run.state, run.caller, run.gate
-    path = state.save_resume_point(run, next_batch, epoch_losses, force=True)
-
-    def save_now() -> Path | None:
-        with evaluation_weights(run.optimizer):
-            return state.save_now(run)
-
-    point = PausePoint(state.step, epoch, path, caller.should_pause, lambda: dist.any_rank(caller.should_stop()),
-                       caller.save_requested, save_now)
-    caller.on_status(f"Paused after step {state.step} (epoch {epoch})")
+def pause_here(run: Any, epoch: int, next_batch: int, epoch_losses: list[float]) -> bool:
+    """Pause `run` (a run.Run) before batch `next_batch` of `epoch`; returns True when the run goes on,
+    False when it ends during the pause (then the model is no longer the run's to touch)."""
+    caller, gate = run.caller, run.gate
+    path = run.save_resume_point(next_batch, epoch_losses, force=True)
+    point = PausePoint(run.step, epoch, path, caller.should_pause, lambda: dist.any_rank(caller.should_stop()),
+                       caller.save_requested, run.save_now)
+    caller.on_status(f"Paused after step {run.step} (epoch {epoch})")
     if not gate.releases_model:
         go_on = gate.hold(point)
     else:
@@ -51,11 +42,11 @@ def pause_here(run: Any, epoch: int, next_batch: int, epoch_losses: list[float],
         parked = give_model_back(run)
         go_on = gate.hold(point)
         if go_on:
-            take_model_again(run, parked, prepare)
+            take_model_again(run, parked)
             set_global_rng_state(rng)
     if go_on:
-        state.steps_this_session = 0        # it/s and ETA are measured again from the next step
-        caller.on_status(f"Resumed at step {state.step} (epoch {epoch})")
+        run.steps_this_session = 0        # it/s and ETA are measured again from the next step
+        caller.on_status(f"Resumed at step {run.step} (epoch {epoch})")
     return go_on
 
 
@@ -70,10 +61,12 @@ def give_model_back(run: Any) -> "Parked":
     return Parked.of(run.network, run.optimizer)
 
 
-def take_model_again(run: Any, parked: "Parked", prepare: Callable[[], None]) -> None:
+def take_model_again(run: Any, parked: "Parked") -> None:
+    """Borrowed again: the run's tensors back, the network attached, the run's model settings re-applied
+    (attention, gradient checkpointing), the offloaded parts moved off again."""
     parked.restore()
     run.network.attach()
-    prepare()
+    run.prepare_model()
     if run.offloader is not None:
         run.offloader.offload()
 

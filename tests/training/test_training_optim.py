@@ -41,16 +41,16 @@ def test_adaptive_optimizer_with_two_learning_rates_is_refused_before_training(t
 
 def test_schedule_free_saves_the_averaged_weights(tiny_model, dataset, tmp_path, monkeypatch):
     """Schedule-free AdamW must be in eval mode (averaged weights) while the file is written."""
-    from lib_lora.training import loop_parts
+    from lib_lora.training.run import Run
 
     modes = []
-    original = loop_parts.RunState.write_file
+    original = Run.write_file
 
-    def spy(self, path, run):
-        modes.append(run.optimizer.param_groups[0]["train_mode"])
-        return original(self, path, run)
+    def spy(self, path):
+        modes.append(self.optimizer.param_groups[0]["train_mode"])
+        return original(self, path)
 
-    monkeypatch.setattr(loop_parts.RunState, "write_file", spy)
+    monkeypatch.setattr(Run, "write_file", spy)
     cfg = fast_config(dataset, tmp_path / "out", optimizer="AdamWScheduleFree", epochs=2)
     result = train(cfg, tiny_model)
     assert modes == [False, False] and result.steps == 8

@@ -25,19 +25,19 @@ def test_dry_run_returns_the_plan_without_touching_the_model(dataset, tmp_path):
 
 def test_regularization_images_double_the_steps_and_carry_the_prior_weight(tiny_model, dataset, tmp_path,
                                                                           monkeypatch):
-    from lib_lora.training import trainer
+    from lib_lora.training import run as run_module
 
     reg = write_dataset(tmp_path / "reg", "1_person", n_images=2, caption="person", seed=5)
     cfg = fast_config(dataset, tmp_path / "out")
     cfg.dataset.reg_dir, cfg.dataset.prior_loss_weight = str(reg), 0.25
     scales = []
-    original = trainer.compute_loss
+    original = run_module.compute_loss
 
     def spy(model, cfg, inputs, *args):
         scales.extend(inputs.loss_scale.tolist())
         return original(model, cfg, inputs, *args)
 
-    monkeypatch.setattr(trainer, "compute_loss", spy)
+    monkeypatch.setattr(run_module, "compute_loss", spy)
     result = train(cfg, tiny_model)
     assert len(result.plan.reg) == 2 and result.steps == 8  # 8 training draws + 8 regularization draws
     assert sorted(scales) == [0.25] * 8 + [1.0] * 8
