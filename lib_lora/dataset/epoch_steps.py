@@ -16,9 +16,12 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, TypeVar
 
 from .buckets import Bucket, assign_bucket
+
+if TYPE_CHECKING:
+    from ..config import DatasetConfig
 
 T = TypeVar("T")
 D = TypeVar("D", bound="Drawn")
@@ -39,8 +42,7 @@ class Bucketing:
     enabled: bool = True
 
     @classmethod
-    def of_config(cls, d) -> "Bucketing":
-        """From a config.DatasetConfig."""
+    def of_config(cls, d: "DatasetConfig") -> "Bucketing":
         return cls(d.resolution, d.min_bucket_reso, d.max_bucket_reso, d.bucket_reso_steps, d.bucket_no_upscale,
                    d.enable_bucket)
 

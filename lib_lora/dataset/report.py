@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .balance import KIND_TARGETS, KINDS, ConceptShare, suggest_repeats
 from .checks_balance import (balance_findings, bucket_findings, bucket_preview, bucket_rows, count_findings,
@@ -26,6 +26,9 @@ from .phash import DEFAULT_MAX_DISTANCE
 from .probe import probe_images
 from .scan import Dataset, scan_dataset
 from .tagstats import caption_tag_sets, strongest_pairs, tag_frequency
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 @dataclass
@@ -53,7 +56,7 @@ class ReportOptions:
     workers: int = 2
 
     @classmethod
-    def for_run(cls, cfg, kind: str = "character") -> "ReportOptions":
+    def for_run(cls, cfg: "TrainConfig", kind: str = "character") -> "ReportOptions":
         """The report of a config.TrainConfig's dataset, its steps counted as that run takes them."""
         d, t = cfg.dataset, cfg.training
         return cls(kind=kind, caption_extension=d.caption_extension, trigger_word=d.trigger_word,

@@ -23,6 +23,26 @@ def test_dry_run_returns_the_plan_without_touching_the_model(dataset, tmp_path):
     assert not (tmp_path / "out").exists() and result.steps == 0
 
 
+def test_a_plan_made_before_is_the_runs_plan_and_options_are_checked_once(tiny_model, dataset, tmp_path,
+                                                                          monkeypatch):
+    """The WebUI plans for its memory check first; train() then runs that plan instead of scanning again."""
+    from lib_lora import options
+    from lib_lora.training import plan_run, trainer
+
+    cfg = fast_config(dataset, tmp_path / "out")
+    plan = plan_run(cfg, tiny_model)
+    checks = []
+    validate = options.validate
+    monkeypatch.setattr(options, "validate", lambda c, prefix="": (checks.append(c) if not prefix else None,
+                                                                   validate(c, prefix))[1])
+    monkeypatch.setattr(trainer, "make_plan", lambda *a: pytest.fail("the run planned again"))
+    seen = []
+    hooks = type("H", (TrainHooks,), {"on_plan": lambda self, p: seen.append(p)})()
+    result = train(cfg, tiny_model, hooks, plan=plan)
+    assert result.plan is plan and seen == [plan] and result.steps == plan.total_steps == 4
+    assert checks == [cfg]
+
+
 def test_regularization_images_double_the_steps_and_carry_the_prior_weight(tiny_model, dataset, tmp_path,
                                                                           monkeypatch):
     from lib_lora.training import run as run_module
