@@ -270,11 +270,9 @@ def _clamp_to_ranges(cfg: TrainConfig, ignored: list[str]) -> None:
     for name, (_typ, meta) in options.field_info(TrainConfig).items():
         section, key = name.split(".")
         value = getattr(getattr(cfg, section), key)
-        bad = (meta.get("choices") and value not in meta["choices"]) or (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and
-            ((meta.get("min") is not None and value < meta["min"]) or
-             (meta.get("max") is not None and value > meta["max"])))
-        if bad:
+        try:
+            options.check_value(name, value, meta)
+        except ConfigError:
             setattr(getattr(cfg, section), key, defaults[name])
             ignored.append(f"{name}={value!r} (out of range)")
 
