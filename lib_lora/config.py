@@ -229,7 +229,8 @@ class TaggingConfig:
                           choices=("skip", "append", "prepend", "overwrite"))
     caption_extension: str = opt(".txt", "Extension of caption files")
     batch_size: int = opt(8, "Images per tagger batch", min=1, max=256)
-    models_dir: str = opt("", "Where downloaded tagger models are kept (inside the WebUI: models/wd14_tagger)")
+    models_dir: str = opt("", "Where downloaded tagger models are kept (the tab uses its own: models/wd14_tagger "
+                              "inside the WebUI)", hosts=("headless",))
     decode_workers: int = opt(2, "Threads decoding images while the tagger runs", min=1, max=32)
     captioner: str = opt("wd14", "Who writes the captions: wd14 (ONNX tagger, anywhere); deepdanbooru or blip "
                          "(the WebUI's own interrogators, only inside the WebUI)",

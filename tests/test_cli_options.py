@@ -205,6 +205,7 @@ def test_options_say_which_hosts_they_apply_to():
     for name, (_typ, meta) in info.items():
         assert options.shown_on(meta, "headless") and options.shown_on(meta, "standalone"), name
         assert options.shown_on(meta, "webui") == (name not in outside_webui), name
+    assert not options.shown_on(options.field_info(TaggingConfig)["models_dir"][1], "standalone")   # the tab's own
     with pytest.raises(ValueError, match="unknown hosts"):
         options.opt(1, "x", hosts=("colab",))
 
