@@ -60,6 +60,13 @@ class Hold(Protocol):
     def report(self, job: "Job") -> None: ...   # mirror the job's progress into the host's display
 
 
+class KindState(Protocol):
+    """What one kind of job keeps beyond the common fields (a training run: its config, chart, pause)."""
+
+    def as_dict(self) -> dict[str, Any]: ...    # its fields for the API's view of the job
+    def cancelled(self, job: "Job") -> None: ...  # a cancel was asked: wake what waits (a paused run)
+
+
 class Host(Protocol):
     name: str                            # "webui" | "standalone": shown, never branched on
 
@@ -85,6 +92,9 @@ class Job:
     pause_requested: bool = False
     hold: Hold | None = None             # set while the job holds the host
     details: dict[str, Any] = field(default_factory=dict)   # kind-specific fields shown by the API
+    kind_state: KindState | None = None  # what this kind keeps beyond these fields (a run: train_job.TrainRun)
+    headline: str = ""                   # the host's progress line when the kind says more than done/total
+    worker: threading.Thread | None = field(default=None, repr=False)    # the thread of the last launch
 
     @property
     def active(self) -> bool:
@@ -109,12 +119,16 @@ class Job:
         if not self.active:
             return
         self.cancel_requested = True
-        if self.hold is not None and self.state == "running":
+        # a job about to pause may have given the host back already: its Interrupt is someone else's now
+        if self.hold is not None and self.state == "running" and not self.pause_requested:
             self.hold.interrupt()
+        if self.kind_state is not None:
+            self.kind_state.cancelled(self)
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("id", "kind", "title", "state", "done", "total", "text", "error", "created", "pause_requested")
-        return {**{k: getattr(self, k) for k in keys}, "log": self.log[-20:], **self.details}
+        own = self.kind_state.as_dict() if self.kind_state is not None else {}
+        return {**{k: getattr(self, k) for k in keys}, "log": self.log[-20:], **self.details, **own}
 
 
 class LocalHold:
@@ -175,15 +189,16 @@ class Jobs:
         self._lock = threading.Lock()
 
     def submit(self, kind: str, title: str, fn: JobFn, *, exclusive: bool, task_id: str = "",
-               background: bool = True, one_per_kind: bool = True) -> Job:
+               background: bool = True, one_per_kind: bool = True, kind_state: KindState | None = None) -> Job:
         """Start `fn(job)` as a new job. `exclusive`: it waits for the host (GPU work);
-        `one_per_kind`: refuse a second job of this kind while one is active."""
+        `one_per_kind`: refuse a second job of this kind while one is active; `kind_state`: the
+        kind's own state, there before `fn` starts."""
         with self._lock:
             if one_per_kind and any(j.kind == kind and j.active for j in self.jobs.values()):
                 raise LoraError(f"A {kind} job is already going", where=title,
                                 fix="Wait for it to finish, or cancel it first")
             self._forget_old(kind)
-            job = Job(new_job_id(kind), kind, title, task_id=task_id)
+            job = Job(new_job_id(kind), kind, title, task_id=task_id, kind_state=kind_state)
             self.jobs[job.id] = job
         self.host.queued(job)
         self.launch(job, fn, exclusive=exclusive, background=background)
@@ -192,11 +207,13 @@ class Jobs:
     def launch(self, job: Job, fn: JobFn, *, exclusive: bool, background: bool = True) -> None:
         """Run `fn` for `job` (again, for a resumed one) on a thread, or here when not `background`."""
         job.state, job.error = "queued", ""
+        previous = job.worker
         if background:
-            threading.Thread(target=self._run, args=(job, fn, exclusive), name=f"train-lora-{job.id}",
-                             daemon=True).start()
+            job.worker = threading.Thread(target=self._run, args=(job, fn, exclusive, previous),
+                                          name=f"train-lora-{job.id}", daemon=True)
+            job.worker.start()
         else:
-            self._run(job, fn, exclusive)
+            self._run(job, fn, exclusive, previous)
 
     def get(self, job_id: str, kind: str | None = None) -> Job:
         job = self.jobs.get(job_id)
@@ -214,7 +231,10 @@ class Jobs:
         job.cancel()
         return job
 
-    def _run(self, job: Job, fn: JobFn, exclusive: bool) -> None:
+    def _run(self, job: Job, fn: JobFn, exclusive: bool, previous: threading.Thread | None = None) -> None:
+        if previous is not None and previous is not threading.current_thread():
+            previous.join()      # a launch again (a resume) starts once the last one has let go of everything
+            job.state = "queued"
         try:
             with (self.host.exclusive(job) if exclusive else contextlib.nullcontext()) as hold:
                 job.hold = hold
@@ -239,8 +259,9 @@ class Jobs:
 
 
 def _end_state(job: Job) -> str:
-    """How a job whose function returned ended: paused stays paused (it can resume)."""
-    if job.state == "paused" or job.state in ("cancelled", "failed"):
+    """How a job whose function returned ended: an end its function wrote stays (a paused run can
+    resume; a training run maps its own stop reason)."""
+    if job.state != "running":
         return job.state
     if job.should_stop() or getattr(job.result, "cancelled", False):
         return "cancelled"

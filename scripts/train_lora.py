@@ -43,9 +43,11 @@ def _before_ui():
 
 
 def _script_unloaded():
-    from lib_lora.webui.jobs import manager
-    for record in manager.runs.values():
-        record.cancel_requested = True
+    """The WebUI reloads its scripts: every job of this process stops (a run keeps its saved epochs)."""
+    from lib_lora.webui.host import webui_jobs
+    jobs = webui_jobs()
+    for job in jobs.list():
+        jobs.cancel(job.id)
 
 
 def _register() -> str:

@@ -1,33 +1,35 @@
 """Where the tab's actions go: the WebUI (its model, queue, Lora folder) or a standalone process.
 
-The tab talks only to a `TabBackend`: folders, a runner with start / get /
-cancel / set_paused / save_now, and a grid renderer. `standalone_backend`
-trains the tiny or a diffusers model in this process; the WebUI's backend
-(lib_lora/webui/backend.py) runs jobs under the WebUI's queue lock and renders
-grids with the WebUI's txt2img.
+The tab talks only to a `TabBackend`, which says what its host offers by capability: folders,
+the process's one job registry (shared with the HTTP API inside the WebUI), the training host
+(lib_lora/train_job.py: where a run's files go, the model it borrows, how it pauses), a grid
+renderer, and optional extras (captioners, upscalers, the WebUI's paste into txt2img).
+`standalone_backend` trains the tiny or a diffusers model in this process, on a registry of its
+own; the WebUI's backend (lib_lora/webui/backend.py) runs jobs under the WebUI's queue lock and
+renders grids with the WebUI's txt2img.
 """
 from __future__ import annotations
 
-import threading
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from lib_lora.config import SampleConfig, TrainConfig
-from lib_lora.errors import LoraError
+from lib_lora.jobs import Job, Jobs, LocalHost
 from lib_lora.path_policy import PathPolicy
+from lib_lora.train_job import Borrowed, TrainHost, TrainRun, WaitInPlace
 
 GridFn = Callable[[list[Path], SampleConfig, Path, Any], Path]
 
 
 @dataclass
 class TabBackend:
-    kind: str                     # "standalone" | "webui"
     data_dir: Path                # settings, presets, grids, uploaded datasets
     lora_dir: Path                # where runs write their files
     tagger_models_dir: Path
-    runner: Any
-    render_grid: GridFn
+    training: TrainHost           # the Lora folder, the model and the pause of a training run here
+    render_grid: GridFn           # the caller holds the host (an exclusive job)
     path_policy: PathPolicy | None = None                       # the standalone server's (None: not confined)
     policy_source: Callable[[], PathPolicy] | None = None       # the host's live policy (the WebUI's settings)
     paste_to_txt2img: Callable[[Any, Any], bool] | None = None  # (button, infotext): the WebUI's "Send to txt2img"
@@ -36,7 +38,7 @@ class TabBackend:
     make_captioner: Callable[[str], Any] | None = None          # name -> a tagging Captioner (None: WD14)
     upscalers: Callable[[], list[str]] | None = None            # PrepConfig.upscaler choices
     upscale_hook: Callable[[str], Any] | None = None            # name -> run_prep's upscaler (None: Lanczos)
-    jobs: Callable[[], Any] | None = None                       # the process's lib_lora.jobs.Jobs registry
+    jobs: Callable[[], Jobs] | None = None                      # the process's one job registry
     host: str = "standalone"      # options.HOSTS: which options the forms show (the WebUI overrides some)
 
     def current_path_policy(self) -> PathPolicy:
@@ -61,12 +63,6 @@ class TabBackend:
     def form_file(self) -> Path:
         return self.data_dir / "last_form.json"
 
-    def prepare(self, cfg: TrainConfig) -> TrainConfig:
-        """Settings the backend decides: inside the WebUI, files go to its Lora folder."""
-        if self.kind == "webui" or not cfg.output.output_dir or cfg.output.output_dir == "output":
-            cfg.output.output_dir = str(self.lora_dir)
-        return cfg
-
     def tagger_choices(self) -> list[str]:
         """Local tagger folders (model.onnx + selected_tags.csv) first, then the usual hub models."""
         local = []
@@ -82,7 +78,6 @@ class SharedModel:
     def __init__(self):
         self._model = None
         self._key = None
-        self.busy = threading.Lock()     # training and grids take turns on the same weights
 
     def get(self, cfg: TrainConfig):
         """The model of `cfg` ([model] and the training device/precision), loaded again only when those change."""
@@ -96,30 +91,39 @@ class SharedModel:
         return self._model
 
 
+class LocalTrainHost:
+    """Training in this process (the standalone server): the shared model; a pause waits in place.
+    Files go to the config's folder, or to the server's Lora folder when the form left the default."""
+    pause_frees_model = False
+
+    def __init__(self, lora_dir: Path, model: SharedModel):
+        self.lora_dir, self.model = lora_dir, model
+        self.last_config: TrainConfig | None = None     # grids render on the model the last run trained on
+
+    def lora_folder(self, cfg: TrainConfig) -> str:
+        chosen = cfg.output.output_dir
+        folder = Path(chosen if chosen and chosen != "output" else self.lora_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder)
+
+    @contextlib.contextmanager
+    def borrow(self, job: Job, run: TrainRun) -> Iterator[Borrowed]:
+        self.last_config = run.cfg
+        yield Borrowed(self.model.get(run.cfg), WaitInPlace(job, run))
+
+
 def standalone_backend(data_dir: str | Path) -> TabBackend:
+    """The standalone server's backend: one registry on a plain lock (runs and grids take turns on the model)."""
     from lib_lora.evaluation.render_diffusers import render_epoch_weight_grid
-    from lib_lora.evaluation.samples import make_sampler
-    from lib_lora.ui.runs import LocalRunner
 
     data_dir = Path(data_dir).resolve()
     shared = SharedModel()
-
-    def model_for(cfg: TrainConfig):
-        runner.last_config = cfg     # grids render on the model the run trained on
-        return shared.get(cfg)
-
-    def sampler_for(model, cfg: TrainConfig, history):
-        return make_sampler(model, cfg.output.output_dir, cfg.output.output_name, cfg.model.clip_skip,
-                            cfg.dataset.max_token_length, on_images=history.add_samples)
-
-    runner = LocalRunner(model_for, sampler_for)
+    training = LocalTrainHost(data_dir / "lora", shared)
+    registry = Jobs(LocalHost())
 
     def render_grid(files: list[Path], sample: SampleConfig, out: Path, progress=None) -> Path:
-        if any(r.active for r in runner.runs.values()):
-            raise LoraError("A training run is using the model", where="Evaluate",
-                            fix="Draw the grid when the run has finished (or cancel it)")
-        model = shared.get(getattr(runner, "last_config", None) or TrainConfig())
+        model = shared.get(training.last_config or TrainConfig())
         return render_epoch_weight_grid(model, files, sample, out, progress)
 
-    return TabBackend("standalone", data_dir, data_dir / "lora", data_dir / "models" / "wd14_tagger",
-                      runner, render_grid)
+    return TabBackend(data_dir, data_dir / "lora", data_dir / "models" / "wd14_tagger", training, render_grid,
+                      jobs=lambda: registry)

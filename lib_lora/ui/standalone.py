@@ -2,7 +2,7 @@
 
 Serves the same tab as the WebUI, inside a page laid out like the WebUI's
 (a tab with elem_id tab_train_lora, so style.css applies unchanged), with the
-tiny or a diffusers model and an in-process runner instead of the WebUI's
+tiny or a diffusers model, its own job registry and training host instead of the WebUI's
 queue. Binds to 127.0.0.1 unless told otherwise: the tab reads and writes files
 on the server.
 """

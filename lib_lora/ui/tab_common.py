@@ -13,7 +13,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from lib_lora import train_job
 from lib_lora.errors import LoraError
+from lib_lora.jobs import Job
 from lib_lora.ui.render import error_html
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,13 @@ def guarded(n_outputs: int, what: str) -> Callable:
         run.__annotations__ = {}    # Gradio evaluates hints; ours are strings under `from __future__`
         return run
     return wrap
+
+
+def run_job(backend: Any, run_id: str, where: str = "Train") -> Job:
+    """The training run the page names, from the backend's registry (shared with the HTTP API)."""
+    if not run_id:
+        raise LoraError("No run is going", where=where, fix="Start a run first")
+    return backend.jobs().get(run_id, train_job.KIND)
 
 
 def elem(name: str) -> str:

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lib_lora import options, presets
+from lib_lora import options, presets, train_job
 from lib_lora.config import TrainConfig
 from lib_lora.errors import LoraError
+from lib_lora.jobs import Job
 from lib_lora.ui import form, gradio_compat
 from lib_lora.path_policy import check_train_paths
 from lib_lora.ui.path_checks import check_paths, check_uploads, policy_for
-from lib_lora.ui.tab_common import TabContext, elem, guarded, no_change
+from lib_lora.ui.tab_common import TabContext, elem, guarded, no_change, run_job
 from lib_lora.ui.render import loss_chart, message_html, progress_html
 
 BASIC_FIELDS = ("dataset.train_dir", "output.output_name", "dataset.trigger_word",
@@ -182,27 +183,25 @@ def _wire_run_controls(ctx: TabContext, c: dict) -> None:
 
     @guarded(3, "Starting the run")
     def on_start(task: str, *values):
-        cfg = backend.prepare(form.config_from_values(TrainConfig, specs, list(values)))
+        cfg = form.config_from_values(TrainConfig, specs, list(values))
         check_train_paths(policy_for(backend), cfg)
         save_form(backend.form_file, form.flat_from_values(specs, list(values)))
-        runner = backend.runner
-        view = runner.start(cfg, task) if backend.kind == "webui" else runner.start(cfg)
-        return message_html(f"Run {view.run_id} started: files go to {cfg.output.output_dir}"), view.run_id, "queued"
+        job = train_job.start(backend.jobs(), backend.training, cfg, task_id=task)
+        return message_html(f"Run {job.id} started: files go to {cfg.output.output_dir}"), job.id, job.state
+
+    actions = {"pause": train_job.pause, "resume": lambda job: train_job.resume(backend.jobs(), job),
+               "save": train_job.save_now, "cancel": Job.cancel}
+    done = {"pause": "Pausing after the current step: once the state says paused, txt2img and the "
+                     "X/Y/Z plot are free (see Try this epoch)", "resume": "Resumed",
+            "save": "A LoRA file will be saved after the current step (at once while paused)",
+            "cancel": "Stopping after the current step; saved epochs are kept"}
 
     def control(action: str):
         @guarded(2, f"{action.capitalize()}")
         def run(run_id_v: str):
-            if not run_id_v:
-                raise LoraError("No run is going", where="Train", fix="Start a run first")
-            runner = backend.runner
-            view = {"pause": lambda: runner.set_paused(run_id_v, True),
-                    "resume": lambda: runner.set_paused(run_id_v, False),
-                    "save": lambda: runner.save_now(run_id_v), "cancel": lambda: runner.cancel(run_id_v)}[action]()
-            done = {"pause": "Pausing after the current step: once the state says paused, txt2img and the "
-                             "X/Y/Z plot are free (see Try this epoch)", "resume": "Resumed",
-                    "save": "A LoRA file will be saved after the current step (at once while paused)",
-                    "cancel": "Stopping after the current step; saved epochs are kept"}[action]
-            return message_html(done), view.state
+            job = run_job(backend, run_id_v)
+            actions[action](job)
+            return message_html(done[action]), job.state
         return run
 
     c["start"].click(on_start, [c["task_id"]] + comps, [c["status"], c["run_id"], c["run_state"]],
@@ -221,22 +220,22 @@ def _wire_progress(ctx: TabContext, c: dict) -> None:
         if not run_id_v:
             return progress_html("idle", 0, 0, 0, 0, None), gr.update(), gr.update(), "", gr.update()
         try:
-            view = backend.runner.get(run_id_v)
+            job = run_job(backend, run_id_v)
         except LoraError as err:
             return message_html(str(err), "error"), gr.update(), gr.update(), "", gr.update()
-        h = view.history
-        p = h.last
-        html = progress_html(view.state, p.step if p else 0, h.total_steps, p.epoch if p else 0, h.total_epochs,
+        run = train_job.run_of(job)
+        p = run.last
+        html = progress_html(job.state, p.step if p else 0, run.total_steps, p.epoch if p else 0, run.total_epochs,
                              p.loss if p else None, p.it_per_s if p else 0.0, p.eta_s if p else float("inf"),
-                             view.notice or h.status, view.error)
+                             run.notice or run.status, job.error)
         chart_value = gr.update()
-        if chart_cache.get(run_id_v) != len(h.losses):   # redraw only when new losses arrived
-            chart_value = loss_chart(h.losses, h.lrs)
+        if chart_cache.get(run_id_v) != len(run.losses):   # redraw only when new losses arrived
+            chart_value = loss_chart(run.losses, run.lrs)
             chart_cache.clear()
-            chart_cache[run_id_v] = len(h.losses)
-        gallery = [(path, f"epoch {epoch}") for epoch, path in h.samples]
-        listing = "\n".join(f"- `{f}`" for f in view.files) or "No files saved yet"
-        return html, chart_value, gallery, view.state, listing
+            chart_cache[run_id_v] = len(run.losses)
+        gallery = [(path, f"epoch {epoch}") for epoch, path in run.samples]
+        listing = "\n".join(f"- `{f}`" for f in run.files) or "No files saved yet"
+        return html, chart_value, gallery, job.state, listing
 
     c["poll"].click(on_poll, [c["run_id"]], [c["progress"], c["chart"], c["samples"], c["run_state"], c["files"]],
                     show_progress=gradio_compat.HIDE_PROGRESS)
@@ -276,8 +275,8 @@ def _wire_form_memory(ctx: TabContext, c: dict) -> None:
     def on_load():
         import gradio as gr
         saved = load_saved_form(backend.form_file)
-        active = [r for r in backend.runner.runs.values() if r.active]
-        run_values = [active[-1].run_id, active[-1].state] if active else [gr.update(), gr.update()]
+        active = [job for job in backend.jobs().list(train_job.KIND) if job.active]
+        run_values = [active[-1].id, active[-1].state] if active else [gr.update(), gr.update()]
         return form.values_from_flat(saved, specs, TrainConfig()) + run_values
 
     c["form_save"].click(on_save, comps, None, queue=False, show_progress=gradio_compat.HIDE_PROGRESS)

@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lib_lora import train_job
 from lib_lora.config import SampleConfig, TrainConfig
 from lib_lora.errors import LoraError
+from lib_lora.jobs import Job
 from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of
 from lib_lora.ui import gradio_compat
-from lib_lora.ui.tab_common import TabContext, elem, guarded
+from lib_lora.ui.tab_common import TabContext, elem, guarded, run_job
 from lib_lora.ui.render import error_html, message_html
 
 # The X/Y/Z plot axes Train LoRA adds (lib_lora/webui/xyz_axes.py registers them under these names).
@@ -28,19 +30,17 @@ WEIGHT_LABEL = "LoRA weight"
 XYZ_TITLE = "X/Y/Z plot"           # the built-in script's title(), which its infotext "Script" names
 
 
-def paused_run(backend: Any, run_id: str) -> tuple[Any, TrainConfig]:
-    """The paused run and its config; only a paused run leaves the WebUI free to try its files."""
-    if not run_id:
-        raise LoraError("No run is going", where="Try this epoch", fix="Start a run, then press Pause")
-    view = backend.runner.get(run_id)
-    if view.state != "paused":
-        raise LoraError(f"The run is {view.state}, not paused", where="Try this epoch",
+def paused_run(backend: Any, run_id: str) -> tuple[Job, TrainConfig]:
+    """The paused run and its config; only a run paused on a host that frees the model for the
+    pause (the WebUI) leaves it free to try the run's files."""
+    job = run_job(backend, run_id, "Try this epoch")
+    if job.state != "paused":
+        raise LoraError(f"The run is {job.state}, not paused", where="Try this epoch",
                         fix="Press Pause and wait until the state says paused: then the WebUI is free")
-    config = getattr(backend.runner, "run_config", None)
-    if config is None:
+    if not backend.training.pause_frees_model:
         raise LoraError("Trying epochs while paused needs the WebUI", where="Try this epoch",
                         fix="Use the Evaluate section's grid when the run has finished")
-    return view, config(run_id)
+    return job, train_job.run_of(job).cfg
 
 
 def sample_prompts(cfg: TrainConfig) -> list[str]:
@@ -51,22 +51,27 @@ def sample_prompts(cfg: TrainConfig) -> list[str]:
     return prompts
 
 
-def latest_file(view: Any) -> Path:
+def latest_file(files: list[str]) -> Path:
     """The newest LoRA file the run saved: an epoch, or a "Save now" file."""
-    files = [Path(f) for f in view.files if Path(f).is_file()]
-    if not files:
+    existing = [Path(f) for f in files if Path(f).is_file()]
+    if not existing:
         raise LoraError("The run has saved no LoRA file yet", where="Try this epoch",
                         fix="Press Save now (it saves at once while paused), or resume until an epoch is saved")
-    return max(files, key=lambda p: p.stat().st_mtime_ns)
+    return max(existing, key=lambda p: p.stat().st_mtime_ns)
 
 
 def try_latest(backend: Any, run_id: str) -> Path:
-    """Render the run's sample prompts with its newest file at the grid weights (and without it)."""
-    view, cfg = paused_run(backend, run_id)
-    path = latest_file(view)
+    """Render the run's sample prompts with its newest file at the grid weights (and without it), as a
+    grid job of the registry: it holds the host (the WebUI's queue) while it renders."""
+    job, cfg = paused_run(backend, run_id)
+    path = latest_file(train_job.run_of(job).files)
     sample = SampleConfig(**{**vars(cfg.sample), "prompts": sample_prompts(cfg)})
     out = backend.grids_dir / f"{cfg.output.output_name}-try-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    return backend.render_grid([path], sample, out)
+    grid = backend.jobs().submit("grid", f"trying {path.stem}", exclusive=True, background=False,
+                                 fn=lambda j: backend.render_grid([path], sample, out, j.progress))
+    if grid.state != "finished":
+        raise LoraError(grid.error or f"The grid was {grid.state}", where="Try this epoch")
+    return grid.result
 
 
 def xyz_infotext(cfg: TrainConfig, epochs: list[str]) -> str:
@@ -86,8 +91,9 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def run_epochs(backend: Any, view: Any) -> list[str]:
-    stems = [p.stem for p in epoch_files(backend.lora_dir, view.output_name) if epoch_of(p) is not None]
+def run_epochs(backend: Any, job: Job) -> list[str]:
+    stems = [p.stem for p in epoch_files(backend.lora_dir, train_job.run_of(job).output_name)
+             if epoch_of(p) is not None]
     if not stems:
         raise LoraError("The run has saved no epoch yet", where="Send to X/Y/Z plot",
                         fix="Resume until an epoch is saved (Output > save every N epochs), then pause again")
@@ -120,8 +126,8 @@ def build_try_panel(ctx: TabContext, run_id: Any) -> None:
     def on_send(run_id_v: str):
         """An empty infotext tells train_lora.js not to paste (the WebUI would paste its last generation)."""
         try:
-            view, cfg = paused_run(backend, run_id_v)
-            text = xyz_infotext(cfg, run_epochs(backend, view))
+            job, cfg = paused_run(backend, run_id_v)
+            text = xyz_infotext(cfg, run_epochs(backend, job))
         except LoraError as err:
             return error_html(str(err)), ""
         return message_html("Sent to txt2img: press Generate there"), text

@@ -6,6 +6,10 @@ GET  /train_lora/v1/runs/{run_id}   one run: state, step, epoch, loss, files, er
 POST /train_lora/v1/runs/{run_id}/cancel
 POST /train_lora/v1/runs/{run_id}/pause    after the current step: the WebUI is free until resume ("paused")
 POST /train_lora/v1/runs/{run_id}/resume   continue exactly where it paused (409 when not paused or running)
+GET  /train_lora/v1/jobs            every job of the WebUI process (training, data, tagging, grids, tools)
+
+Runs are the "train" jobs of the WebUI's one registry (lib_lora/webui/host.py webui_jobs), which the
+tab shares: a run started in the tab is listed here, and pause, resume and cancel act on it alike.
 
 The routes exist when the WebUI's own API does (--api, or --nowebui), and like its own routes
 they ask for HTTP Basic credentials when the WebUI runs with --api-auth "user:pass[,user2:pass2]"
@@ -19,8 +23,11 @@ import logging
 from secrets import compare_digest
 from typing import Any, Callable
 
+from lib_lora import train_job
 from lib_lora.errors import LoraError
+from lib_lora.jobs import Job, Jobs
 from lib_lora.path_policy import PathPolicy, check_text, check_train_paths
+from lib_lora.train_job import TrainHost
 from lib_lora.webui.path_policy import webui_policy
 
 log = logging.getLogger(__name__)
@@ -93,7 +100,7 @@ def _check_string(value: str, where: str) -> None:
 
 def config_from_request(body: Any, policy: PathPolicy):
     from lib_lora import options
-    from lib_lora.config import TrainConfig
+    from lib_lora.config import TrainConfig, check_output_name
     data = body.get("config", body) if isinstance(body, dict) else body
     if not isinstance(data, dict):
         raise LoraError("The request body must be a JSON object", where="config",
@@ -101,10 +108,7 @@ def config_from_request(body: Any, policy: PathPolicy):
     check_values(data)
     cfg = options.from_dict(TrainConfig, data)
     check_train_paths(policy, cfg, replace=True)
-    name = cfg.output.output_name
-    if not name or name in (".", "..") or any(c in name for c in '/\\:*?"<>|') or not name.isprintable():
-        raise LoraError(f"Output name {name!r} must be a plain file name", where="output.output_name",
-                        fix="Use letters, digits, '-' and '_' without folders")
+    check_output_name(cfg.output.output_name)
     options.validate(cfg)
     if not cfg.dataset.train_dir:      # else the run would be queued only to fail
         raise LoraError("dataset.train_dir is empty", where="config.dataset.train_dir",
@@ -112,9 +116,10 @@ def config_from_request(body: Any, policy: PathPolicy):
     return cfg
 
 
-def register(app: Any, manager: Any = None, policy: Callable[[], PathPolicy] | None = None,
-             cmd_opts: Any = None) -> bool:
-    """Add the routes to `app` when the WebUI's API is on; returns whether they were added."""
+def register(app: Any, jobs: Jobs | None = None, policy: Callable[[], PathPolicy] | None = None,
+             cmd_opts: Any = None, training: TrainHost | None = None) -> bool:
+    """Add the routes to `app` when the WebUI's API is on; returns whether they were added.
+    jobs and training: the WebUI's registry and training host unless given (tests)."""
     if cmd_opts is None:
         from modules import shared
         cmd_opts = shared.cmd_opts
@@ -127,7 +132,13 @@ def register(app: Any, manager: Any = None, policy: Callable[[], PathPolicy] | N
     except LoraError as err:    # fail closed: a broken --api-auth must not leave the routes open
         log.error("Train LoRA: the HTTP API is off: %s", err)
         return False
-    _add_routes(app, manager, policy or (lambda: webui_policy(for_api=True)), dependencies)
+    if jobs is None:
+        from lib_lora.webui.host import webui_jobs
+        jobs = webui_jobs()
+    if training is None:
+        from lib_lora.webui.train_host import WebUITrainHost
+        training = WebUITrainHost()
+    _add_routes(app, jobs, training, policy or (lambda: webui_policy(for_api=True)), dependencies)
     return True
 
 
@@ -138,22 +149,20 @@ def _auth_dependencies(api_auth: str | None) -> list:
     return [Depends(basic_auth(parse_credentials(api_auth)))]
 
 
-def _add_routes(app: Any, manager: Any, policy: Callable[[], PathPolicy], dependencies: list) -> None:
+def _add_routes(app: Any, jobs: Jobs, training: TrainHost, policy: Callable[[], PathPolicy],
+                dependencies: list) -> None:
     from fastapi import Body, HTTPException
-
-    from lib_lora.webui.jobs import manager as default_manager
-    runs = manager or default_manager
 
     def fail(err: LoraError, code: int = 400):
         raise HTTPException(status_code=code, detail=str(err))
 
-    def known_run(run_id: str):
+    def known_run(run_id: str) -> Job:
         try:
             check_text(run_id, "run id")
         except LoraError as err:
             fail(err)
         try:
-            return runs.get(run_id)
+            return jobs.get(run_id, train_job.KIND)
         except LoraError as err:
             fail(err, 404)
 
@@ -162,28 +171,37 @@ def _add_routes(app: Any, manager: Any, policy: Callable[[], PathPolicy], depend
             cfg = config_from_request(body, policy())
         except LoraError as err:
             fail(err)
-        return runs.start(cfg, background=True).as_dict()
+        return train_job.run_dict(train_job.start(jobs, training, cfg))
 
     def list_runs() -> dict:
-        return {"runs": [r.as_dict() for r in runs.runs.values()]}
+        return {"runs": [train_job.run_dict(job) for job in jobs.list(train_job.KIND)]}
+
+    def list_jobs() -> dict:
+        return {"jobs": [job.as_dict() for job in jobs.list()]}
 
     def status(run_id: str) -> dict:
-        return known_run(run_id).as_dict()
+        return train_job.run_dict(known_run(run_id))
 
     def cancel(run_id: str) -> dict:
-        return runs.cancel(known_run(run_id).run_id).as_dict()
+        job = known_run(run_id)
+        job.cancel()
+        return train_job.run_dict(job)
 
     def pause_or_resume(action: str) -> Callable[[str], dict]:
         def endpoint(run_id: str) -> dict:
-            record = known_run(run_id)
+            job = known_run(run_id)
             try:
-                return getattr(runs, action)(record.run_id).as_dict()
+                if action == "pause":
+                    train_job.pause(job)
+                else:
+                    train_job.resume(jobs, job)
             except LoraError as err:    # the run is in no state to do it (finished, queued)
                 fail(err, 409)
+            return train_job.run_dict(job)
         return endpoint
 
     routes = [("/runs", start, "POST"), ("/runs", list_runs, "GET"), ("/runs/{run_id}", status, "GET"),
               ("/runs/{run_id}/cancel", cancel, "POST"), ("/runs/{run_id}/pause", pause_or_resume("pause"), "POST"),
-              ("/runs/{run_id}/resume", pause_or_resume("resume"), "POST")]
+              ("/runs/{run_id}/resume", pause_or_resume("resume"), "POST"), ("/jobs", list_jobs, "GET")]
     for path, endpoint, method in routes:
         app.add_api_route(PREFIX + path, endpoint, methods=[method], dependencies=dependencies)

@@ -13,17 +13,22 @@ def webui_backend() -> TabBackend:
     from modules import paths_internal, shared   # the WebUI; this module is only imported inside it
 
     from lib_lora.webui.grid import render_webui_grid
+    from lib_lora.webui.host import webui_jobs
+    from lib_lora.webui.interrogators import captioner_names, make_captioner
     from lib_lora.webui.path_policy import webui_policy
-    from lib_lora.webui.webui_runner import WebUIRunner
+    from lib_lora.webui.upscalers import upscale_hook, upscaler_names
+    from lib_lora.webui.train_host import WebUITrainHost
     data_dir = Path(paths_internal.data_path) / "train_lora"
     models = Path(getattr(paths_internal, "models_path", Path(paths_internal.data_path) / "models"))
 
     def render_grid(files: list[Path], sample: SampleConfig, out: Path, progress=None) -> Path:
         return render_webui_grid(files, sample, out, progress)
 
-    return TabBackend("webui", data_dir, Path(shared.cmd_opts.lora_dir), models / "wd14_tagger",
-                      WebUIRunner(), render_grid, policy_source=webui_policy,
-                      paste_to_txt2img=register_txt2img_paste, host="webui")
+    return TabBackend(data_dir, Path(shared.cmd_opts.lora_dir), models / "wd14_tagger", WebUITrainHost(),
+                      render_grid, policy_source=webui_policy,
+                      paste_to_txt2img=register_txt2img_paste, captioners=captioner_names,
+                      make_captioner=make_captioner, upscalers=upscaler_names, upscale_hook=upscale_hook,
+                      jobs=webui_jobs, host="webui")
 
 
 def on_ui_tabs():

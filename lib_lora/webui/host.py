@@ -29,7 +29,7 @@ class WebUIHold:
         self.call_queue, self.progress, self.shared = call_queue, progress, shared
         self.job = job
         self.has_queue = False
-        self.task_started = False
+        self.task_started = ""
 
     def take(self) -> None:
         """Wait for the generation in progress (and those queued before us), then own shared.state."""
@@ -41,7 +41,7 @@ class WebUIHold:
         self.shared.state.begin(job=f"train_lora:{self.job.id}")
         if self.job.task_id:     # again after a pause: the progress bar shows the job as the active task
             self.progress.start_task(self.job.task_id)
-            self.task_started = True
+            self.task_started = self.job.task_id      # finished by this id (a resumed run drops its task id)
 
     def release(self) -> None:
         if not self.has_queue:
@@ -63,14 +63,16 @@ class WebUIHold:
         if self.has_queue:
             state = self.shared.state
             state.job_count, state.job_no = max(job.total, 1), job.done
-            state.textinfo = f"Train LoRA {html.escape(job.title)}: {job.done}/{job.total}"
+            # a run says its step, epoch, loss and speed (its headline); other jobs their count
+            line = f": {job.headline}" if job.headline else f" {job.title}: {job.done}/{job.total}"
+            state.textinfo = "Train LoRA" + html.escape(line)
 
     def finish(self) -> None:
         """The job is over: the progress task finished and the queue released."""
         try:
             if self.task_started:
-                self.progress.finish_task(self.job.task_id)
-                self.task_started = False
+                self.progress.finish_task(self.task_started)
+                self.task_started = ""
         finally:
             self.release()
 

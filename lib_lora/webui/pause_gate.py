@@ -1,10 +1,10 @@
 """A paused run hands the WebUI back: the model, the queue and shared.state, until Resume.
 
-`WebUIHold` is what one training run holds of the WebUI: the queue lock (every
-txt2img, img2img and X/Y/Z plot waits for it), shared.state's job, the WebUI
-progress task of the tab's progress bar, and the model borrowed through
-model_bridge.training_session. It can give each back and take it again, and
-knows what it holds, so every exit releases exactly that.
+What one training run holds of the WebUI is its job's hold (lib_lora/webui/host.py: the queue
+lock every txt2img, img2img and X/Y/Z plot waits for, shared.state's job, the progress task of
+the tab's progress bar) and a `ModelLoan`, the model borrowed through
+model_bridge.training_session. Each can be given back and taken again, and knows what it holds,
+so every exit releases exactly that.
 
 `WebUIPauseGate` is the trainer's PauseGate inside the WebUI: at a step boundary
 the loop has saved its state and taken its network out of the model; the gate
@@ -94,64 +94,28 @@ def refused_message(cfg: Any, started: ModelIdentity, err: Exception) -> str:
             f"from its saved state: {headless_command(cfg, started)}")
 
 
-class WebUIHold:
-    """The WebUI as one run holds it; every method may be called whatever is held (idempotent)."""
+class ModelLoan:
+    """The WebUI's loaded model as one run borrows it (model_bridge.training_session): given back
+    and borrowed again around a pause; every method may be called whatever is borrowed."""
 
-    def __init__(self, job: str, task_id: str = ""):
-        from modules import call_queue, progress, shared   # the WebUI, lazily
-        self.call_queue, self.progress, self.shared = call_queue, progress, shared
-        self.job, self.task_id = job, task_id
-        self.has_queue = False
-        self.task_started = False
+    def __init__(self, shared: Any, cfg: Any):
+        self.shared, self.cfg = shared, cfg       # modules.shared
         self._session = None            # the entered training_session context manager
         self.model = None               # the LdmModel it yielded
 
-    def take_queue(self) -> None:
-        """Wait for the generation in progress (and those queued before us), then own shared.state."""
-        if self.has_queue:
-            return
-        self.call_queue.queue_lock.acquire()
-        self.has_queue = True
-        self.shared.state.begin(job=self.job)
-        if self.task_id:   # again after a pause: the progress bar shows the run as the active task
-            self.progress.start_task(self.task_id)
-            self.task_started = True
-
-    def release_queue(self) -> None:
-        if not self.has_queue:
-            return
-        try:
-            self.shared.state.end()
-        finally:
-            self.has_queue = False
-            self.call_queue.queue_lock.release()
-
-    def enter_session(self, cfg: Any):
-        """Borrow the WebUI's current model for training (model_bridge.training_session)."""
+    def enter(self):
         from lib_lora.webui.model_bridge import training_session
         if self._session is None:
-            session = training_session(self.shared.sd_model, self.shared.opts, cfg)
+            session = training_session(self.shared.sd_model, self.shared.opts, self.cfg)
             self.model = session.__enter__()
             self._session = session
         return self.model
 
-    def leave_session(self) -> None:
+    def leave(self) -> None:
         """Give the model back exactly as it was (the session's own exit)."""
         session, self._session, self.model = self._session, None, None
         if session is not None:
             session.__exit__(None, None, None)
-
-    def finish(self) -> None:
-        """The run is over: the model back, the queue released, the progress task finished."""
-        try:
-            self.leave_session()
-        finally:
-            try:
-                if self.task_started:
-                    self.progress.finish_task(self.task_id)
-                    self.task_started = False
-            finally:
-                self.release_queue()
 
 
 class WebUIPauseGate(PauseGate):
@@ -159,27 +123,27 @@ class WebUIPauseGate(PauseGate):
 
     releases_model = True
 
-    def __init__(self, hold: WebUIHold, record: Any, cfg: Any, identity: ModelIdentity,
+    def __init__(self, job: Any, run: Any, loan: ModelLoan, identity: ModelIdentity,
                  minutes: float = DEFAULT_PAUSE_MINUTES):
         super().__init__()
-        self.webui, self.record, self.cfg, self.identity = hold, record, cfg, identity
+        self.job, self.run, self.loan, self.identity = job, run, loan, identity    # a Job, its TrainRun
         self.minutes = minutes
         self.ended_for = ""             # why the run ended in the pause: "" | "expired" | "rebuilt"
 
     def hold(self, point: PausePoint) -> bool:
-        from lib_lora.webui.grid import refresh_lora_list
-        self.webui.leave_session()
-        self.webui.release_queue()
-        self.record.state = "paused"        # only now: "paused" means the WebUI is free
-        self.record.log(f"Paused at step {point.step}: txt2img, img2img and the X/Y/Z plot are free; "
-                        f"the saved epochs are in the Lora list")
+        from lib_lora.webui.lora_list import refresh_lora_list
+        self.loan.leave()
+        self.job.hold.release()
+        self.job.state = "paused"        # only now: "paused" means the WebUI is free
+        self.job.note(f"Paused at step {point.step}: txt2img, img2img and the X/Y/Z plot are free; "
+                      f"the saved epochs are in the Lora list")
         refresh_lora_list()
         deadline = time.monotonic() + self.minutes * 60
         while True:
             while point.still_paused() and not point.stop_requested() and time.monotonic() < deadline:
                 saved = self.serve_save(point)
                 if saved is not None:
-                    self.record.files.append(str(saved))
+                    self.run.files.append(str(saved))
                     refresh_lora_list()
                 self._wake.wait(min(1.0, max(0.0, deadline - time.monotonic())))
                 self._wake.clear()
@@ -187,11 +151,11 @@ class WebUIPauseGate(PauseGate):
                 return False
             if point.still_paused():        # the time is up: free the run's memory, keep its state file
                 self.ended_for = "expired"
-                self.record.notice = (f"Paused for more than {self.minutes:g} minutes: the run let go of its "
-                                      "memory. Resume continues it from the state saved at the pause")
+                self.run.notice = (f"Paused for more than {self.minutes:g} minutes: the run let go of its "
+                                   "memory. Resume continues it from the state saved at the pause")
                 return False
             if self._borrow_again():
-                self.record.state, self.record.notice = "running", ""
+                self.job.state, self.run.notice = "running", ""
                 return True
             if self.ended_for:
                 return False
@@ -199,25 +163,26 @@ class WebUIPauseGate(PauseGate):
     def _borrow_again(self) -> bool:
         """Take the queue and the model again; False (and paused again, with the reason) when the
         model is not the one the run started on."""
-        self.webui.take_queue()            # on an unexpected error the run fails, and WebUIHold.finish lets go
+        hold = self.job.hold
+        hold.take()                         # on an unexpected error the run fails, and the host lets go
         try:
-            self.webui.enter_session(self.cfg)
-        except LoraError as err:           # refused before the model was touched (an FP8 or low-VRAM model)
-            self.webui.release_queue()
-            return self._stay_paused(refused_message(self.cfg, self.identity, err))
-        now = ModelIdentity.of(self.webui.shared.sd_model)
+            self.loan.enter()
+        except LoraError as err:            # refused before the model was touched (an FP8 or low-VRAM model)
+            hold.release()
+            return self._stay_paused(refused_message(self.run.cfg, self.identity, err))
+        now = ModelIdentity.of(self.loan.shared.sd_model)
         if now == self.identity:
             return True
-        self.webui.leave_session()
-        self.webui.release_queue()
+        self.loan.leave()
+        hold.release()
         if now.object_id != self.identity.object_id and self.identity.same_weights(now):
             self.ended_for = "rebuilt"      # the network's layers are gone; its saved state goes on
             return False
-        return self._stay_paused(wrong_model_message(self.cfg, self.identity, now))
+        return self._stay_paused(wrong_model_message(self.run.cfg, self.identity, now))
 
     def _stay_paused(self, notice: str) -> bool:
         """Paused again until the user fixes what `notice` says and resumes."""
-        self.record.notice = notice
-        self.record.log(notice)
-        self.record.pause_requested = True
+        self.run.notice = notice
+        self.job.note(notice)
+        self.job.pause_requested = True
         return False

@@ -11,8 +11,9 @@ import time
 
 from PIL import Image
 
+from lib_lora import train_job
 from lib_lora.config import TrainConfig
-from lib_lora.ui.runs import RunHistory
+from lib_lora.train_job import TrainRun
 
 NAME = "live_samples"
 
@@ -56,28 +57,28 @@ def test_samples_show_while_training_and_stay_beside_the_run(tmp_path, monkeypat
     from lib_lora.ui.backend import standalone_backend
     from lib_lora.ui.tab import build_tab
     arrived = threading.Event()
-    add_samples = RunHistory.add_samples
-
-    def add_and_pause(history, epoch, paths):
-        add_samples(history, epoch, paths)
-        if epoch == 1:
-            history.pause = True        # the user presses Pause as epoch 1's sample appears
-            arrived.set()
-    monkeypatch.setattr(RunHistory, "add_samples", add_and_pause)
+    add_samples = TrainRun.add_samples
     backend = standalone_backend(tmp_path / "data")
-    poll = _poll_handler(build_tab(backend))
-    cfg = backend.prepare(_config(_dataset(tmp_path)))
-    view = backend.runner.start(cfg)
 
-    _wait(lambda: arrived.is_set() or not view.active)
-    _, _, gallery, state, _ = poll(view.run_id)
-    assert state == "paused", view.error                   # shown while the run is still going
+    def add_and_pause(run, epoch, paths):
+        add_samples(run, epoch, paths)
+        if epoch == 1:
+            [job] = backend.jobs().list(train_job.KIND)
+            train_job.pause(job)        # the user presses Pause as epoch 1's sample appears
+            arrived.set()
+    monkeypatch.setattr(TrainRun, "add_samples", add_and_pause)
+    poll = _poll_handler(build_tab(backend))
+    job = train_job.start(backend.jobs(), backend.training, _config(_dataset(tmp_path)))
+
+    _wait(lambda: (arrived.is_set() and job.state == "paused") or not job.active)
+    _, _, gallery, state, _ = poll(job.id)
+    assert state == "paused", job.error                   # shown while the run is still going
     assert gallery == [(str(backend.lora_dir / "samples" / f"{NAME}-e000001-p0.png"), "epoch 1")]
 
-    backend.runner.set_paused(view.run_id, False)
-    _wait(lambda: not view.active)
-    _, _, gallery, state, _ = poll(view.run_id)
-    assert state == "finished", view.error
+    train_job.resume(backend.jobs(), job)
+    _wait(lambda: not job.active)
+    _, _, gallery, state, _ = poll(job.id)
+    assert state == "finished", job.error
     assert [caption for _, caption in gallery] == ["epoch 1", "epoch 2"]
     kept = sorted(p.name for p in (backend.lora_dir / "samples").glob("*.png"))
     assert kept == [f"{NAME}-e00000{e}-p0.png" for e in (1, 2)]

@@ -17,16 +17,19 @@ USERS = "alice:s3cret,bob:pa:ss"          # bob's password holds a colon: split 
 def _app(fresh_state, **flags):
     from fastapi import FastAPI
 
+    from lib_lora import train_job
     from lib_lora.config import TrainConfig
-    from lib_lora.webui.jobs import RunManager
+    from lib_lora.jobs import Jobs, LocalHost
     from lib_lora.path_policy import PathPolicy
-    app = FastAPI()
-    manager = RunManager()
-    record = manager.new_record(TrainConfig())      # a queued run, so the {run_id} routes have one to show
+    app, host = FastAPI(), LocalHost()
+    manager = Jobs(host)
+    host.lock.acquire()           # another job holds the model: the run stays queued, so the {run_id} routes have one
+    record = manager.submit(train_job.KIND, "a run", lambda job: None, exclusive=True,
+                            kind_state=train_job.TrainRun(TrainConfig(), host=None))
     policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")
     cmd_opts = SimpleNamespace(**{"api": True, "api_auth": None, "nowebui": False, **flags})
     added = api.register(app, manager, policy=lambda: policy, cmd_opts=cmd_opts)
-    return app, added, record.run_id
+    return app, added, record.id
 
 
 def _our_routes(app) -> list[tuple[str, str]]:

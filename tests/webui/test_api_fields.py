@@ -22,9 +22,9 @@ def http(fresh_state):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_pause import new_jobs
     from lib_lora.path_policy import PathPolicy
-    app, manager = FastAPI(), RunManager()
+    app, manager = FastAPI(), new_jobs()
     policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")
     assert api.register(app, manager, policy=lambda: policy, cmd_opts=SimpleNamespace(api=True, api_auth=None))
     yield TestClient(app, raise_server_exceptions=False), manager
@@ -42,7 +42,7 @@ def _assert_refused(answer, manager, *words: str) -> None:
         assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
         for word in words:
             assert word in detail, (word, detail)
-    assert manager.runs == {}                   # refused before any run was queued
+    assert manager.jobs == {}                   # refused before any run was queued
 
 
 def test_the_config_has_string_fields_to_test():
@@ -110,4 +110,4 @@ def test_a_body_that_is_not_json_is_refused(http, raw, content_type):
     client, manager = http
     answer = client.post("/train_lora/v1/runs", content=raw, headers={"content-type": content_type})
     assert answer.status_code in (400, 422), answer.text
-    assert manager.runs == {}
+    assert manager.jobs == {}

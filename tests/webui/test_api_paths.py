@@ -17,12 +17,12 @@ def http(fresh_state, tmp_path):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_pause import new_jobs
     webui = fresh_state
     opts = webui.shared.cmd_opts
     saved = (opts.api, opts.listen, webui.shared.opts.data.get(SETTING, ""))
     opts.api = True
-    app, manager = FastAPI(), RunManager()
+    app, manager = FastAPI(), new_jobs()
     assert api.register(app, manager)               # the WebUI's cmd_opts and roots
     inside = os.path.join(webui.root, "train_lora", "datasets", "api_paths")
     os.makedirs(os.path.join(inside, "10_cat"), exist_ok=True)
@@ -46,7 +46,7 @@ def test_a_dataset_in_the_data_folder_passes_and_one_outside_is_refused(http):
     refused = _post(client, outside)
     detail = refused.json()["detail"]
     assert refused.status_code == 400 and str(outside) in detail and SETTING in detail
-    assert manager.runs == {}
+    assert manager.jobs == {}
 
 
 def test_a_symlink_inside_the_dataset_that_leads_outside_is_refused(http):

@@ -97,7 +97,7 @@ def test_sdpa_forwards_give_the_stock_outputs_and_lora_gradients(fresh_state, fa
 
 @pytest.mark.parametrize("sdpa", [True, False])
 def test_a_run_honours_training_sdpa_and_gives_the_webui_its_optimization_back(fresh_state, sdpa, sdpa_calls):
-    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_pause import new_jobs, start
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     from ldm.modules.attention import CrossAttention
@@ -107,8 +107,8 @@ def test_a_run_honours_training_sdpa_and_gives_the_webui_its_optimization_back(f
     cfg = _config(_dataset(webui.root, "sd1"), "sd1")
     cfg.network.train_text_encoder, cfg.training.max_train_steps, cfg.training.sdpa = False, 2, sdpa
     cfg.output.output_name = f"attention_{sdpa}"
-    record = RunManager().start(cfg, background=False)
-    assert record.state == "finished", (record.error, record.messages[-3:])
+    record = start(new_jobs(), cfg, background=False)
+    assert record.state == "finished", (record.error, record.log[-3:])
     unet_attention, _ = attention_modules(sd_model)
     # forward and the recomputation-free backward: each UNet attention module once per step
     assert (len(sdpa_calls) >= 2 * len(unet_attention)) if sdpa else sdpa_calls == []

@@ -44,17 +44,36 @@ def _config(root: str, name: str, epochs: int = 3):
     })
 
 
+def new_jobs():
+    """A registry of our own on the WebUI host (the tab and the API share webui_jobs())."""
+    from lib_lora.jobs import Jobs
+    from lib_lora.webui.host import WebUIHost
+    return Jobs(WebUIHost())
+
+
+def start(jobs, cfg, hooks=(), background: bool = True):
+    from lib_lora import train_job
+    from lib_lora.webui.train_host import WebUITrainHost
+    return train_job.start(jobs, WebUITrainHost(), cfg, hooks=list(hooks), background=background)
+
+
+def run_of(job):
+    from lib_lora.train_job import run_of
+    return run_of(job)
+
+
 class Trace:
     """The run's reported (loss, lr) per step; asks for a pause after `pause_after` steps."""
 
-    def __init__(self, manager=None, pause_after: int = 0):
+    def __init__(self, jobs=None, pause_after: int = 0):
+        from lib_lora import train_job
         from lib_lora.training.hooks import TrainHooks
 
         class Hook(TrainHooks):
             def on_progress(hook, p):
                 self.steps.append((p.step, p.loss, p.lr))
                 if p.step == pause_after and self.run_id:
-                    manager.pause(self.run_id)
+                    train_job.pause(jobs.get(self.run_id))
         self.steps, self.run_id, self.hook = [], "", Hook()
 
 
@@ -70,15 +89,15 @@ def _generate(webui, prompt: str) -> bytes:
     return webui.processing.process_images(p).images[0].tobytes()
 
 
-def _start_paused(webui, manager, cfg, pause_after: int):
+def _start_paused(webui, jobs, cfg, pause_after: int):
     """Start a run that asks for a pause after `pause_after` steps; returns once it is paused."""
-    trace = Trace(manager, pause_after)
+    trace = Trace(jobs, pause_after)
     with webui.call_queue.queue_lock:         # the run waits, so its id is known before its first step
-        record = manager.start(cfg, background=True, extra_hooks=[trace.hook])
-        trace.run_id = record.run_id
-    _wait(lambda: record.state in ("paused", "finished", "failed"), "the pause")
-    assert record.state == "paused", record.error
-    return record, trace
+        job = start(jobs, cfg, [trace.hook])
+        trace.run_id = job.id
+    _wait(lambda: job.state in ("paused", "finished", "failed"), "the pause")
+    assert job.state == "paused", job.error
+    return job, trace
 
 
 def _tensors(path: str) -> dict:
@@ -86,37 +105,37 @@ def _tensors(path: str) -> dict:
 
 
 def test_pause_frees_the_webui_and_resume_equals_the_uninterrupted_run(fresh_state):
-    from lib_lora.webui.jobs import RunManager
+    from lib_lora import train_job
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     lora_dir = webui.shared.cmd_opts.lora_dir
     before, plain_before = fingerprint(sd_model), _generate(webui, "zkcat")
     clip_skip_before = webui.shared.opts.CLIP_stop_at_last_layers
 
-    straight, manager = Trace(), RunManager()
-    done = manager.start(_config(webui.root, "straight"), background=False, extra_hooks=[straight.hook])
+    straight, jobs = Trace(), new_jobs()
+    done = start(jobs, _config(webui.root, "straight"), [straight.hook], background=False)
     assert done.state == "finished", done.error
 
-    record, paused = _start_paused(webui, manager, _config(webui.root, "paused"), pause_after=STEPS_PER_EPOCH + 1)
+    job, paused = _start_paused(webui, jobs, _config(webui.root, "paused"), pause_after=STEPS_PER_EPOCH + 1)
     # the WebUI is free: nobody holds the queue, and the model is exactly the user's
     assert webui.call_queue.queue_lock.acquire(blocking=False), "the paused run still holds the queue lock"
     webui.call_queue.queue_lock.release()
     assert differences(before, fingerprint(sd_model)) == []
     assert webui.shared.opts.CLIP_stop_at_last_layers == clip_skip_before
-    assert record.as_dict()["paused"] is True and record.step == STEPS_PER_EPOCH + 1
+    assert train_job.run_dict(job)["paused"] is True and run_of(job).step == STEPS_PER_EPOCH + 1
     # a generation runs through the WebUI's queue as txt2img does, and equals one before the run
     assert webui.call_queue.wrap_queued_call(_generate)(webui, "zkcat") == plain_before
     # the saved epoch and a "Save now" file are LoRAs the WebUI lists and applies
-    manager.save_now(record.run_id)
-    _wait(lambda: any("-step" in f for f in record.files), "the save-now file")
+    train_job.save_now(job)
+    _wait(lambda: any("-step" in f for f in run_of(job).files), "the save-now file")
     assert {"paused-000001", f"paused-step{STEPS_PER_EPOCH + 1:08d}"} <= set(webui.networks.available_networks)
     assert _generate(webui, "zkcat <lora:paused-000001:1>") != plain_before
     assert _generate(webui, f"zkcat <lora:paused-step{STEPS_PER_EPOCH + 1:08d}:1>") != plain_before
     torch.manual_seed(999)   # as the WebUI's own generations do (modules/rng.py seeds the global RNG)
 
-    manager.resume(record.run_id)
-    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the resumed run")
-    assert record.state == "finished", record.error
+    train_job.resume(jobs, job)
+    _wait(lambda: job.state not in ("paused", "running", "queued"), "the end of the resumed run")
+    assert job.state == "finished", job.error
     assert paused.steps == straight.steps           # losses and learning rates, bit for bit
     for epoch in (2, 3):
         a = _tensors(os.path.join(lora_dir, f"straight-00000{epoch}.safetensors"))
@@ -127,12 +146,12 @@ def test_pause_frees_the_webui_and_resume_equals_the_uninterrupted_run(fresh_sta
 
 
 def test_resume_on_another_checkpoint_is_refused_and_the_run_stays_paused(fresh_state):
-    from lib_lora.webui.jobs import RunManager
+    from lib_lora import train_job
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     before = fingerprint(sd_model)
-    manager = RunManager()
-    record, _ = _start_paused(webui, manager, _config(webui.root, "other", epochs=1), pause_after=2)
+    jobs = new_jobs()
+    job, _ = _start_paused(webui, jobs, _config(webui.root, "other", epochs=1), pause_after=2)
     started_on = sd_model.sd_checkpoint_info
     # the WebUI loads another checkpoint of the same kind: new weights into the same model object
     other = webui.sd_models.CheckpointInfo(os.path.join(webui.sd_models.model_path, "another.safetensors"))
@@ -141,11 +160,11 @@ def test_resume_on_another_checkpoint_is_refused_and_the_run_stays_paused(fresh_
     with torch.no_grad():
         weight.add_(0.5)
     sd_model.sd_checkpoint_info = other
-    manager.resume(record.run_id)
-    _wait(lambda: record.notice, "the refusal")
-    assert record.state == "paused" and record.pause_requested
-    assert f"load {started_on.title} again" in record.notice
-    assert f"python -m lib_lora train --resume \"{webui.shared.cmd_opts.lora_dir}\"" in record.notice
+    train_job.resume(jobs, job)
+    _wait(lambda: run_of(job).notice, "the refusal")
+    assert job.state == "paused" and job.pause_requested
+    assert f"load {started_on.title} again" in run_of(job).notice
+    assert f"python -m lib_lora train --resume \"{webui.shared.cmd_opts.lora_dir}\"" in run_of(job).notice
     assert os.path.isfile(os.path.join(webui.shared.cmd_opts.lora_dir, "state", "other.state"))
     assert webui.call_queue.queue_lock.acquire(blocking=False)
     webui.call_queue.queue_lock.release()
@@ -153,73 +172,73 @@ def test_resume_on_another_checkpoint_is_refused_and_the_run_stays_paused(fresh_
     with torch.no_grad():
         weight.copy_(kept)
     sd_model.sd_checkpoint_info = started_on
-    manager.resume(record.run_id)
-    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the run")
-    assert record.state == "finished" and record.notice == "", record.error
+    train_job.resume(jobs, job)
+    _wait(lambda: job.state not in ("paused", "running", "queued"), "the end of the run")
+    assert job.state == "finished" and run_of(job).notice == "", job.error
     assert differences(before, fingerprint(sd_model)) == []
 
 
 def test_a_run_paused_too_long_lets_go_and_resumes_from_its_state(fresh_state):
-    from lib_lora.webui.jobs import RunManager
+    from lib_lora import train_job
     webui = fresh_state
     load_family(webui, "sd1")
     webui.shared.opts.train_lora_pause_minutes = 0.0005          # 30 ms
     try:
-        manager = RunManager()
-        record, _ = _start_paused(webui, manager, _config(webui.root, "long", epochs=1), pause_after=2)
-        _wait(lambda: manager.specs[record.run_id].gate is None, "the run to let go")
+        jobs = new_jobs()
+        job, _ = _start_paused(webui, jobs, _config(webui.root, "long", epochs=1), pause_after=2)
+        _wait(lambda: run_of(job).gate is None, "the run to let go")
     finally:
         webui.shared.opts.train_lora_pause_minutes = 30
-    assert record.state == "paused" and record.stopped_reason == "paused" and "memory" in record.notice
-    manager.resume(record.run_id)
-    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the resumed run")
-    assert record.state == "finished", record.error
-    assert record.step == STEPS_PER_EPOCH
-    assert [os.path.basename(f) for f in record.files] == ["long-000001.safetensors"]
+    assert job.state == "paused" and run_of(job).stopped_reason == "paused" and "memory" in run_of(job).notice
+    train_job.resume(jobs, job)
+    _wait(lambda: job.state not in ("paused", "running", "queued"), "the end of the resumed run")
+    assert job.state == "finished", job.error
+    assert run_of(job).step == STEPS_PER_EPOCH
+    assert [os.path.basename(f) for f in run_of(job).files] == ["long-000001.safetensors"]
 
 
 def test_after_another_kind_of_model_the_run_goes_on_from_its_saved_state(fresh_state):
     """Loading a model of another kind replaces the model object: loading the run's checkpoint
     again builds a new one, which the paused network's layers are not part of. Resume then goes on
     from the state saved at the pause, on the model it started on."""
-    from lib_lora.webui.jobs import RunManager
+    from lib_lora import train_job
     webui = fresh_state
     load_family(webui, "sd1")
-    manager = RunManager()
-    record, _ = _start_paused(webui, manager, _config(webui.root, "kinds", epochs=1), pause_after=2)
+    jobs = new_jobs()
+    job, _ = _start_paused(webui, jobs, _config(webui.root, "kinds", epochs=1), pause_after=2)
     try:
         load_family(webui, "sd2")
-        manager.resume(record.run_id)
-        _wait(lambda: record.notice, "the refusal")
-        assert record.state == "paused" and "tiny-sd2" in record.notice and "load tiny-sd1" in record.notice
+        train_job.resume(jobs, job)
+        _wait(lambda: run_of(job).notice, "the refusal")
+        assert job.state == "paused" and "tiny-sd2" in run_of(job).notice and "load tiny-sd1" in run_of(job).notice
         rebuilt = load_family(webui, "sd1")
         before = fingerprint(rebuilt)
-        manager.resume(record.run_id)
-        _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the run")
+        train_job.resume(jobs, job)
+        _wait(lambda: job.state not in ("paused", "running", "queued"), "the end of the run")
     finally:
         load_family(webui, "sd1")
-    assert record.state == "finished" and record.step == STEPS_PER_EPOCH, record.error
-    assert [os.path.basename(f) for f in record.files] == ["kinds-000001.safetensors"]
+    assert job.state == "finished" and run_of(job).step == STEPS_PER_EPOCH, job.error
+    assert [os.path.basename(f) for f in run_of(job).files] == ["kinds-000001.safetensors"]
     assert differences(before, fingerprint(rebuilt)) == []
 
 
 def test_a_model_that_cannot_train_now_keeps_the_run_paused(fresh_state):
     """The user turned on FP8 weights during the pause: Resume says why it cannot go on and the run
     stays paused (resumable), instead of failing."""
-    from lib_lora.webui.jobs import RunManager
+    from lib_lora import train_job
     webui = fresh_state
     load_family(webui, "sd1")
-    manager = RunManager()
-    record, _ = _start_paused(webui, manager, _config(webui.root, "fp8", epochs=1), pause_after=2)
+    jobs = new_jobs()
+    job, _ = _start_paused(webui, jobs, _config(webui.root, "fp8", epochs=1), pause_after=2)
     webui.devices.fp8 = True
     try:
-        manager.resume(record.run_id)
-        _wait(lambda: record.notice, "the refusal")
+        train_job.resume(jobs, job)
+        _wait(lambda: run_of(job).notice, "the refusal")
     finally:
         webui.devices.fp8 = False
-    assert record.state == "paused" and "FP8" in record.notice and "python -m lib_lora train --resume" in record.notice
+    assert job.state == "paused" and "FP8" in run_of(job).notice and "python -m lib_lora train --resume" in run_of(job).notice
     assert webui.call_queue.queue_lock.acquire(blocking=False)
     webui.call_queue.queue_lock.release()
-    manager.resume(record.run_id)
-    _wait(lambda: record.state not in ("paused", "running", "queued"), "the end of the run")
-    assert record.state == "finished" and record.step == STEPS_PER_EPOCH, record.error
+    train_job.resume(jobs, job)
+    _wait(lambda: job.state not in ("paused", "running", "queued"), "the end of the run")
+    assert job.state == "finished" and run_of(job).step == STEPS_PER_EPOCH, job.error

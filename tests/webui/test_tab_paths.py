@@ -161,11 +161,11 @@ def test_a_local_tagger_model_outside_the_roots_is_refused(tab):
 @pytest.mark.usefixtures("listening")
 @pytest.mark.parametrize("field", ["train_lora_dataset_train_dir", "train_lora_dataset_reg_dir"])
 def test_a_run_naming_a_path_outside_the_roots_does_not_start(tab, field):
-    from lib_lora.webui.jobs import manager
-    before = dict(manager.runs)
+    from lib_lora.webui.host import webui_jobs
+    before = list(webui_jobs().jobs)
     fields = {"train_lora_dataset_train_dir": tab.dataset, field: str(tab.outside)}
     _refused(press(tab.blocks, "train_lora_start", **fields), tab.outside)
-    assert manager.runs == before
+    assert list(webui_jobs().jobs) == before
 
 
 @pytest.mark.usefixtures("listening")

@@ -64,19 +64,20 @@ def _target_latent(model, train_dir: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("family", ["sd2", "sdxl"])
 def test_family_trains_restores_loads_and_learns(fresh_state, family):
-    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_pause import new_jobs, run_of, start
     webui = fresh_state
     sd_model = load_family(webui, family)
     train_dir = _dataset(webui.root, family)
     before, image_before = fingerprint(sd_model), _generate(webui, TRIGGER).images[0].tobytes()
 
-    record = RunManager().start(_config(train_dir, family), background=False)
-    assert record.state == "finished", (record.error, record.messages[-3:])
-    assert record.step == record.total_steps == 16 and record.loss == record.loss
+    record = start(new_jobs(), _config(train_dir, family), background=False)
+    assert record.state == "finished", (record.error, record.log[-3:])
+    run = run_of(record)
+    assert run.step == run.total_steps == 16 and run.loss == run.loss
 
     assert differences(before, fingerprint(sd_model)) == []
     assert _generate(webui, TRIGGER).images[0].tobytes() == image_before
-    stem = os.path.splitext(os.path.basename(record.files[-1]))[0]
+    stem = os.path.splitext(os.path.basename(run_of(record).files[-1]))[0]
     webui.networks.unmatched_keys.clear()
     prompt = f"{TRIGGER}, red background"
     plain, with_lora = _generate(webui, prompt, 3), _generate(webui, f"{prompt} <lora:{stem}:1>", 3)

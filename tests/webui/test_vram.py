@@ -75,7 +75,7 @@ def test_optimizer_state_and_param_counts(fresh_state):
 def test_run_that_does_not_fit_is_refused_before_training(fresh_state, monkeypatch):
     from lib_lora.models.ldm_adapter import LdmModel
     from lib_lora.training.trainer import plan_run
-    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_pause import new_jobs, run_of, start
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     cfg = _cfg(_dataset(webui.root))
@@ -85,8 +85,8 @@ def test_run_that_does_not_fit_is_refused_before_training(fresh_state, monkeypat
     before = fingerprint(sd_model)
     measured = []
     monkeypatch.setattr(vram, "free_vram_mb", lambda device=None: measured.append(device) or free)
-    record = RunManager().start(cfg, background=False)
-    assert measured and record.state == "failed" and record.step == 0
+    record = start(new_jobs(), cfg, background=False)
+    assert measured and record.state == "failed" and run_of(record).step == 0
     assert f"only {free:.0f} MiB is free" in record.error and "These settings fit" in record.error
     assert not [f for f in os.listdir(webui.shared.cmd_opts.lora_dir) if f.startswith("vramcat")]
     assert differences(before, fingerprint(sd_model)) == []
@@ -94,7 +94,7 @@ def test_run_that_does_not_fit_is_refused_before_training(fresh_state, monkeypat
     monkeypatch.setattr(webui.shared.opts, "train_lora_check_vram", False, raising=False)
     cfg = _cfg(_dataset(webui.root))
     cfg.training.max_train_steps, cfg.network.train_text_encoder = 1, False
-    assert RunManager().start(cfg, background=False).state == "finished"
+    assert start(new_jobs(), cfg, background=False).state == "finished"
 
 
 @pytest.mark.parametrize("batch, checkpointing", [(1, False), (4, True)])

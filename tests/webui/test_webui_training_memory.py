@@ -1,5 +1,5 @@
 """No copy of base weights inside the WebUI: with the UNet loaded requiring grad, as the WebUI
-leaves it, a run through the tab's path (RunManager -> training_session -> trainer, through the
+leaves it, a run through the tab's path (train_job -> training_session -> trainer, through the
 built-in Lora's class-wide patches) gives no base parameter a gradient, adds far fewer live
 tensor bytes than the base model holds, and gives the model back bit for bit."""
 from __future__ import annotations
@@ -33,7 +33,7 @@ class StepWatch(TrainHooks):
 
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_a_run_adds_no_copy_of_the_unet(fresh_state, checkpointing):
-    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_pause import new_jobs, start
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     unet = sd_model.model.diffusion_model
@@ -48,8 +48,8 @@ def test_a_run_adds_no_copy_of_the_unet(fresh_state, checkpointing):
     tracker.add_base([sd_model])   # the weights (and views of them) are the base, not added bytes
     watch = StepWatch(sd_model, tracker)
     with tracker:
-        record = RunManager().start(cfg, background=False, extra_hooks=[watch])
-    assert record.state == "finished", (record.error, record.messages[-3:])
+        record = start(new_jobs(), cfg, [watch], background=False)
+    assert record.state == "finished", (record.error, record.log[-3:])
     assert len(watch.peaks) == 3 and watch.base_grads == [0, 0, 0]
     # Between steps only LoRA (rank 4, UNet and text encoder), its AdamW state and the latent and
     # text caches stay: about a tenth of this tiny UNet. A gradient kept for every UNet weight
