@@ -2,8 +2,8 @@
 
 What one training run holds of the WebUI is its job's hold (lib_lora/webui/host.py: the queue
 lock every txt2img, img2img and X/Y/Z plot waits for, shared.state's job, the progress task of
-the tab's progress bar) and a `ModelLoan`, the model borrowed through
-model_bridge.training_session. Each can be given back and taken again, and knows what it holds,
+the tab's progress bar) and its model loan (train_host.ModelLoan: the model borrowed through
+model_bridge.training_session). Each can be given back and taken again, and knows what it holds,
 so every exit releases exactly that.
 
 `WebUIPauseGate` is the trainer's PauseGate inside the WebUI: at a step boundary
@@ -94,39 +94,16 @@ def refused_message(cfg: Any, started: ModelIdentity, err: Exception) -> str:
             f"from its saved state: {headless_command(cfg, started)}")
 
 
-class ModelLoan:
-    """The WebUI's loaded model as one run borrows it (model_bridge.training_session): given back
-    and borrowed again around a pause; every method may be called whatever is borrowed."""
-
-    def __init__(self, shared: Any, cfg: Any):
-        self.shared, self.cfg = shared, cfg       # modules.shared
-        self._session = None            # the entered training_session context manager
-        self.model = None               # the LdmModel it yielded
-
-    def enter(self):
-        from lib_lora.webui.model_bridge import training_session
-        if self._session is None:
-            session = training_session(self.shared.sd_model, self.shared.opts, self.cfg)
-            self.model = session.__enter__()
-            self._session = session
-        return self.model
-
-    def leave(self) -> None:
-        """Give the model back exactly as it was (the session's own exit)."""
-        session, self._session, self.model = self._session, None, None
-        if session is not None:
-            session.__exit__(None, None, None)
-
-
 class WebUIPauseGate(PauseGate):
     """The trainer's pause inside the WebUI: the model and the queue are the WebUI's while paused."""
 
     releases_model = True
 
-    def __init__(self, job: Any, run: Any, loan: ModelLoan, identity: ModelIdentity,
+    def __init__(self, job: Any, run: Any, loan: Any, identity: ModelIdentity,
                  minutes: float = DEFAULT_PAUSE_MINUTES):
         super().__init__()
-        self.job, self.run, self.loan, self.identity = job, run, loan, identity    # a Job, its TrainRun
+        # a Job, its TrainRun, its train_host.ModelLoan, the model it started on
+        self.job, self.run, self.loan, self.identity = job, run, loan, identity
         self.minutes = minutes
         self.ended_for = ""             # why the run ended in the pause: "" | "expired" | "rebuilt"
 

@@ -4,7 +4,7 @@ A run is a job of the WebUI's one registry (host.webui_jobs(); lib_lora/train_jo
 run is). The job's hold already waits for the WebUI's queue lock (a generation in progress
 finishes first) and mirrors the run's progress into shared.state. What this host adds per
 attempt (`borrow`):
-- the model: model_bridge.training_session over the loaded checkpoint (pause_gate.ModelLoan);
+- the model: model_bridge.training_session over the loaded checkpoint (`ModelLoan`);
   a resumed run must find the model it started on (pause_gate.ModelIdentity), else it stays
   paused, saying what to do;
 - the VRAM check of a new run (vram.py): the plan it makes is the run's plan, made once;
@@ -25,6 +25,30 @@ from lib_lora.errors import LoraError
 from lib_lora.jobs import Job
 from lib_lora.train_job import Borrowed, TrainRun, stay_paused
 from lib_lora.training.hooks import EpochResult, TrainHooks
+
+
+class ModelLoan:
+    """The WebUI's loaded model as one run borrows it (model_bridge.training_session): given back
+    and borrowed again around a pause; every method may be called whatever is borrowed."""
+
+    def __init__(self, shared: Any, cfg: Any):
+        self.shared, self.cfg = shared, cfg       # modules.shared
+        self._session = None            # the entered training_session context manager
+        self.model = None               # the LdmModel it yielded
+
+    def enter(self):
+        from lib_lora.webui.model_bridge import training_session
+        if self._session is None:
+            session = training_session(self.shared.sd_model, self.shared.opts, self.cfg)
+            self.model = session.__enter__()
+            self._session = session
+        return self.model
+
+    def leave(self) -> None:
+        """Give the model back exactly as it was (the session's own exit)."""
+        session, self._session, self.model = self._session, None, None
+        if session is not None:
+            session.__exit__(None, None, None)
 
 
 class WebUIRunHooks(TrainHooks):
@@ -58,8 +82,6 @@ class WebUITrainHost:
     @contextlib.contextmanager
     def borrow(self, job: Job, run: TrainRun) -> Iterator[Borrowed | None]:
         from modules import shared
-
-        from lib_lora.webui.pause_gate import ModelLoan
         loan = ModelLoan(shared, run.cfg)
         try:
             yield self._lend(job, run, loan)
