@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Protocol, Sequence
 
 from lib_lora.config import TrainConfig
 from lib_lora.errors import LoraError
@@ -156,7 +156,7 @@ class WaitInPlace(PauseGate):
         return go_on
 
 
-def start(jobs: Jobs, host: TrainHost, cfg: TrainConfig, *, task_id: str = "", hooks: list[TrainHooks] = (),
+def start(jobs: Jobs, host: TrainHost, cfg: TrainConfig, *, task_id: str = "", hooks: Sequence[TrainHooks] = (),
           background: bool = True) -> Job:
     """Queue a run; its files go where the host says (set here, once). task_id: the host's progress task."""
     cfg.output.output_dir = host.lora_folder(cfg)

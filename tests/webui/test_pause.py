@@ -235,7 +235,8 @@ def test_a_model_that_cannot_train_now_keeps_the_run_paused(fresh_state):
         _wait(lambda: run_of(job).notice, "the refusal")
     finally:
         webui.devices.fp8 = False
-    assert job.state == "paused" and "FP8" in run_of(job).notice and "python -m lib_lora train --resume" in run_of(job).notice
+    notice = run_of(job).notice
+    assert job.state == "paused" and "FP8" in notice and "python -m lib_lora train --resume" in notice
     assert webui.call_queue.queue_lock.acquire(blocking=False)
     webui.call_queue.queue_lock.release()
     train_job.resume(jobs, job)
