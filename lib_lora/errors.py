@@ -57,10 +57,6 @@ class TaggerError(LoraError):
     """The tagger model cannot be found, downloaded or run."""
 
 
-class TrainingStopped(LoraError):
-    """Training stopped early (NaN loss, out of memory, cancelled); the last good epoch is kept."""
-
-
 class OfflineError(LoraError):
     """Something had to be downloaded but there is no network."""
 

@@ -54,19 +54,23 @@ def _headless_hint(sd_model: Any) -> str:
             "for SD1.x, SD2.x and SDXL base). Nothing was changed on the loaded model")
 
 
-def check_supported(sd_model: Any, cmd_opts: Any, fp8_enabled: bool) -> None:
-    """Refuse what cannot train, with what to do instead; runs before the model is touched."""
+def _low_vram_flags(cmd_opts: Any) -> str:
+    """The flags behind the WebUI's low-VRAM mode, for the message: --lowvram/--medvram when given,
+    else --medvram-sdxl (the only other flag modules.lowvram.is_needed reads)."""
+    flags = [f"--{name}" for name in ("lowvram", "medvram") if getattr(cmd_opts, name, False)]
+    if not flags and getattr(cmd_opts, "medvram_sdxl", False):
+        flags = ["--medvram-sdxl"]
+    return " and ".join(flags) or "a low-VRAM mode"
+
+
+def check_supported(sd_model: Any, cmd_opts: Any, fp8_enabled: bool, low_vram: bool) -> None:
+    """Refuse what cannot train, with what to do instead; runs before the model is touched.
+    low_vram: the WebUI's own verdict for this model (modules.lowvram.is_needed)."""
     if sd_model is None or not hasattr(sd_model, "model"):
         raise ModelError("No checkpoint is loaded in the WebUI", where="Stable Diffusion checkpoint",
                          fix="Pick a checkpoint at the top of the page, wait for it to load, then start training")
-    # --medvram-sdxl applies to SDXL models only (the WebUI's lowvram.is_needed): SD1/SD2 train under it
-    is_sdxl = bool(getattr(sd_model, "is_sdxl", False)) or hasattr(sd_model, "conditioner")
-    low_modes = [flag for flag, on in (("--lowvram", getattr(cmd_opts, "lowvram", False)),
-                                       ("--medvram", getattr(cmd_opts, "medvram", False)),
-                                       ("--medvram-sdxl", is_sdxl and getattr(cmd_opts, "medvram_sdxl", False)))
-                 if on]
-    if low_modes or getattr(sd_model, "lowvram", False):
-        flags = " and ".join(low_modes) or "a low-VRAM mode"
+    if low_vram or getattr(sd_model, "lowvram", False):
+        flags = _low_vram_flags(cmd_opts) if low_vram else "a low-VRAM mode"
         raise ModelError(
             f"The WebUI runs with {flags}, which moves model parts between CPU and GPU at every step; "
             "training needs the whole model on the GPU", where="WebUI command line",
@@ -201,10 +205,10 @@ def _disable_block_checkpointing(snap: _Snapshot) -> None:
 
 
 @contextlib.contextmanager
-def training_session(sd_model: nn.Module, opts: Any, cfg: Any, *, cmd_opts: Any = None) -> Iterator[LdmModel]:
+def training_session(sd_model: nn.Module, opts: Any, cfg: Any) -> Iterator[LdmModel]:
     """Yield an LdmModel over `sd_model`; restore the model and the WebUI state on every exit."""
-    from modules import devices, sd_hijack, shared   # the WebUI; only ever imported here, lazily
-    check_supported(sd_model, cmd_opts if cmd_opts is not None else shared.cmd_opts, bool(devices.fp8))
+    from modules import devices, lowvram, sd_hijack, shared   # the WebUI; only ever imported here, lazily
+    check_supported(sd_model, shared.cmd_opts, bool(devices.fp8), bool(lowvram.is_needed(sd_model)))
     snap = capture(sd_model)
     optimizations_undone = False
     adapter = None

@@ -45,8 +45,8 @@ def webui(tmp_path_factory):
     saved_path = list(sys.path)
     sys.path.insert(0, STUB_DIR)
     try:
-        from modules import (call_queue, devices, extra_networks, images, processing, script_callbacks, scripts,
-                             sd_hijack, sd_models, shared)
+        from modules import (call_queue, devices, errors, extra_networks, images, processing, script_callbacks,
+                             scripts, sd_hijack, sd_models, shared)
         import launch
         import lora_script  # noqa: F401  (patches torch.nn class-wide, as the WebUI's built-in Lora does)
         import networks
@@ -54,7 +54,7 @@ def webui(tmp_path_factory):
         yield types.SimpleNamespace(
             root=root, shared=shared, sd_models=sd_models, devices=devices, processing=processing,
             script_callbacks=script_callbacks, scripts=scripts, sd_hijack=sd_hijack, call_queue=call_queue,
-            extra_networks=extra_networks, images=images, launch=launch, networks=networks)
+            extra_networks=extra_networks, images=images, launch=launch, networks=networks, errors=errors)
     finally:
         hijack = sys.modules.get("modules.sd_hijack")
         if hijack is not None:
@@ -64,6 +64,36 @@ def webui(tmp_path_factory):
             del sys.modules[name]
         sys.path[:] = saved_path
         os.environ.pop("TRAIN_LORA_STUB_ROOT", None)
+
+
+def _stub_exception_records() -> list | None:
+    """The stand-in's errors.exception_records, where the WebUI swallows callback, script and
+    wrapped-call errors; None while no stand-in is loaded."""
+    errors = sys.modules.get("modules.errors")
+    if errors is None or not (getattr(errors, "__file__", "") or "").startswith(STUB_DIR):
+        return None
+    return errors.exception_records
+
+
+def describe_records(records: list) -> str:
+    return "\n".join(f"{r['exception']!r} at {r['traceback'][-1][0] if r['traceback'] else '?'}" for r in records)
+
+
+@pytest.fixture(autouse=True)
+def no_swallowed_errors():
+    """Fail a test after which the WebUI would have swallowed an error (a callback, a script or a
+    wrapped Gradio call that raised): such an error never reaches pytest by itself. A test that
+    expects one reads errors.exception_records and clears it."""
+    records = _stub_exception_records()
+    before = list(records or ())     # left by a module fixture's setup or an earlier test's teardown
+    if records is not None:
+        records.clear()
+    yield
+    records = _stub_exception_records()
+    after = list(records or ())
+    if records is not None:
+        records.clear()
+    assert not before + after, "the WebUI swallowed errors:\n" + describe_records(before + after)
 
 
 @pytest.fixture()

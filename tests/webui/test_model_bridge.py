@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from lib_lora.config import TrainConfig
-from lib_lora.errors import ModelError, TrainingStopped
+from lib_lora.errors import ModelError
 from lib_lora.models.protocol import Conditioning
+from lib_lora.training import TrainHooks, train
 from lib_lora.webui.fingerprint import differences, fingerprint
 from lib_lora.webui.model_bridge import training_session
+from tests.training.training_fixtures import fast_config, write_dataset
 from tests.webui.conftest import load_family
 
 
@@ -36,18 +38,47 @@ class Boom(RuntimeError):
     pass
 
 
-def _end(path):
-    if path == "success":
-        return None
-    if path == "cancel":
-        return TrainingStopped("Training was cancelled", fix="Start it again to continue")
-    if path == "exception":
-        return Boom("broken dataset")
-    if path == "nan":
-        return TrainingStopped("Loss became NaN at step 3")
-    if path == "oom":
-        return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    return KeyboardInterrupt()
+class _StopAfterFirstStep(TrainHooks):
+    """The user presses Cancel once the run has taken a step."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def on_progress(self, progress):
+        self.steps = progress.step
+
+    def should_stop(self) -> bool:
+        return self.steps >= 1
+
+
+def _break_predict_after_one_step(model, path):
+    """From the second UNet call on, the run diverges (NaN) or raises what `path` names."""
+    genuine, calls = model.predict, []
+    failure = {"exception": Boom("broken dataset"), "keyboard_interrupt": KeyboardInterrupt(),
+               "oom": torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")}.get(path)
+
+    def predict(*args):
+        calls.append(1)
+        out = genuine(*args)
+        if len(calls) < 2:
+            return out
+        if path == "nan":
+            return out * float("nan")
+        raise failure
+    model.predict = predict
+
+
+# how each end path ends: stopped_reason of the trainer's result, or the exception out of the session
+END_PATHS = {"success": "", "cancel": "cancelled", "nan": "nan", "exception": Boom, "oom": torch.OutOfMemoryError,
+             "keyboard_interrupt": KeyboardInterrupt}
+
+
+def _run_config(tmp_path) -> TrainConfig:
+    cfg = fast_config(write_dataset(tmp_path / "data", "1_thing", n_images=2), tmp_path / "out", epochs=2,
+                      batch_size=1)
+    cfg.model.clip_skip = 2
+    cfg.output.save_state = False
+    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +89,28 @@ def baseline(webui):
     return _generate(webui), fingerprint(sd_model)
 
 
-@pytest.mark.parametrize("path", ["success", "cancel", "exception", "nan", "oom", "keyboard_interrupt"])
-def test_every_end_path_restores_model_and_generation(baseline, fresh_state, path):
+@pytest.mark.parametrize("path", list(END_PATHS))
+def test_every_end_path_restores_model_and_generation(baseline, fresh_state, path, tmp_path):
+    """A real run inside the session ends each way a run ends: finished, cancelled by the user, NaN
+    loss (the trainer returns its stopped_reason), or an exception, out of memory or Ctrl+C out of a
+    step; after a careless extra step first. Each time the model comes back bit for bit."""
     webui = fresh_state
     sd_model = load_family(webui, "sd1")
     opts = webui.shared.opts
     image_before, print_before = baseline
     clip_skip_before, gc_calls = opts.CLIP_stop_at_last_layers, webui.devices.torch_gc_calls
-    cfg = TrainConfig()
-    cfg.model.clip_skip = 2
-    error = _end(path)
-    with pytest.raises(type(error)) if error is not None else _no_raise():
+    cfg, ends = _run_config(tmp_path), END_PATHS[path]
+    raises = pytest.raises(ends) if isinstance(ends, type) else _no_raise()
+    with raises:
         with training_session(sd_model, opts, cfg) as model:
             assert opts.CLIP_stop_at_last_layers == 2 and webui.sd_hijack.current_optimizer is None
             _lora_like_step(model)
-            if error is not None:
-                raise error
+            if path not in ("success", "cancel"):
+                _break_predict_after_one_step(model, path)
+            result = train(cfg, model, [_StopAfterFirstStep()] if path == "cancel" else [])
+    if not isinstance(ends, type):
+        assert result.stopped_reason == ends
+        assert result.steps == (4 if path == "success" else 1)
     assert differences(print_before, fingerprint(sd_model)) == []
     assert opts.CLIP_stop_at_last_layers == clip_skip_before
     assert webui.sd_hijack.current_optimizer == "sdp"
@@ -185,8 +222,9 @@ def test_run_with_offload_after_caching_gives_the_model_back(fresh_state, monkey
     """A run that offloads the VAE and the cached text encoders: the ldm path never calls them during
     the steps, the WebUI's own sampler gets them back, and the model comes back bit for bit. On this
     CPU-only machine a real move is a no-op ('real'); 'watched' puts a recorder in place of the move."""
+    from lib_lora import train_job
     from lib_lora.training import offload
-    from lib_lora.webui.jobs import RunManager
+    from tests.webui.test_pause import new_jobs, start
     from tests.webui.test_jobs_api import _dataset
     webui = fresh_state
     sd_model = load_family(webui, family)
@@ -209,14 +247,15 @@ def test_run_with_offload_after_caching_gives_the_model_back(fresh_state, monkey
         return sampler
 
     try:
-        record = RunManager().start(_offload_config(_dataset(webui.root)), background=False, sampler=make_sampler)
+        monkeypatch.setattr(train_job, "_sampler", lambda model, run: make_sampler(model))
+        record = start(new_jobs(), _offload_config(_dataset(webui.root)), background=False)
     finally:
         for handle in handles:
             handle.remove()
-    assert record.state == "finished", (record.error, record.messages[-3:])
+    assert record.state == "finished", (record.error, record.log[-3:])
     assert used_while_away == [] and away == set() and away_when_sampling == [0, 0]
     said = "Moved the VAE and the text encoder to the CPU" if moves == "watched" else "Nothing was moved"
-    assert any(said in m for m in record.messages), record.messages
+    assert any(said in m for m in record.log), record.log
     assert differences(before, fingerprint(sd_model)) == []
     assert _generate(webui) == image_before
 
@@ -234,3 +273,12 @@ def test_only_layers_holding_a_merged_lora_are_counted_as_restored(fresh_state):
     assert clear_builtin_lora(sd_model) >= 1
     _generate(webui, "a cat")                    # no LoRA: the backups remain, nothing is merged
     assert clear_builtin_lora(sd_model) == 0
+
+
+def test_the_webuis_own_low_vram_verdict_decides(fresh_state, monkeypatch):
+    """The bridge asks modules.lowvram.is_needed (a fork may widen its rule) instead of reading flags."""
+    from modules import lowvram
+    monkeypatch.setattr(lowvram, "is_needed", lambda sd_model: True)
+    with pytest.raises(ModelError, match="The WebUI runs with a low-VRAM mode"):
+        with training_session(load_family(fresh_state, "sd1"), fresh_state.shared.opts, TrainConfig()):
+            pass

@@ -8,6 +8,8 @@ Conv2d, GroupNorm, LayerNorm and MultiheadAttention (network_Linear_forward ...,
 lora_script.py through lora_patches.py, originals in `originals`); `apply_networks(sd_model)`
 (stand-in only, called by processing before sampling) does the same for every named layer.
 Only plain LoRA (lora_up/lora_down/alpha) is read; unknown keys go to `unmatched_keys`.
+`available_networks` maps names to NetworkOnDisk; `load_network(name, network_on_disk)` and
+`convert_diffusers_name_to_compvis(key, is_sd2)` have v1.10.1's signatures and key rules.
 OpenCLIP attention (SD2, SDXL's bigG) is an nn.MultiheadAttention with one fused
 in_proj_weight: as in the real loader, `..._attn_q_proj/k_proj/v_proj` keys attach to the
 attention module and are merged into in_proj_weight (with `..._attn_out_proj` into
@@ -34,12 +36,21 @@ RESNET_SUFFIXES = {"conv1": "in_layers_2", "conv2": "out_layers_3", "norm1": "in
                    "norm2": "out_layers_0", "time_emb_proj": "emb_layers_1", "conv_shortcut": "skip_connection"}
 
 
-class Network:
+class NetworkOnDisk:
+    """A LoRA file the Lora folder holds (v1.10.1 network.NetworkOnDisk; no metadata or hashes here)."""
+
     def __init__(self, name, filename):
-        self.name, self.filename = name, filename
+        self.name, self.filename, self.alias = name, filename, name
+
+
+class Network:
+    """A loaded network: its modules' tensors by layer name (v1.10.1 network.Network(name, network_on_disk))."""
+
+    def __init__(self, name, network_on_disk):
+        self.name, self.network_on_disk = name, network_on_disk
         self.te_multiplier = self.unet_multiplier = self.dyn_dim = 1.0
         self.modules: dict[str, dict[str, torch.Tensor]] = {}
-        self.mtime = os.path.getmtime(filename)
+        self.mtime = None
 
 
 def list_available_networks():
@@ -48,7 +59,8 @@ def list_available_networks():
     for root, _, files in os.walk(folder):
         for filename in files:
             if filename.endswith((".safetensors", ".pt", ".ckpt")):
-                available_networks[os.path.splitext(filename)[0]] = os.path.join(root, filename)
+                name = os.path.splitext(filename)[0]
+                available_networks[name] = NetworkOnDisk(name, os.path.join(root, filename))
 
 
 def assign_network_names_to_compvis_modules(sd_model):
@@ -67,17 +79,29 @@ def assign_network_names_to_compvis_modules(sd_model):
     sd_model.network_layer_mapping = mapping
 
 
-def _blocks_per_level(sd_model) -> int:
-    unet = sd_model.model.diffusion_model
-    return getattr(unet, "num_res_blocks", [2])[0] + 1
+# UNet blocks per level of the loaded model: v1.10.1 writes 3 into its arithmetic (two ResBlocks and a
+# down/upsampler per level in every SD1/SD2 checkpoint). Stand-in only: the tiny UNet has one ResBlock
+# per level, so load_network sets this from the model it loads into before converting any key.
+blocks_per_level = 3
 
 
-def convert_diffusers_name_to_compvis(key, is_sd2, per_level=3):
+def convert_diffusers_name_to_compvis(key, is_sd2):
+    """A diffusers-style (sd-scripts) LoRA key -> the model's network_layer_name; unknown keys unchanged."""
+    n = blocks_per_level
+    m = re.match(r"lora_unet_conv_in(.*)", key)
+    if m:
+        return f"diffusion_model_input_blocks_0_0{m.group(1)}"
+    m = re.match(r"lora_unet_conv_out(.*)", key)
+    if m:
+        return f"diffusion_model_out_2{m.group(1)}"
+    m = re.match(r"lora_unet_time_embedding_linear_(\d+)(.*)", key)
+    if m:
+        return f"diffusion_model_time_embed_{int(m.group(1)) * 2 - 2}{m.group(2)}"
     m = re.match(r"lora_unet_(down|up)_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)", key)
     if m:
         side, i, kind, j, rest = m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), m.group(5)
         rest = RESNET_SUFFIXES.get(rest, rest) if kind == "resnets" else rest
-        index = (1 + per_level * i + j) if side == "down" else (per_level * i + j)
+        index = (1 + n * i + j) if side == "down" else (n * i + j)
         blocks = "input_blocks" if side == "down" else "output_blocks"
         return f"diffusion_model_{blocks}_{index}_{1 if kind == 'attentions' else 0}_{rest}"
     m = re.match(r"lora_unet_mid_block_(attentions|resnets)_(\d+)_(.+)", key)
@@ -85,6 +109,13 @@ def convert_diffusers_name_to_compvis(key, is_sd2, per_level=3):
         kind, j, rest = m.group(1), int(m.group(2)), m.group(3)
         rest = RESNET_SUFFIXES.get(rest, rest) if kind == "resnets" else rest
         return f"diffusion_model_middle_block_{1 if kind == 'attentions' else 2 * j}_{rest}"
+    m = re.match(r"lora_unet_down_blocks_(\d+)_downsamplers_0_conv", key)
+    if m:
+        return f"diffusion_model_input_blocks_{n * (int(m.group(1)) + 1)}_0_op"
+    m = re.match(r"lora_unet_up_blocks_(\d+)_upsamplers_0_conv", key)
+    if m:
+        level = int(m.group(1))
+        return f"diffusion_model_output_blocks_{n - 1 + n * level}_{2 if level > 0 else 1}_conv"
     m = re.match(r"lora_te_text_model_encoder_layers_(\d+)_(.+)", key)
     if m:
         if is_sd2:
@@ -98,8 +129,9 @@ def convert_diffusers_name_to_compvis(key, is_sd2, per_level=3):
     return key
 
 
-def _module_for(key, mapping, is_sd2, per_level):
-    for candidate in (convert_diffusers_name_to_compvis(key, is_sd2, per_level),
+def _module_for(key, mapping, is_sd2):
+    """The layer name a file key attaches to, tried in v1.10.1 load_network's order; None if none."""
+    for candidate in (convert_diffusers_name_to_compvis(key, is_sd2),
                       key.replace("lora_unet_", "diffusion_model_", 1),
                       key.replace("lora_te1_text_model", "0_transformer_text_model", 1),
                       key.replace("lora_te1_text_model", "transformer_text_model", 1)):
@@ -111,15 +143,21 @@ def _module_for(key, mapping, is_sd2, per_level):
     return None
 
 
-def load_network(name, filename, sd_model):
+def load_network(name, network_on_disk):
+    """Read the file into a Network matched against shared.sd_model's layer names."""
     import safetensors.torch
-    net = Network(name, filename)
+    global blocks_per_level
+    net = Network(name, network_on_disk)
+    net.mtime = os.path.getmtime(network_on_disk.filename)
+    sd_model = shared.sd_model
+    if not hasattr(sd_model, "network_layer_mapping"):
+        assign_network_names_to_compvis_modules(sd_model)
     mapping = sd_model.network_layer_mapping
-    is_sd2 = any("model_transformer_resblocks" in k for k in mapping)
-    per_level = _blocks_per_level(sd_model)
-    for key, tensor in safetensors.torch.load_file(filename).items():
+    is_sd2 = "model_transformer_resblocks" in mapping     # OpenCLIP's blocks as SD2's text encoder
+    blocks_per_level = getattr(sd_model.model.diffusion_model, "num_res_blocks", [2])[0] + 1
+    for key, tensor in safetensors.torch.load_file(network_on_disk.filename).items():
         module_key, _, part = key.partition(".")
-        sd_key = _module_for(module_key, mapping, is_sd2, per_level)
+        sd_key = _module_for(module_key, mapping, is_sd2)
         if sd_key is None:
             unmatched_keys.append(key)
             continue
@@ -128,16 +166,13 @@ def load_network(name, filename, sd_model):
 
 
 def load_networks(names, te_multipliers=None, unet_multipliers=None, dyn_dims=None):
-    sd_model = shared.sd_model
-    if not hasattr(sd_model, "network_layer_mapping"):
-        assign_network_names_to_compvis_modules(sd_model)
     loaded_networks.clear()
     for i, name in enumerate(names):
         if name not in available_networks:
             list_available_networks()
         if name not in available_networks:
             continue
-        net = load_network(name, available_networks[name], sd_model)
+        net = load_network(name, available_networks[name])
         net.te_multiplier = te_multipliers[i] if te_multipliers else 1.0
         net.unet_multiplier = unet_multipliers[i] if unet_multipliers else 1.0
         loaded_networks.append(net)

@@ -42,7 +42,7 @@ def wrap_gradio_call(func, extra_outputs=None, add_stats=False):
         try:
             res = list(func(*args, **kwargs))
         except Exception as e:
-            errors.print_error("Error completing request", exc_info=True)
+            errors.report(f"Error completing request\nArguments: {args} {kwargs}"[:131072], exc_info=True)
             shared.state.job = ""
             shared.state.job_count = 0
             if extra_outputs_array is None:
