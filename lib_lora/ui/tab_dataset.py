@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lib_lora.config import PrepConfig
-from lib_lora.errors import DatasetError
+from lib_lora import options
+from lib_lora.config import PrepConfig, TrainConfig
+from lib_lora.errors import DatasetError, LoraError
 from lib_lora.ui import form, gradio_compat
 from lib_lora.jobs import Job
 from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, stoppable, submit
@@ -44,11 +45,27 @@ def _chosen_folder(folder: str) -> str:
     return folder
 
 
-def dataset_report(folder: str, kind: str, epochs: float, batch_size: float, progress=None) -> dict:
+def dataset_report(folder: str, kind: str, epochs: float, batch_size: float, progress=None, *,
+                   run: TrainConfig | None = None) -> dict:
+    """The report of `folder`; with `run` (the Train form) its steps are counted as that run takes
+    them (buckets, regularization images, accumulation), else from epochs and batch size alone."""
     from lib_lora.dataset.report import ReportOptions, build_report
-    options = ReportOptions(kind=kind or "character", epochs=max(1, int(epochs or 1)),
-                            batch_size=max(1, int(batch_size or 1)))
-    return build_report(_chosen_folder(folder), options, progress).to_dict()
+    if run is not None:
+        report_options = ReportOptions.for_run(run, kind or "character")
+    else:
+        report_options = ReportOptions(kind=kind or "character", epochs=max(1, int(epochs or 1)),
+                                       batch_size=max(1, int(batch_size or 1)))
+    return build_report(_chosen_folder(folder), report_options, progress).to_dict()
+
+
+def remembered_run(ctx: TabContext) -> TrainConfig | None:
+    """The Train form as last remembered (edits are saved as they happen); None when it does not parse."""
+    from lib_lora.ui.tab_train import load_saved_form
+    flat = load_saved_form(ctx.backend.form_file) or ctx.saved_form
+    try:
+        return options.from_dict(TrainConfig, options.unflatten(flat))
+    except LoraError:
+        return None
 
 
 def import_upload(backend: Any, name: str, concept: str, repeats: float, files: Any, folder_files: Any,
@@ -164,28 +181,29 @@ def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
     """Event handlers of the Dataset section; `c` holds its components by name."""
     backend, jobs = ctx.backend, jobs_of(ctx.backend)
 
-    def epochs_batch() -> tuple[float, float]:
-        return ctx.saved_form.get("training.epochs", 10), ctx.saved_form.get("training.batch_size", 2)
+    def report_of(folder: str, kind_value: str, job: Job) -> dict:
+        run = remembered_run(ctx)
+        if run is not None:       # the report reads the run's regularization folder too
+            check_paths(backend, [("Regularization folder", run.dataset.reg_dir, True)])
+        return dataset_report(folder, kind_value, ctx.saved_form.get("training.epochs", 10),
+                              ctx.saved_form.get("training.batch_size", 2), stoppable(job), run=run)
 
     @guarded(4, "The dataset check")
     def on_check(task: str, folder_text: str, kind_value: str):
         folder = _chosen_folder(folder_text)
         check_paths(backend, [("Dataset folder", folder, True)])
-        epochs, batch = epochs_batch()
         return started(submit(jobs, "check", "check", lambda job: DatasetOutcome(
-            "Report ready", None, dataset_report(folder, kind_value, epochs, batch, stoppable(job))),
-            exclusive=False))
+            "Report ready", None, report_of(folder, kind_value, job)), exclusive=False))
 
     @guarded(4, "The import")
     def on_upload(task: str, name_v, concept_v, repeats_v, files_v, folder_v, kind_value):
         if not (gradio_compat.uploaded_paths(files_v) or gradio_compat.uploaded_paths(folder_v)):
             import_upload(backend, name_v, concept_v, repeats_v, files_v, folder_v)   # says what is missing
         check_uploads(backend, files_v, folder_v)
-        epochs, batch = epochs_batch()
 
         def work(job: Job) -> DatasetOutcome:
             train_dir = import_upload(backend, name_v, concept_v, repeats_v, files_v, folder_v, stoppable(job))
-            report_dict = dataset_report(str(train_dir), kind_value, epochs, batch, stoppable(job))
+            report_dict = report_of(str(train_dir), kind_value, job)
             return DatasetOutcome(f"Imported {report_dict['images']} images into {train_dir}", str(train_dir),
                                   report_dict)
         return started(submit(jobs, "import", "import", work, exclusive=False))

@@ -23,29 +23,29 @@ BASIC_FIELDS = ("dataset.train_dir", "output.output_name", "dataset.trigger_word
                 "sample.prompts")
 SECTION_TITLES = {"model": "Model", "dataset": "Dataset and captions", "network": "Network",
                   "training": "Training", "output": "Output", "sample": "Samples"}
-STEP_INPUTS = ("dataset.train_dir", "training.epochs", "training.batch_size",
-               "training.gradient_accumulation_steps", "training.max_train_steps")
+# The fields the step count depends on: editing one recounts from the whole form.
+STEP_INPUTS = ("dataset.train_dir", "dataset.reg_dir", "dataset.resolution", "dataset.enable_bucket",
+               "dataset.min_bucket_reso", "dataset.max_bucket_reso", "dataset.bucket_reso_steps",
+               "dataset.bucket_no_upscale", "dataset.validation_split", "training.epochs", "training.batch_size",
+               "training.gradient_accumulation_steps", "training.max_train_steps", "training.seed")
 
 
-def steps_text(train_dir: str, epochs: Any, batch_size: Any, accumulation: Any, max_steps: Any,
-               backend: Any = None) -> str:
+def steps_text(cfg: TrainConfig, backend: Any = None) -> str:
     """'12 images x repeats = 60 per epoch -> 30 steps per epoch x 10 epochs = 300 steps'.
 
-    Counted by the trainer's own plan (bucket by bucket), so the number shown is the number run."""
+    Counted by the trainer's own plan from the whole form (buckets, regularization images,
+    validation share, accumulation, max steps), so the number shown is the number run."""
     from lib_lora.training.plan import make_plan
-    if not (train_dir or "").strip():
+    if not (cfg.dataset.train_dir or "").strip():
         return "Steps: choose a dataset folder to see the number of steps"
-    cfg = TrainConfig()
-    cfg.dataset.train_dir = train_dir.strip()
-    t = cfg.training
-    t.epochs, t.batch_size = max(1, int(epochs or 1)), max(1, int(batch_size or 1))
-    t.gradient_accumulation_steps, t.max_train_steps = max(1, int(accumulation or 1)), max(0, int(max_steps or 0))
     try:
         if backend is not None:
-            check_paths(backend, [("Dataset folder", cfg.dataset.train_dir, True)])
+            check_paths(backend, [("Dataset folder", cfg.dataset.train_dir, True),
+                                  ("Regularization folder", cfg.dataset.reg_dir, True)])
         plan = make_plan(cfg)
     except LoraError as err:
         return f"Steps: {err}"
+    t = cfg.training
     per_epoch = sum(s.repeats for s in plan.train)
     uncapped = plan.steps_per_epoch * t.epochs
     capped = f" (capped at {plan.total_steps} by max train steps)" if plan.total_steps < uncapped else ""
@@ -239,11 +239,19 @@ def _wire_progress(ctx: TabContext, c: dict) -> None:
 
     c["poll"].click(on_poll, [c["run_id"]], [c["progress"], c["chart"], c["samples"], c["run_state"], c["files"]],
                     show_progress=gradio_compat.HIDE_PROGRESS)
-    step_inputs = [ctx.component(n) for n in STEP_INPUTS]
+    specs, comps = ctx.train_specs, ctx.train_components
+
     def steps_here(*values) -> str:
-        return steps_text(*values, backend=ctx.backend)
-    for comp in step_inputs:
-        comp.change(steps_here, step_inputs, [c["steps"]], show_progress=gradio_compat.HIDE_PROGRESS)
+        try:
+            cfg = form.config_from_values(TrainConfig, specs, list(values))
+        except LoraError as err:      # a half-typed value elsewhere in the form
+            return f"Steps: {err}"
+        return steps_text(cfg, backend=ctx.backend)
+
+    shown = {spec.name for spec in specs}
+    for name in STEP_INPUTS:
+        if name in shown:
+            ctx.component(name).change(steps_here, comps, [c["steps"]], show_progress=gradio_compat.HIDE_PROGRESS)
 
 
 def merge_form_values(saved: dict, specs: list, values: list) -> dict:

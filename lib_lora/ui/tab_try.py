@@ -19,7 +19,7 @@ from lib_lora import train_job
 from lib_lora.config import SampleConfig, TrainConfig
 from lib_lora.errors import LoraError
 from lib_lora.jobs import Job
-from lib_lora.evaluation.epoch_grid import epoch_files, epoch_of
+from lib_lora.evaluation.epoch_grid import epoch_files
 from lib_lora.ui import gradio_compat
 from lib_lora.ui.tab_common import TabContext, elem, guarded, run_job
 from lib_lora.ui.render import error_html, message_html
@@ -92,8 +92,7 @@ def _quoted(text: str) -> str:
 
 
 def run_epochs(backend: Any, job: Job) -> list[str]:
-    stems = [p.stem for p in epoch_files(backend.lora_dir, train_job.run_of(job).output_name)
-             if epoch_of(p) is not None]
+    stems = [p.stem for p in epoch_files(backend.lora_dir, train_job.run_of(job).output_name)]
     if not stems:
         raise LoraError("The run has saved no epoch yet", where="Send to X/Y/Z plot",
                         fix="Resume until an epoch is saved (Output > save every N epochs), then pause again")
