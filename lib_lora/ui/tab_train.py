@@ -16,7 +16,8 @@ from lib_lora.ui.path_checks import check_paths, check_uploads, policy_for
 from lib_lora.ui.tab_common import TabContext, elem, guarded, no_change, run_job
 from lib_lora.ui.render import loss_chart, message_html, progress_html
 
-BASIC_FIELDS = ("dataset.train_dir", "output.output_name", "dataset.trigger_word",
+# In view first; a field the host does not show (the base model inside the WebUI) is left out.
+BASIC_FIELDS = ("model.pretrained", "dataset.train_dir", "output.output_name", "dataset.trigger_word",
                 "network.algo", "network.dim", "network.alpha", "training.epochs", "training.batch_size",
                 "training.unet_lr", "training.text_encoder_lr", "training.optimizer", "training.lr_scheduler",
                 "dataset.resolution", "model.clip_skip", "output.save_every_n_epochs", "sample.every_n_epochs",
@@ -77,10 +78,11 @@ def build_option_components(ctx: TabContext) -> None:
     specs = {s.name: s for s in form.field_specs(TrainConfig, ctx.backend.host)}
     values = dict(zip(specs, form.values_from_flat(ctx.saved_form, list(specs.values()), TrainConfig())))
     made: dict[str, Any] = {}
+    basic = [name for name in BASIC_FIELDS if name in specs]
     with gr.Group(elem_id=elem("basic_options")):
-        for pair in range(0, len(BASIC_FIELDS), 3):
+        for pair in range(0, len(basic), 3):
             with gr.Row():
-                for name in BASIC_FIELDS[pair:pair + 3]:
+                for name in basic[pair:pair + 3]:
                     made[name] = form.make_component(specs[name], values[name])
     with gr.Accordion("Advanced options", open=False, elem_id=elem("advanced_options")):
         for section, title in SECTION_TITLES.items():
