@@ -95,6 +95,8 @@ class Job:
     kind_state: KindState | None = None  # what this kind keeps beyond these fields (a run: train_job.TrainRun)
     headline: str = ""                   # the host's progress line when the kind says more than done/total
     worker: threading.Thread | None = field(default=None, repr=False)    # the thread of the last launch
+    # queued -> running or cancelled happens once, under this lock: a cancel never races the start
+    start_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def active(self) -> bool:
@@ -118,7 +120,10 @@ class Job:
     def cancel(self) -> None:
         if not self.active:
             return
-        self.cancel_requested = True
+        with self.start_lock:
+            self.cancel_requested = True
+            if self.state == "queued":    # still waiting for the host (maybe hours): it ends now, never starts
+                self.state = "cancelled"
         # a job about to pause may have given the host back already: its Interrupt is someone else's now
         if self.hold is not None and self.state == "running" and not self.pause_requested:
             self.hold.interrupt()
@@ -224,7 +229,9 @@ class Jobs:
         return job
 
     def list(self, kind: str | None = None) -> list[Job]:
-        return [j for j in self.jobs.values() if kind is None or j.kind == kind]
+        with self._lock:     # an API request lists while the tab submits: no "dict changed size"
+            every = list(self.jobs.values())
+        return [j for j in every if kind is None or j.kind == kind]
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
@@ -234,14 +241,16 @@ class Jobs:
     def _run(self, job: Job, fn: JobFn, exclusive: bool, previous: threading.Thread | None = None) -> None:
         if previous is not None and previous is not threading.current_thread():
             previous.join()      # a launch again (a resume) starts once the last one has let go of everything
-            job.state = "queued"
+            if not job.cancel_requested:
+                job.state = "queued"
         try:
             with (self.host.exclusive(job) if exclusive else contextlib.nullcontext()) as hold:
                 job.hold = hold
-                if job.cancel_requested:          # cancelled while it waited: nothing to do
-                    job.state = "cancelled"
-                    return
-                job.state = "running"
+                with job.start_lock:
+                    if job.cancel_requested:      # cancelled while it waited: nothing to do
+                        job.state = "cancelled"
+                        return
+                    job.state = "running"
                 job.result = fn(job)
                 job.state = _end_state(job)       # while held: the host's Interrupt counts as a cancel
         except LoraError as err:

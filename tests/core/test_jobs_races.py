@@ -1,0 +1,118 @@
+"""The one job system (lib_lora/jobs.py) under a racing client: cancel while queued behind a
+long holder, listing while others submit, registry growth, resume twice, ids."""
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+
+import pytest
+
+from lib_lora.errors import LoraError
+from lib_lora.jobs import KEEP_FINISHED, Jobs, LocalHost
+
+
+def _wait(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert predicate()
+
+
+def test_a_job_cancelled_while_queued_behind_a_holder_ends_now_and_never_runs():
+    """A tagging job queued behind a two-hour training run and cancelled must not stay "queued"
+    (and block every new tagging job) until the run ends."""
+    host = LocalHost()
+    jobs = Jobs(host)
+    ran = []
+    host.lock.acquire()                    # a long run holds the host
+    try:
+        job = jobs.submit("tag", "tagging a", lambda j: ran.append(1), exclusive=True)
+        time.sleep(0.1)
+        assert job.state == "queued"
+        jobs.cancel(job.id)
+        _wait(lambda: not job.active, timeout=3)
+        assert job.state == "cancelled" and not ran
+        again = jobs.submit("tag", "tagging b", lambda j: ran.append(2), exclusive=True)   # not refused
+        jobs.cancel(again.id)
+        _wait(lambda: not again.active, timeout=3)
+    finally:
+        host.lock.release()
+    time.sleep(0.1)
+    assert not ran
+    assert host.lock.acquire(timeout=1)    # nobody kept the host
+    host.lock.release()
+
+
+def test_listing_while_another_thread_submits_never_raises():
+    jobs = Jobs(LocalHost())
+    for i in range(3000):
+        jobs.submit("grid", f"grid {i}", lambda j: None, exclusive=False, background=False, one_per_kind=False)
+    errors, stop = [], threading.Event()
+
+    def submitter():
+        try:
+            while not stop.is_set():
+                jobs.submit("tag", "t", lambda j: time.sleep(5), exclusive=False, one_per_kind=False)
+        except Exception as err:   # noqa: BLE001 - reported below
+            errors.append(err)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=submitter, daemon=True)
+    thread.start()
+    try:
+        for _ in range(300):
+            jobs.list()
+            jobs.list("tag")
+    except RuntimeError as err:     # "dictionary changed size during iteration"
+        errors.append(err)
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        thread.join(10)
+    for job in jobs.list():
+        job.cancel()
+    assert not errors
+
+
+def test_the_registry_keeps_only_the_recent_ended_jobs_of_a_kind():
+    jobs = Jobs(LocalHost())
+    for i in range(KEEP_FINISHED * 5):
+        jobs.submit("check", f"check {i}", lambda j: i, exclusive=False, background=False)
+    assert len(jobs.list("check")) <= KEEP_FINISHED + 1
+
+
+def test_ids_are_unique_and_not_guessable_from_the_last_one():
+    jobs = Jobs(LocalHost())
+    ids = [jobs.submit("check", "c", lambda j: None, exclusive=False, background=False).id for _ in range(50)]
+    assert len(set(ids)) == 50
+    suffixes = [re.fullmatch(r"check\d+-([0-9a-f]+)", i).group(1) for i in ids]
+    assert len(set(suffixes)) > 45       # a random part, not a counter
+
+
+def test_a_failing_fn_and_a_failing_host_leave_the_host_free_and_the_kind_startable():
+    host = LocalHost()
+    jobs = Jobs(host)
+
+    def boom(job):
+        raise RuntimeError("bug")
+
+    job = jobs.submit("tag", "tagging", boom, exclusive=True, background=False)
+    assert job.state == "failed" and "RuntimeError: bug" in job.error
+    assert host.lock.acquire(timeout=1)
+    host.lock.release()
+    ok = jobs.submit("tag", "tagging", lambda j: 1, exclusive=True, background=False)
+    assert ok.state == "finished"
+
+
+def test_unknown_and_hostile_ids_are_plain_errors():
+    jobs = Jobs(LocalHost())
+    job = jobs.submit("tag", "tagging", lambda j: 1, exclusive=False, background=False)
+    for hostile in ("", "../../etc/passwd", "a\x00b", "x" * 100_000, job.id + " "):
+        with pytest.raises(LoraError) as err:
+            jobs.get(hostile)
+        assert err.value.fix
+    with pytest.raises(LoraError):
+        jobs.get(job.id, "train")         # a tagging job's id is not a run's
