@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .projection_slot import ProjectionSlot
+from .recompute import LayerGeometry, run_with_recomputed_weight
 
 
 class NetworkModule(nn.Module):
@@ -78,8 +79,21 @@ class NetworkModule(nn.Module):
         """dW with the wrapped weight's shape, scaled by scale(), without multiplier or DoRA."""
         raise NotImplementedError
 
+    def factors(self) -> tuple[torch.Tensor, ...] | None:
+        """The tensors dW is built from, for `delta_from`; None where the algorithm does not say
+        (its forward then never rebuilds dW in backward: see recompute.py)."""
+        return None
+
+    def delta_from(self, *factors: torch.Tensor) -> torch.Tensor:
+        """delta_weight() computed from the given stand-ins for `factors()` (rebuilt in backward)."""
+        raise NotImplementedError
+
     def bypass(self, x: torch.Tensor) -> torch.Tensor:
         """The update's contribution to the layer output for input x: op(x, dW), no bias."""
+        geometry, factors = self.recompute_plan()
+        if geometry is not None:
+            dtype = x.dtype
+            return run_with_recomputed_weight(x, None, geometry, lambda *f: self.delta_from(*f).to(dtype), factors)
         return self.layer_op(x, self.delta_weight().to(x.dtype), None)
 
     # ---- shared ---------------------------------------------------------------------------
@@ -108,30 +122,64 @@ class NetworkModule(nn.Module):
 
     def full_delta(self, weight: torch.Tensor) -> torch.Tensor:
         """The total change of `weight` this module applies, multiplier included (what merge adds)."""
-        delta = self.delta_weight().reshape(weight.shape).to(weight.dtype)
-        if self.dora_scale is not None:
+        return self.full_delta_of(weight, self.delta_weight(), self.dora_scale, self.multiplier)
+
+    @classmethod
+    def full_delta_of(cls, weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Tensor | None,
+                      multiplier: float) -> torch.Tensor:
+        """full_delta for a given dW and DoRA magnitude (the recomputing forward passes stand-ins)."""
+        delta = delta.reshape(weight.shape).to(weight.dtype)
+        if dora_scale is not None:
             merged = weight + delta
-            scale = self.dora_scale.to(weight.dtype) / self.row_norm(merged)
+            scale = dora_scale.to(weight.dtype) / cls.row_norm(merged)
             delta = merged * scale - weight
-        return delta * self.multiplier
+        return delta * multiplier
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self._merged_delta is not None or self.multiplier == 0:
             return self.original_forward(x, *args, **kwargs)
         layer = self.layer
         if self.dora_scale is not None:  # DoRA rescales the whole weight: no additive shortcut
-            weight = layer.weight
-            new_weight = weight + self.full_delta(weight.float()).to(weight.dtype)
-            return self.layer_op(x, new_weight, layer.bias)
+            return self.merged_forward(x, dora=True)
         if not (self.training and self.dropout > 0) and self.layer_forward_is_torch() \
                 and self.merged_weight_is_cheaper():
             # One op with W + dW (LoHa/LoKr only: see merged_weight_is_cheaper).
-            weight = layer.weight
-            return self.layer_op(x, weight + (self.delta_weight() * self.multiplier).to(weight.dtype), layer.bias)
+            return self.merged_forward(x, dora=False)
         out = self.original_forward(x, *args, **kwargs)
         inp = F.dropout(x, self.dropout) if self.training and self.dropout > 0 else x
         update = self.bypass(inp).to(out.dtype)
         return out + (update if self.multiplier == 1.0 else update * self.multiplier)
+
+    def merged_forward(self, x: torch.Tensor, dora: bool) -> torch.Tensor:
+        """op(x, W + full update, bias); rebuilding W + dW in backward where recompute_plan allows."""
+        layer, multiplier = self.layer, self.multiplier
+        weight = layer.weight
+        geometry, factors = self.recompute_plan()
+        if geometry is None:
+            if dora:
+                return self.layer_op(x, weight + self.full_delta(weight.float()).to(weight.dtype), layer.bias)
+            return self.layer_op(x, weight + (self.delta_weight() * multiplier).to(weight.dtype), layer.bias)
+        if dora:
+            def new_weight(*tensors: torch.Tensor) -> torch.Tensor:
+                *parts, dora_scale = tensors
+                delta = self.full_delta_of(weight.float(), self.delta_from(*parts), dora_scale, multiplier)
+                return weight + delta.to(weight.dtype)
+            return run_with_recomputed_weight(x, layer.bias, geometry, new_weight, (*factors, self.dora_scale))
+        return run_with_recomputed_weight(
+            x, layer.bias, geometry, lambda *f: weight + (self.delta_from(*f) * multiplier).to(weight.dtype), factors)
+
+    def recompute_plan(self) -> tuple[LayerGeometry | None, tuple[torch.Tensor, ...]]:
+        """The layer geometry and factors for a forward that rebuilds the weight in backward
+        (recompute.py), or (None, ()) where the plain op must run: no factors, no gradient wanted
+        (nothing is kept then anyway), a base weight that trains (its gradient would be lost), or a
+        conv layout the op does not reproduce."""
+        factors = self.factors()
+        if factors is None or not torch.is_grad_enabled():
+            return None, ()
+        trained = [*factors, *([self.dora_scale] if self.dora_scale is not None else [])]
+        if not any(t.requires_grad for t in trained) or self.layer.weight.requires_grad:
+            return None, ()
+        return LayerGeometry.of(self.layer), factors
 
     def layer_forward_is_torch(self) -> bool:
         """Running the layer as op(x, W + dW) skips its own forward: only allowed where that forward

@@ -34,18 +34,22 @@ class LohaModule(NetworkModule):
         nn.init.normal_(self.hada_w2_b, std=1.0)
         nn.init.zeros_(self.hada_w2_a)
 
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        return (self.hada_w1_a, self.hada_w1_b, self.hada_w2_a, self.hada_w2_b)
+
     def delta_weight(self) -> torch.Tensor:
+        return self.delta_from(*self.factors())
+
+    def delta_from(self, *factors: torch.Tensor) -> torch.Tensor:
         # Imported on use: importing lycoris loads its whole package (bitsandbytes, torch._dynamo).
         from lycoris.functional import loha
 
+        w1_a, w1_b, w2_a, w2_b = factors
         # lycoris names the halves by role: *d (down) = *_b, *u (up) = *_a.
-        delta = loha.diff_weight(self.hada_w1_b, self.hada_w1_a, self.hada_w2_b, self.hada_w2_a,
-                                 None, None, gamma=self.scale())
+        delta = loha.diff_weight(w1_b, w1_a, w2_b, w2_a, None, None, gamma=self.scale())
         return delta.reshape(self.weight_shape)
 
     def merged_weight_is_cheaper(self) -> bool:
-        # Memory: the separate update runs op(x, dW) and keeps that full dW for backward; one op
-        # with W + dW keeps W + dW instead, the same size (both in the compute dtype), while the
-        # base weight W is kept by reference either way. Neither copies W, and one op saves the
-        # second weight-sized product per step, so LoHa/LoKr always take it.
+        # Both paths build a full dW, and neither keeps it for backward (recompute.py rebuilds it
+        # from the factors there); one op with W + dW saves the second product per layer.
         return True

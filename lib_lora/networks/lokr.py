@@ -48,16 +48,23 @@ class LokrModule(NetworkModule):
     def scale(self) -> float | torch.Tensor:
         return 1.0 if self.full_w2 else self.alpha / self.rank
 
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        """(w1, w2) with a full w2, (w1, w2_a, w2_b) with a low-rank one."""
+        if self.full_w2:
+            return (self.lokr_w1, self.lokr_w2)
+        return (self.lokr_w1, self.lokr_w2_a, self.lokr_w2_b)
+
     def delta_weight(self) -> torch.Tensor:
+        return self.delta_from(*self.factors())
+
+    def delta_from(self, *factors: torch.Tensor) -> torch.Tensor:
         from lycoris.functional import lokr
 
-        delta = lokr.kron_weight(self.lokr_w1, None, None, self.lokr_w2, self.lokr_w2_a, self.lokr_w2_b,
-                                 None, scale=self.scale())
+        w1, w2, w2_a, w2_b = (*factors, None, None) if self.full_w2 else (factors[0], None, *factors[1:])
+        delta = lokr.kron_weight(w1, None, None, w2, w2_a, w2_b, None, scale=self.scale())
         return delta.reshape(self.weight_shape)
 
     def merged_weight_is_cheaper(self) -> bool:
-        # Memory: the separate update runs op(x, dW) and keeps that full dW for backward; one op
-        # with W + dW keeps W + dW instead, the same size (both in the compute dtype), while the
-        # base weight W is kept by reference either way. Neither copies W, and one op saves the
-        # second weight-sized product per step, so LoHa/LoKr always take it.
+        # Both paths build a full dW, and neither keeps it for backward (recompute.py rebuilds it
+        # from the factors there); one op with W + dW saves the second product per layer.
         return True
