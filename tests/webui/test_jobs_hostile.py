@@ -1,0 +1,227 @@
+"""The job system inside the WebUI stand-in, red-teamed: whatever phase of a job breaks, txt2img can
+take the queue lock afterwards, shared.state is ended and the progress task finished; a job
+cancelled while queued behind a generation never runs and does not block its kind; the HTTP API
+answers hostile ids and bodies with 4xx and one sentence, and asks for credentials on /jobs."""
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from lib_lora.errors import LoraError
+
+
+def _wait(predicate, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < end:
+        time.sleep(0.01)
+    assert predicate()
+
+
+def _ended(job, timeout=10.0):
+    """The job ended and its thread let go of the host (its end state is written while it still
+    holds: the release follows within the same thread)."""
+    _wait(lambda: not job.active, timeout)
+    job.worker.join(timeout)
+    assert not job.worker.is_alive()
+
+
+def _webui_is_free(webui, task: str = "") -> None:
+    """txt2img could start now: the queue lock is free, shared.state ended, our task not current."""
+    progress = __import__("modules.progress", fromlist=["progress"])
+    assert webui.call_queue.queue_lock.acquire(timeout=2), "the queue lock was kept"
+    webui.call_queue.queue_lock.release()
+    assert webui.shared.state.job == "", f"shared.state still holds {webui.shared.state.job!r}"
+    if task:
+        assert progress.current_task != task and task in progress.finished_tasks
+
+
+@pytest.fixture()
+def jobs(fresh_state):
+    from lib_lora.jobs import Jobs
+    from lib_lora.webui.host import WebUIHost
+    fresh_state.shared.state.end()
+    return Jobs(WebUIHost())
+
+
+def test_a_bug_in_the_jobs_function_frees_the_webui(jobs, fresh_state):
+    def boom(job):
+        job.progress(1, 3, "image 1")
+        raise ValueError("bad image")
+
+    job = jobs.submit("tag", "tagging", boom, exclusive=True, task_id="task(boom)")
+    _ended(job)
+    assert job.state == "failed" and "ValueError: bad image" in job.error
+    _webui_is_free(fresh_state, "task(boom)")
+
+
+@pytest.mark.parametrize("phase", ["state.begin", "progress.start_task", "progress.finish_task", "state.end"])
+def test_a_failure_inside_the_hold_frees_the_queue(jobs, fresh_state, monkeypatch, phase):
+    webui = fresh_state
+    owner, name = phase.split(".")
+    target = webui.shared.state if owner == "state" else __import__("modules.progress", fromlist=["x"])
+    real, calls = getattr(target, name), []
+
+    def once_broken(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise RuntimeError(f"{phase} broke")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, once_broken)
+    job = jobs.submit("grid", "grid", lambda j: "ok", exclusive=True, task_id="task(hold)")
+    _ended(job)
+    assert job.state == "failed" and f"{phase} broke" in job.error
+    monkeypatch.setattr(target, name, real)
+    assert webui.call_queue.queue_lock.acquire(timeout=2), f"a failing {phase} kept the queue lock"
+    webui.call_queue.queue_lock.release()
+    webui.shared.state.end()
+    again = jobs.submit("grid", "grid", lambda j: "ok", exclusive=True)
+    _ended(again)
+    assert again.state == "finished"
+
+
+def test_a_job_cancelled_behind_a_generation_ends_now_and_never_runs(jobs, fresh_state):
+    webui, ran = fresh_state, []
+    webui.call_queue.queue_lock.acquire()          # a txt2img batch in progress
+    try:
+        job = jobs.submit("tag", "tagging", lambda j: ran.append(1), exclusive=True, task_id="task(q)")
+        time.sleep(0.1)
+        jobs.cancel(job.id)
+        _wait(lambda: not job.active, timeout=2)
+        assert job.state == "cancelled"
+        again = jobs.submit("tag", "tagging again", lambda j: ran.append(2), exclusive=True)
+        again.cancel()
+    finally:
+        webui.call_queue.queue_lock.release()
+    time.sleep(0.3)
+    assert not ran
+    _webui_is_free(webui, "task(q)")
+
+
+def test_cancel_while_the_job_takes_the_queue_does_not_interrupt_the_next_generation(jobs, fresh_state):
+    """A cancel racing the job's start: the job never runs, and the WebUI's interrupt flag stays
+    clear for whoever takes the queue next."""
+    webui = fresh_state
+    for _ in range(20):
+        gate = threading.Event()
+        webui.call_queue.queue_lock.acquire()
+        job = jobs.submit("grid", "grid", lambda j: gate.wait(5), exclusive=True)
+        threading.Timer(0.001, webui.call_queue.queue_lock.release).start()
+        job.cancel()
+        gate.set()
+        _ended(job)
+        assert job.state == "cancelled"
+        _webui_is_free(webui)
+        webui.shared.state.begin("txt2img")
+        assert not webui.shared.state.interrupted
+        webui.shared.state.end()
+
+
+def test_the_script_unloaded_callback_cancels_a_job_holding_the_queue(fresh_state):
+    from lib_lora.webui.host import webui_jobs
+    webui = fresh_state
+    going = threading.Event()
+
+    def holds(job):
+        going.set()
+        while not job.should_stop():
+            time.sleep(0.01)
+
+    job = webui_jobs().submit("grid", "grid", holds, exclusive=True, task_id="task(unload)")
+    assert going.wait(5)
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    webui.scripts.load_scripts_from(root)
+    webui.script_callbacks.script_unloaded_callback()
+    _ended(job)
+    assert job.state == "cancelled"
+    _webui_is_free(webui, "task(unload)")
+
+
+# --- the HTTP API -------------------------------------------------------------------------------
+
+@pytest.fixture()
+def api_app(fresh_state):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lib_lora.jobs import Jobs, LocalHost
+    from lib_lora.path_policy import PathPolicy
+    from lib_lora.webui import api
+    jobs = Jobs(LocalHost())
+    policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")
+
+    def client(api_auth=None):
+        app = FastAPI()
+        assert api.register(app, jobs, policy=lambda: policy, cmd_opts=SimpleNamespace(api=True, api_auth=api_auth))
+        return TestClient(app, raise_server_exceptions=False)
+    return client, jobs
+
+
+def test_jobs_listing_asks_for_credentials(api_app):
+    client, jobs = api_app
+    http = client("alice:s3cret")
+    assert http.get("/train_lora/v1/jobs").status_code == 401
+    wrong = base64.b64encode(b"alice:nope").decode()
+    assert http.get("/train_lora/v1/jobs", headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    right = base64.b64encode(b"alice:s3cret").decode()
+    assert http.get("/train_lora/v1/jobs", headers={"Authorization": f"Basic {right}"}).status_code == 200
+
+
+@pytest.mark.parametrize("run_id", ["..%2F..%2Fetc%2Fpasswd", "a%00b", "x" * 5000, "%F0%9F%98%80", "%ED%A0%80",
+                                    "train1-000000", " ", "%0A"])
+def test_hostile_run_ids_answer_4xx_with_one_sentence(api_app, run_id):
+    client, _ = api_app
+    http = client()
+    for method, path in (("GET", ""), ("POST", "/cancel"), ("POST", "/pause"), ("POST", "/resume")):
+        answer = http.request(method, f"/train_lora/v1/runs/{run_id}{path}")
+        assert answer.status_code in (400, 404), (method, path, answer.status_code, answer.text[:200])
+        detail = answer.json()["detail"]
+        assert isinstance(detail, str) and len(detail) < 1000, detail[:200]
+
+
+def test_a_tagging_jobs_id_is_no_run(api_app):
+    client, jobs = api_app
+    tag = jobs.submit("tag", "tagging", lambda j: None, exclusive=False, background=False)
+    http = client()
+    for method, path in (("GET", ""), ("POST", "/cancel"), ("POST", "/pause"), ("POST", "/resume")):
+        assert http.request(method, f"/train_lora/v1/runs/{tag.id}{path}").status_code == 404
+    listed = http.get("/train_lora/v1/jobs").json()["jobs"]
+    assert [j["id"] for j in listed] == [tag.id]
+
+
+@pytest.mark.parametrize("body", [
+    [], "text", 5, None, {"config": []}, {"config": {"dataset": 5}}, {"config": {"dataset": ["a"]}},
+    {"config": {"dataset": {"train_dir": 5}}}, {"config": {"dataset": {"train_dir": ["a", "b"]}}},
+    {"config": {"training": {"epochs": "many"}}}, {"config": {"training": {"epochs": 1e400}}},
+    {"config": {"training": {"epochs": True}}}, {"config": {"training": {"unet_lr": "NaN"}}},
+    {"config": {"output": {"output_name": "../evil"}}}, {"config": {"output": {"output_name": {"a": 1}}}},
+    {"config": {"nope": {"a": 1}}}, {"config": {"dataset": {"nope": 1}}},
+])
+def test_start_with_wrong_types_answers_400_not_500(api_app, body):
+    client, jobs = api_app
+    answer = client().post("/train_lora/v1/runs", json=body)
+    assert answer.status_code in (400, 422), (body, answer.status_code, answer.text[:300])
+    assert not jobs.list("train")
+
+
+def test_save_now_on_a_queued_run_is_refused_in_words():
+    from lib_lora import train_job
+    from lib_lora.config import TrainConfig
+    from lib_lora.jobs import Jobs, LocalHost
+    host = LocalHost()
+    jobs = Jobs(host)
+    host.lock.acquire()
+    try:
+        job = jobs.submit(train_job.KIND, "a run", lambda j: None, exclusive=True,
+                          kind_state=train_job.TrainRun(TrainConfig(), host=None))
+        with pytest.raises(LoraError) as err:
+            train_job.save_now(job)
+        assert "queued" in str(err.value) and err.value.fix
+        job.cancel()
+    finally:
+        host.lock.release()
