@@ -94,6 +94,7 @@ class Job:
     details: dict[str, Any] = field(default_factory=dict)   # kind-specific fields shown by the API
     kind_state: KindState | None = None  # what this kind keeps beyond these fields (a run: train_job.TrainRun)
     headline: str = ""                   # the host's progress line when the kind says more than done/total
+    key: str = ""                        # what it writes (a run: its folder and name): one active job per kind and key
     worker: threading.Thread | None = field(default=None, repr=False)    # the thread of the last launch
     # queued -> running or cancelled happens once, under this lock: a cancel never races the start
     start_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -194,16 +195,24 @@ class Jobs:
         self._lock = threading.Lock()
 
     def submit(self, kind: str, title: str, fn: JobFn, *, exclusive: bool, task_id: str = "",
-               background: bool = True, one_per_kind: bool = True, kind_state: KindState | None = None) -> Job:
+               background: bool = True, one_per_kind: bool = True, kind_state: KindState | None = None,
+               key: str = "") -> Job:
         """Start `fn(job)` as a new job. `exclusive`: it waits for the host (GPU work);
-        `one_per_kind`: refuse a second job of this kind while one is active; `kind_state`: the
-        kind's own state, there before `fn` starts."""
+        `one_per_kind`: refuse a second job of this kind while one is active; `key`: refuse a second
+        active job of this kind with this key (two runs queued on one output name would write over
+        each other's files one after the other); `kind_state`: the kind's own state, there before
+        `fn` starts."""
         with self._lock:
             if one_per_kind and any(j.kind == kind and j.active for j in self.jobs.values()):
                 raise LoraError(f"A {kind} job is already going", where=title,
                                 fix="Wait for it to finish, or cancel it first")
+            same = [j for j in self.jobs.values() if key and j.kind == kind and j.key == key and j.active]
+            if same:
+                raise LoraError(f"The {kind} job {same[0].id} ({same[0].title}) is {same[0].state} and writes the "
+                                "same files", where=title, fix="Wait for it to end or cancel it, or choose another "
+                                "output name")
             self._forget_old(kind)
-            job = Job(new_job_id(kind), kind, title, task_id=task_id, kind_state=kind_state)
+            job = Job(new_job_id(kind), kind, title, task_id=task_id, kind_state=kind_state, key=key)
             self.jobs[job.id] = job
         self.host.queued(job)
         self.launch(job, fn, exclusive=exclusive, background=background)

@@ -161,8 +161,10 @@ def start(jobs: Jobs, host: TrainHost, cfg: TrainConfig, *, task_id: str = "", h
     """Queue a run; its files go where the host says (set here, once). task_id: the host's progress task."""
     cfg.output.output_dir = host.lora_folder(cfg)
     run = TrainRun(cfg, host, list(hooks))
+    # queued runs never overlap, so the run lock cannot see two on one name: the registry refuses the second
+    writes = os.path.normcase(os.path.join(os.path.abspath(cfg.output.output_dir), cfg.output.output_name))
     return jobs.submit(KIND, f"training {cfg.output.output_name}", _attempt, exclusive=True, task_id=task_id,
-                       background=background, one_per_kind=False, kind_state=run)
+                       background=background, one_per_kind=False, kind_state=run, key=writes)
 
 
 def run_of(job: Job) -> TrainRun:

@@ -171,7 +171,10 @@ def _add_routes(app: Any, jobs: Jobs, training: TrainHost, policy: Callable[[], 
             cfg = config_from_request(body, policy())
         except LoraError as err:
             fail(err)
-        return train_job.run_dict(train_job.start(jobs, training, cfg))
+        try:
+            return train_job.run_dict(train_job.start(jobs, training, cfg))
+        except LoraError as err:     # a run on the same output name is queued, running or paused
+            fail(err, 409)
 
     def list_runs() -> dict:
         return {"runs": [train_job.run_dict(job) for job in jobs.list(train_job.KIND)]}

@@ -116,3 +116,40 @@ def test_unknown_and_hostile_ids_are_plain_errors():
         assert err.value.fix
     with pytest.raises(LoraError):
         jobs.get(job.id, "train")         # a tagging job's id is not a run's
+
+
+class _QueuedHost:
+    """A training host whose runs only wait (the trainer is never reached in these tests)."""
+    pause_frees_model = False
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def lora_folder(self, cfg):
+        return self.folder
+
+
+def test_two_starts_of_one_output_name_at_once_are_one_run(tmp_path):
+    """Two tabs (or a tab and the API) start `my_lora` while a generation runs: both would queue, never
+    overlap (so the run lock never fires), and the second would write over the first's epochs."""
+    from lib_lora import train_job
+    from lib_lora.config import TrainConfig
+    host = LocalHost()
+    jobs = Jobs(host)
+    host.lock.acquire()
+    try:
+        first = train_job.start(jobs, _QueuedHost(str(tmp_path)), TrainConfig())
+        with pytest.raises(LoraError) as err:
+            train_job.start(jobs, _QueuedHost(str(tmp_path) + "/."), TrainConfig())
+        assert first.id in str(err.value) and err.value.where and err.value.fix
+        other = TrainConfig()
+        other.output.output_name = "other_lora"
+        second = train_job.start(jobs, _QueuedHost(str(tmp_path)), other)     # another name: fine
+        elsewhere = train_job.start(jobs, _QueuedHost(str(tmp_path / "sub")), TrainConfig())   # another folder
+        for job in (first, second, elsewhere):
+            job.cancel()
+        assert not first.active
+        again = train_job.start(jobs, _QueuedHost(str(tmp_path)), TrainConfig())      # once it ended
+        again.cancel()
+    finally:
+        host.lock.release()

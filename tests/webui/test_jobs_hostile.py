@@ -225,3 +225,43 @@ def test_save_now_on_a_queued_run_is_refused_in_words():
         job.cancel()
     finally:
         host.lock.release()
+
+
+def test_a_second_api_start_of_a_queued_output_name_answers_409(fresh_state):
+    """Before: the registry's refusal escaped the route as a 500."""
+    import os
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lib_lora.jobs import Jobs, LocalHost
+    from lib_lora.path_policy import PathPolicy
+    from lib_lora.webui import api
+
+    class QueuedHost:
+        pause_frees_model = False
+
+        def lora_folder(self, cfg):
+            return os.path.join(fresh_state.root, "Lora")
+
+    host = LocalHost()
+    jobs = Jobs(host)
+    app = FastAPI()
+    policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")
+    api.register(app, jobs, policy=lambda: policy, cmd_opts=SimpleNamespace(api=True, api_auth=None),
+                 training=QueuedHost())
+    http = TestClient(app, raise_server_exceptions=False)
+    train_dir = os.path.join(fresh_state.root, "sets", "a")
+    os.makedirs(os.path.join(train_dir, "1_a"), exist_ok=True)
+    body = {"config": {"dataset": {"train_dir": train_dir}, "output": {"output_name": "twice"}}}
+    host.lock.acquire()          # the first run waits for the model
+    try:
+        first = http.post("/train_lora/v1/runs", json=body)
+        assert first.status_code == 200, first.text
+        second = http.post("/train_lora/v1/runs", json=body)
+        assert second.status_code == 409, second.text
+        assert first.json()["run_id"] in second.json()["detail"]
+        assert len(jobs.list("train")) == 1
+        http.post(f"/train_lora/v1/runs/{first.json()['run_id']}/cancel")
+    finally:
+        host.lock.release()
