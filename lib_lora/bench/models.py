@@ -2,7 +2,9 @@
 
 SD1.5 (runwayml) and SDXL base 1.0: UNet, VAE and text encoders built from
 lib_lora/models/configs/<name>/, every part held in `dtype` as the WebUI holds a
-half-precision checkpoint. Inside a FakeTensorMode the same code builds fake
+half-precision checkpoint. For the WebUI path, the parts of SD1.5 as the WebUI holds
+it: ldm's UNetModel and AutoencoderKL from the WebUI's v1-inference.yaml values and
+the ViT-L/14 text transformer (webui/bench_session.py puts them into a LatentDiffusion). Inside a FakeTensorMode the same code builds fake
 weights (shapes and dtypes only, no memory, no arithmetic) for runs too slow to do
 for real on a CPU; the scheduler is built outside it (it computes with numpy).
 """
@@ -33,6 +35,41 @@ def default_dtype(dtype: torch.dtype):
 def _config(name: str, part: str) -> dict:
     text = (SHIPPED / CONFIG_NAMES[name] / part / "config.json").read_text(encoding="utf-8")
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+# configs/v1-inference.yaml of the WebUI (SD1.x): UNet and first stage, as ldm builds them
+SD15_UNET = {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": dict(
+    image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+    num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True, transformer_depth=1,
+    context_dim=768, use_checkpoint=True, legacy=False)}
+SD15_VAE = {"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
+    "embed_dim": 4, "lossconfig": {"target": "torch.nn.Identity"},
+    "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
+
+
+def build_sd15_ldm_parts(dtype: torch.dtype, fake_mode=None) -> tuple[torch.nn.Module, ...]:
+    """(UNet, VAE, CLIP text transformer) of SD1.5 as the WebUI's ldm holds them, random weights in
+    `dtype` (fake under fake_mode). The bench passes this to the WebUI path, which builds no model itself."""
+    from ldm.util import instantiate_from_config
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with (fake_mode or contextlib.nullcontext()), default_dtype(dtype):
+        unet = instantiate_from_config(SD15_UNET)
+        vae = instantiate_from_config(SD15_VAE)
+        text_transformer = CLIPTextModel(CLIPTextConfig(**_config("sd15", "text_encoder"))).eval()
+        if fake_mode is None:
+            _reinit_zero_modules(unet)
+    return unet, vae, text_transformer
+
+
+def _reinit_zero_modules(root: torch.nn.Module) -> None:
+    """ldm starts out-projections at zero (zero_module); with random weights the UNet's output would
+    then ignore its inputs and no LoRA could change it, so they get fresh random weights."""
+    for module in root.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and weight is not None and not weight.any():
+            module.reset_parameters()
 
 
 def _scheduler(name: str):

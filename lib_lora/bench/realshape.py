@@ -116,9 +116,12 @@ def run_case(opts: BenchOptions, case: Case, device: torch.device, workdir: Path
     clock = PhaseClock(tracker, device)
     if case.path == "webui":
         from ..webui.bench_session import webui_run   # enters the fake mode itself, after the model's shell
+        from .models import build_sd15_ldm_parts
+
         return webui_run(opts.model, cfg, weight_dtype(case.precision, device), mode, tracker,
                          lambda model: measure_training(cfg, case, model, tracker, clock, steps,
-                                                        lambda hooks: _train(cfg, model, hooks)))
+                                                        lambda hooks: _train(cfg, model, hooks)),
+                         build_sd15_ldm_parts)
     with (mode or contextlib.nullcontext()):
         model = build_model(opts, device, mode, case.precision)
         with tracker:

@@ -1,15 +1,18 @@
 """The bench's WebUI path: SD1.5 as the WebUI holds it (a real `ldm` LatentDiffusion, the WebUI's text-encoder
 wrapper), trained through model_bridge.training_session inside the WebUI stand-in (tests/webui_stub).
 
-The model: ldm's UNetModel and AutoencoderKL from the published v1-inference.yaml values,
-the text encoder a FrozenCLIPEmbedder look-alike around transformers' CLIPTextModel with
-the ViT-L/14 config (ldm's own downloads its weights), random weights in half precision,
-loaded the way the stand-in's sd_models.load_model does (to the device, hijacked, set as
-shared.sd_model). The memory tracker is active from before the session is entered, so a
-copy of the base weights made by the bridge shows in the figures. SDXL: sgm has no package
-and the PyPI ldm's UNetModel takes one transformer depth for every level (SDXL's are 0, 2
-and 10), so SDXL has no WebUI-path figure; the headless SDXL figure stands in for it.
-Only the bench imports this (it needs a repository checkout: the stand-in lives in tests/).
+The model: the stand-in's tiny SD1 LatentDiffusion as the shell (its noise schedule, its
+FrozenCLIPEmbedder look-alike and tokenizer), its UNet, VAE and text transformer replaced by
+real-size ones with random weights in half precision that the bench builds and passes in
+(bench/models.py: ldm's UNetModel and AutoencoderKL from v1-inference.yaml, the ViT-L/14
+text transformer), loaded the way the stand-in's sd_models.load_model does (to the device,
+hijacked, set as shared.sd_model). The memory tracker is active from before the session is
+entered, so a copy of the base weights made by the bridge shows in the figures. SDXL: sgm has
+no package and the PyPI ldm's UNetModel takes one transformer depth for every level (SDXL's
+are 0, 2 and 10), so SDXL has no WebUI-path figure; the headless SDXL figure stands in for it.
+This is the door's half of the bench: it imports the bench back in no way (the builders and
+the measurement come in as callables) and the repository's tests/ not as a module; the
+stand-in is found on disk at run time, so this path needs a repository checkout.
 """
 from __future__ import annotations
 
@@ -18,22 +21,15 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+# (dtype, fake mode or None) -> (ldm UNetModel, ldm AutoencoderKL, CLIP text transformer), the bench's builder
+BuildParts = Callable[[torch.dtype, Any], "tuple[torch.nn.Module, ...]"]
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STUB_DIR = REPO_ROOT / "tests" / "webui_stub"
-
-# configs/v1-inference.yaml of the WebUI (SD1.x): UNet and first stage
-SD15_UNET = {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": dict(
-    image_size=32, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-    num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True, transformer_depth=1,
-    context_dim=768, use_checkpoint=True, legacy=False)}
-SD15_VAE = {"target": "ldm.models.autoencoder.AutoencoderKL", "params": {
-    "embed_dim": 4, "lossconfig": {"target": "torch.nn.Identity"},
-    "ddconfig": {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}}}
 
 
 @contextlib.contextmanager
@@ -58,24 +54,16 @@ def stand_in_webui():
             os.environ["TRAIN_LORA_STUB_ROOT"] = saved_env
 
 
-def build_sd15_ldm(dtype: torch.dtype, fake_mode=None) -> torch.nn.Module:
-    """An SD1.5-size LatentDiffusion: the stand-in's tiny model as the shell (its schedule buffers),
-    its UNet, VAE and text encoder replaced by real-size ones built in `dtype` (fake under fake_mode)."""
-    from ldm.util import instantiate_from_config
-    from transformers import CLIPTextConfig, CLIPTextModel
+def build_sd15_ldm(dtype: torch.dtype, fake_mode, build_parts: BuildParts) -> torch.nn.Module:
+    """An SD1.5-size LatentDiffusion: the stand-in's tiny SD1 model as the shell (its schedule buffers,
+    its text-encoder wrapper and tokenizer), its UNet, VAE and text transformer replaced by the
+    real-size ones `build_parts(dtype, fake_mode)` returns."""
+    from modules import sd_models
 
-    from lib_lora.bench.models import _config, default_dtype
-    from tests.fixtures import tiny_ldm
-
-    shell = tiny_ldm.build_sd1(seed=0)
-    with (fake_mode or contextlib.nullcontext()), default_dtype(dtype):
-        unet = instantiate_from_config(SD15_UNET)
-        vae = instantiate_from_config(SD15_VAE)
-        encoder = tiny_ldm.TinyCLIPEmbedder(shell.cond_stage_model.tokenizer)
-        encoder.transformer = CLIPTextModel(CLIPTextConfig(**_config("sd15", "text_encoder"))).eval()
-        if fake_mode is None:
-            tiny_ldm._reinit_zero_modules(unet)
-    shell.model.diffusion_model, shell.first_stage_model, shell.cond_stage_model = unet, vae, encoder
+    shell = sd_models.build_tiny_model("sd1")
+    unet, vae, text_transformer = build_parts(dtype, fake_mode)
+    shell.model.diffusion_model, shell.first_stage_model = unet, vae
+    shell.cond_stage_model.transformer = text_transformer
     shell.eval()
     shell.requires_grad_(False)
     return shell
@@ -97,10 +85,11 @@ def load_as_webui(sd_model: torch.nn.Module) -> None:
     script_callbacks.model_loaded_callback(sd_model)
 
 
-def webui_run(model_name: str, cfg: Any, dtype: torch.dtype, mode: Any, tracker: Any, measure: Any):
-    """Train `cfg` on an SD1.5-size ldm model (weights in `dtype`) through the model bridge;
-    `measure(model)` is the bench's own run-and-measure over the borrowed model (passed in, so
-    this door module does not import the bench back)."""
+def webui_run(model_name: str, cfg: Any, dtype: torch.dtype, mode: Any, tracker: Any, measure: Any,
+              build_parts: BuildParts):
+    """Train `cfg` on an SD1.5-size ldm model (weights in `dtype`, parts from `build_parts`) through the
+    model bridge; `measure(model)` is the bench's own run-and-measure over the borrowed model. Both are
+    passed in, so this door module does not import the bench back."""
     from lib_lora.errors import LoraError
 
     if model_name != "sd15":
@@ -111,7 +100,7 @@ def webui_run(model_name: str, cfg: Any, dtype: torch.dtype, mode: Any, tracker:
         from modules import shared
         from lib_lora.webui.model_bridge import training_session
 
-        sd_model = build_sd15_ldm(dtype, mode)
+        sd_model = build_sd15_ldm(dtype, mode, build_parts)
         with (mode or contextlib.nullcontext()):
             load_as_webui(sd_model)
         tracker.add_base([sd_model])

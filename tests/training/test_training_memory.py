@@ -68,8 +68,7 @@ def test_activations_are_counted_from_the_unets_own_structure(tiny_model):
     the config's own sum (channels / downscale^2 over 5 blocks per level: 2 down + 3 up, plus the middle)."""
     from diffusers import UNet2DConditionModel
 
-    from lib_lora.bench.models import _config
-    from lib_lora.webui.bench_session import SD15_UNET
+    from lib_lora.bench.models import SD15_UNET, _config
     from tests.fixtures.tiny_ldm import install_torchvision_standin
 
     install_torchvision_standin()

@@ -80,10 +80,16 @@ def set_model_family(family: str):
     model_data.was_loaded_at_least_once = False
 
 
-def load_model(checkpoint_info=None, already_loaded_state_dict=None):
+def build_tiny_model(family: str):
+    """Stand-in only: the tiny model of `family` as built, before load_model's bookkeeping (the bench's
+    WebUI path puts real-size parts into it, so the library never imports tests/fixtures itself)."""
     from tests.fixtures import tiny_ldm
     builders = {"sd1": tiny_ldm.build_sd1, "sd2": tiny_ldm.build_sd2_v, "sdxl": tiny_ldm.build_sdxl}
-    sd_model = builders[model_family]()
+    return builders[family]()
+
+
+def load_model(checkpoint_info=None, already_loaded_state_dict=None):
+    sd_model = build_tiny_model(model_family)
     # As the WebUI holds it: ldm/sgm freeze only the VAE and the text encoders when they build a
     # model, and load_model freezes nothing more, so the UNet's parameters require grad.
     sd_model.model.requires_grad_(True)
