@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError
-from .protocol import Conditioning, NetworkTarget
+from ..networks.target import NetworkTarget
+from .protocol import Conditioning
 from .text_chunks import chunk_token_ids, encode_hf_clip
 
 

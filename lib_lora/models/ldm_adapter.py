@@ -17,7 +17,8 @@ from torch.utils.checkpoint import checkpoint
 
 from lib_lora.errors import ModelError
 from lib_lora.models import ldm_attention, ldm_text
-from lib_lora.models.protocol import Conditioning, NetworkTarget
+from lib_lora.models.protocol import Conditioning
+from lib_lora.networks.target import NetworkTarget
 
 # UNet blocks wrapped for gradient checkpointing (same names in ldm and sgm)
 CHECKPOINT_BLOCKS = ("ResBlock", "BasicTransformerBlock")

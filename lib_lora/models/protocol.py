@@ -14,24 +14,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-
-@dataclass
-class NetworkTarget:
-    """One model part a LoRA attaches to, and how its modules are named in files.
-
-    prefix: the kohya file prefix, 'lora_unet', 'lora_te', 'lora_te1' or 'lora_te2'.
-    root:   the module whose named_modules() are scanned.
-    naming: how `root`'s module names are spelt, so networks/keys.py can turn them
-            into sd-scripts' file keys: 'diffusers' (UNet2DConditionModel), 'ldm'
-            (ldm UNetModel of SD1/SD2), 'sgm' (SDXL UNetModel), 'hf_clip'
-            (transformers CLIPTextModel, v4 or v5 paths), 'open_clip' (OpenCLIP
-            text transformer with nn.MultiheadAttention).
-    kind:   'unet' or 'text_encoder' (chooses the learning rate and the targets).
-    """
-    prefix: str
-    root: nn.Module
-    naming: str
-    kind: str
+from ..networks.target import NetworkTarget   # what network_targets returns: the network's input
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ..errors import ModelError
 from . import keys
 from .detect import group_parts, module_kind
 from .network_file import load_network_file
+from .target import NetworkTarget
 
 
 @dataclass
@@ -158,8 +159,6 @@ def base_keys_from_checkpoint(path: str | Path) -> set[str]:
 def base_keys_from_diffusers_dir(model_dir: str | Path) -> set[str]:
     """Keys offered by a diffusers model folder; models are built from their configs on the
     meta device, so no weights are read."""
-    from ..models.protocol import NetworkTarget
-
     model_dir = Path(model_dir)
     if not (model_dir / "unet" / "config.json").is_file():
         raise ModelError("Not a diffusers model folder (no unet/config.json)", where=str(model_dir),

@@ -24,11 +24,11 @@ from torch import nn
 
 from ..config import NetworkConfig
 from ..errors import ModelError, NetworkFileError
-from ..models.protocol import NetworkTarget
 from . import keys
 from .base import NetworkModule
 from .mha import MultiheadAttentionAdapter
 from .registry import ALGORITHMS
+from .target import NetworkTarget
 
 
 class LoraNetwork(nn.Module):

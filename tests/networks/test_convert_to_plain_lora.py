@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from lib_lora.cli import main
 from lib_lora.config import NetworkConfig
-from lib_lora.models.protocol import NetworkTarget
+from lib_lora.networks.target import NetworkTarget
 from lib_lora.networks import build_metadata, create_network, save_network_file
 from test_files import webui_updown
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lib_lora.config import NetworkConfig
-from lib_lora.models.protocol import NetworkTarget
+from lib_lora.networks.target import NetworkTarget
 from lib_lora.networks import create_network, save_network_file
 from lib_lora.networks.detect import conv3x3_keys, group_parts, module_kind, network_config_for
 from lib_lora.networks.inspect import inspect_file

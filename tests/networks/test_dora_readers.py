@@ -182,7 +182,7 @@ def test_metadata_says_per_output_row():
 def test_old_per_input_layout_files_still_read(tmp_path, sd1_unet):
     """A file of the older layout: inspect reads and labels it, merge/resize refuse it with a clear
     message (DoRA needs the base weight), and training refuses to continue from it."""
-    from lib_lora.models.protocol import NetworkTarget
+    from lib_lora.networks.target import NetworkTarget
     from lib_lora.networks import create_network
 
     torch.manual_seed(0)

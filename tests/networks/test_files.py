@@ -11,7 +11,7 @@ from torch import nn
 
 from lib_lora.config import NetworkConfig
 from lib_lora.errors import NetworkFileError
-from lib_lora.models.protocol import NetworkTarget
+from lib_lora.networks.target import NetworkTarget
 from lib_lora.networks import build_metadata, create_network, load_network_file, save_network_file
 
 

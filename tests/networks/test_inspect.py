@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import torch
 
 from lib_lora.config import NetworkConfig
-from lib_lora.models.protocol import NetworkTarget
+from lib_lora.networks.target import NetworkTarget
 from lib_lora.networks import build_metadata, create_network, save_network_file
 from lib_lora.networks.inspect import base_keys_from_targets, format_report, inspect_command, inspect_file
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lib_lora.config import NetworkConfig
-from lib_lora.models.protocol import NetworkTarget
+from lib_lora.networks.target import NetworkTarget
 from lib_lora.networks import create_network, keys
 
 DATA = Path(__file__).parent / "data"

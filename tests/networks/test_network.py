@@ -9,7 +9,7 @@ from torch import nn
 
 from lib_lora.config import NetworkConfig
 from lib_lora.errors import ModelError, NetworkFileError
-from lib_lora.models.protocol import NetworkTarget
+from lib_lora.networks.target import NetworkTarget
 from lib_lora.networks import create_network
 
 

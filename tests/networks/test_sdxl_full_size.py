@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from lib_lora.config import NetworkConfig
-from lib_lora.models.protocol import NetworkTarget
+from lib_lora.networks.target import NetworkTarget
 from lib_lora.networks import create_network
 from sdxl_reference_names import comfyui_key_map, sgm_unet_layers, webui_te_modules
 from test_files import diffusers_module_name

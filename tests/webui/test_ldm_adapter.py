@@ -143,7 +143,7 @@ def test_sdxl_and_sd2_targets_use_webui_names(models):
 
 
 def _diffusers_keys(unet, encoders) -> set[str]:
-    from lib_lora.models.protocol import NetworkTarget
+    from lib_lora.networks.target import NetworkTarget
     targets = [NetworkTarget("lora_unet", unet, "diffusers", "unet")]
     targets += [NetworkTarget(prefix, te, "hf_clip", "text_encoder") for prefix, te in encoders]
     return set(create_network(targets, NetworkConfig(dim=2, alpha=1.0)).module_names())
