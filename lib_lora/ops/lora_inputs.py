@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 
 from ..errors import LoraError
+from ..networks import load_network_file
 from ..networks.keys import UNetLayout, checkpoint_param_to_lora_key, file_key_to_module_name
 from ..networks.metadata import family_of_lora
 from .blocks import block_weight, parse_block_weights
 from .lora_delta import ModuleWeights, group_modules
-from .lora_files import load_lora_file
 
 
 @dataclass
@@ -86,7 +86,7 @@ def load_lora_inputs(sources: list[str | Path | Mapping[str, torch.Tensor]], wei
         if isinstance(source, Mapping):
             tensors, metadata, label = dict(source), {}, "LoRA tensors"
         else:
-            tensors, metadata = load_lora_file(source)
+            tensors, metadata = load_network_file(source)
             label = Path(source).name
         parsed = parse_block_weights(block_text, where=f"block weights of {label}") if block_text else None
         inputs.append(LoraInput(label, group_modules(tensors, label), metadata, float(weight), parsed))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LoraError
+from ..errors import LoraError, NetworkFileError
 from ..safe_paths import WriteGuard, check_write, guarded, resolved, shown
 from .config import ExtractConfig, MergeConfig, ResizeConfig
 from .report import OpReport
@@ -67,9 +67,9 @@ def _finish(report: OpReport, out: Path) -> ToolResult:
 def extract_to_file(base: str | Path, tuned: str | Path, out: str | Path, config: ExtractConfig,
                     progress: ProgressFn | None = None) -> ToolResult:
     """The LoRA of `tuned - base` at config.dim, written to `out`."""
+    from ..networks import save_network_file
     from ..networks.metadata import tool_metadata
     from .extract import extract_lora
-    from .lora_files import save_lora_file
     out = Path(out)
     with guarded(output_guard(out, [base, tuned], "extract")):
         started = time.perf_counter()
@@ -83,8 +83,16 @@ def extract_to_file(base: str | Path, tuned: str | Path, out: str | Path, config
                              v_parameterization=config.v_parameterization, base_name=Path(base).name,
                              comment=f"extracted from {Path(tuned).name} - {Path(base).name} by lib_lora")
         meta["lib_lora_extract"] = json.dumps(report.summary())
-        save_lora_file(out, tensors, meta, config.precision)
+        save_network_file(out, tensors, meta, config.precision)
         return _finish(report, out)
+
+
+def check_loras_exist(loras: list[str | Path]) -> None:
+    """The tools' one message for a LoRA path that names no file, before any reading (the networks
+    reader, which the tools use as training does, says the same in its own words)."""
+    for lora in loras:
+        if not Path(lora).is_file():
+            raise NetworkFileError("LoRA file not found", where=shown(Path(lora)), fix="Check the path")
 
 
 def check_merge_target(config: MergeConfig, base: str | Path | None) -> None:
@@ -106,6 +114,7 @@ def merge_to_file(loras: list[str | Path], out: str | Path, config: MergeConfig,
         raise LoraError("No LoRA to merge", where="merge", fix="Name at least one LoRA file")
     out = Path(out)
     with guarded(output_guard(out, [*loras, base], "merge")):
+        check_loras_exist(loras)
         inputs = load_lora_inputs(list(loras), config.weights, config.block_weights)
         if config.mode == "checkpoint":
             from .merge_checkpoint import merge_into_checkpoint
@@ -116,8 +125,8 @@ def merge_to_file(loras: list[str | Path], out: str | Path, config: MergeConfig,
 
 
 def _merge_to_lora(inputs, config: MergeConfig, out: Path, progress: ProgressFn | None) -> OpReport:
+    from ..networks import save_network_file
     from ..networks.metadata import tool_metadata
-    from .lora_files import save_lora_file
     from .merge_loras import merge_loras
     family = inputs[0].family()
     tensors, report = merge_loras(inputs, config, family, progress)
@@ -126,18 +135,19 @@ def _merge_to_lora(inputs, config: MergeConfig, out: Path, progress: ProgressFn 
     meta = tool_metadata(family, out, dim, dim, comment="merged from " + ", ".join(
         f"{x.label}:{x.weight:g}" for x in inputs) + " by lib_lora")
     meta["lib_lora_merge"] = json.dumps(report.summary())
-    save_lora_file(out, tensors, meta, config.precision)
+    save_network_file(out, tensors, meta, config.precision)
     return report
 
 
 def resize_to_file(lora: str | Path, out: str | Path, config: ResizeConfig,
                    progress: ProgressFn | None = None) -> ToolResult:
     """`lora` at the rank config.dim (or by the dynamic rule), written to `out`."""
-    from .lora_files import load_lora_file, save_lora_file
+    from ..networks import load_network_file, save_network_file
     from .resize import resize_lora, resized_metadata
     out = Path(out)
     with guarded(output_guard(out, [lora], "resize")):
-        tensors, metadata = load_lora_file(lora)
+        check_loras_exist([lora])
+        tensors, metadata = load_network_file(lora)
         resized, report = resize_lora(tensors, config, where=str(lora), progress=progress)
-        save_lora_file(out, resized, resized_metadata(metadata, resized, config, report), config.precision)
+        save_network_file(out, resized, resized_metadata(metadata, resized, config, report), config.precision)
         return _finish(report, out)
