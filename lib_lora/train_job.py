@@ -18,6 +18,7 @@ run ended (the trainer's stopped_reason) becomes the job's state in `record_outc
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Protocol, Sequence
@@ -63,9 +64,10 @@ class TrainRun:
         self.samples += [(epoch, str(p)) for p in paths]
 
     def as_dict(self) -> dict[str, Any]:
-        keys = ("output_name", "step", "total_steps", "epoch", "total_epochs", "loss", "files", "stopped_reason",
-                "notice")
-        return {k: getattr(self, k) for k in keys}
+        keys = ("output_name", "step", "total_steps", "epoch", "total_epochs", "files", "stopped_reason", "notice")
+        # a NaN or infinite loss is no JSON number: it would make every listing of the API answer 500
+        loss = self.loss if self.loss is not None and math.isfinite(self.loss) else None
+        return {**{k: getattr(self, k) for k in keys}, "loss": loss}
 
     def cancelled(self, job: Job) -> None:
         if job.state == "paused" and self.gate is None:     # it ended in memory: nothing runs to stop

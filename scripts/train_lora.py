@@ -45,9 +45,8 @@ def _before_ui():
 def _script_unloaded():
     """The WebUI reloads its scripts: every job of this process stops (a run keeps its saved epochs)."""
     from lib_lora.webui.host import webui_jobs
-    jobs = webui_jobs()
-    for job in jobs.list():
-        jobs.cancel(job.id)
+    for job in webui_jobs().list():
+        job.cancel()       # the job itself: one forgotten meanwhile must not keep the rest running
 
 
 def _register() -> str:

@@ -265,3 +265,46 @@ def test_a_second_api_start_of_a_queued_output_name_answers_409(fresh_state):
         http.post(f"/train_lora/v1/runs/{first.json()['run_id']}/cancel")
     finally:
         host.lock.release()
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_a_run_whose_loss_blew_up_does_not_break_the_listings(api_app, loss):
+    """A NaN or infinite loss is no JSON number: before, every listing answered 500 while such a run was listed."""
+    from lib_lora import train_job
+    from lib_lora.config import TrainConfig
+    client, jobs = api_app
+    run = train_job.TrainRun(TrainConfig(), host=None, loss=loss)
+    job = jobs.submit(train_job.KIND, "a run", lambda j: None, exclusive=False, background=False, kind_state=run)
+    http = client()
+    for path in ("/train_lora/v1/jobs", "/train_lora/v1/runs", f"/train_lora/v1/runs/{job.id}"):
+        answer = http.get(path)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text[:200])
+    assert http.get(f"/train_lora/v1/runs/{job.id}").json()["loss"] is None
+
+
+def test_script_reload_cancels_the_rest_when_one_job_is_gone_meanwhile(fresh_state, monkeypatch):
+    """A job forgotten between the listing and its cancel (a submit trimmed the ended ones) must not
+    stop the callback before the other jobs are cancelled (nor land in the WebUI's error list)."""
+    import os
+
+    from lib_lora.jobs import Job
+    from lib_lora.webui.host import webui_jobs
+    webui, jobs = fresh_state, webui_jobs()
+    going = threading.Event()
+
+    def holds(job):
+        going.set()
+        while not job.should_stop():
+            time.sleep(0.01)
+
+    job = jobs.submit("grid", "grid", holds, exclusive=True)
+    assert going.wait(5)
+    gone = Job("tag0-gone", "tag", "a tagging job already forgotten", state="finished")
+    real_list = jobs.list
+    monkeypatch.setattr(jobs, "list", lambda kind=None: [gone, *real_list(kind)])
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    webui.scripts.load_scripts_from(root)
+    webui.script_callbacks.script_unloaded_callback()
+    monkeypatch.setattr(jobs, "list", real_list)
+    _ended(job)
+    assert job.state == "cancelled"
