@@ -7,7 +7,7 @@ attempt (`borrow`):
 - the model: model_bridge.training_session over the loaded checkpoint (`ModelLoan`);
   a resumed run must find the model it started on (pause_gate.ModelIdentity), else it stays
   paused, saying what to do;
-- the VRAM check of a new run (vram.py): the plan it makes is the run's plan, made once;
+- the VRAM check of a new run (training/vram.py): the plan it makes is the run's plan, made once;
 - the pause gate that gives the model and the queue back while paused (pause_gate.py);
 - `WebUIRunHooks`: the live preview, the Lora list refreshed after each saved epoch (the genuine
   WebUI v1.10.1 lists a new file in the Lora tab and /sdapi/v1/loras only after a refresh,
@@ -118,7 +118,7 @@ class WebUITrainHost:
     def _check_vram(job: Job, cfg: Any, model: Any, opts: Any):
         """The run's plan, checked against the free VRAM (refused with settings that fit); None when off."""
         from lib_lora.training.trainer import plan_run
-        from lib_lora.webui import vram
+        from lib_lora.training import vram
         if not getattr(opts, "train_lora_check_vram", True):
             return None
         plan = plan_run(cfg, model)

@@ -1,6 +1,8 @@
 """VRAM policy: before a run, compare what it will need with what is free, and say what fits.
 
-The WebUI's model already sits in VRAM, so the need is what training ADDS minus what
+Host-agnostic (it reads a config, the model's sizes and the plan; any host may call
+check_run before it starts a run): the WebUI door calls it on the model it borrows.
+The model already sits in VRAM, so the need is what training ADDS minus what
 offloading after caching frees (lib_lora.training.memory, the estimator the plan prints
 too, fitted to measured peaks at real shapes), plus the caching allocator's headroom.
 When the run does not fit, every combination of the cheaper settings that apply to this
@@ -20,9 +22,9 @@ from typing import Any
 
 import torch
 
-from lib_lora.errors import LoraError
-from lib_lora.training.memory import ALLOCATOR_HEADROOM, ModelSizes, estimate_need_mb, model_sizes
-from lib_lora.training.offload import check_offload, te_output_cache_usable
+from ..errors import LoraError
+from .memory import ALLOCATOR_HEADROOM, ModelSizes, estimate_need_mb, model_sizes
+from .offload import check_offload, te_output_cache_usable
 
 MIB = 2 ** 20
 
