@@ -220,7 +220,9 @@ class Jobs:
 
     def launch(self, job: Job, fn: JobFn, *, exclusive: bool, background: bool = True) -> None:
         """Run `fn` for `job` (again, for a resumed one) on a thread, or here when not `background`."""
-        job.state, job.error = "queued", ""
+        job.error = ""
+        if not job.cancel_requested:      # a cancel racing a resume stays a cancel
+            job.state = "queued"
         previous = job.worker
         if background:
             job.worker = threading.Thread(target=self._run, args=(job, fn, exclusive, previous),

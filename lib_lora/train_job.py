@@ -191,7 +191,12 @@ def resume(jobs: Jobs, job: Job, background: bool = True) -> Job:
     job.pause_requested, run.notice = False, ""
     if run.gate is not None:
         run.gate.wake()
-    elif job.state == "paused":
+        return job
+    with job.start_lock:       # two presses at once (tab and API, a double click): one launch
+        relaunch = job.state == "paused" and run.gate is None
+        if relaunch:
+            job.state = "queued"
+    if relaunch:
         run.resume, job.task_id = True, ""      # the progress task ended with the first attempt
         jobs.launch(job, _attempt, exclusive=True, background=background)
     return job

@@ -153,3 +153,66 @@ def test_two_starts_of_one_output_name_at_once_are_one_run(tmp_path):
         again.cancel()
     finally:
         host.lock.release()
+
+
+class _EndsPaused:
+    """A host whose first attempt ends paused in memory (a WebUI pause that expired); later ones finish."""
+    pause_frees_model = True
+
+    def __init__(self):
+        self.attempts = 0
+        self.lock = threading.Lock()
+
+    def lora_folder(self, cfg):
+        return "lora_here"
+
+    def borrow(self, job, run):
+        import contextlib
+        from types import SimpleNamespace
+
+        from lib_lora import train_job
+
+        @contextlib.contextmanager
+        def lent():
+            with self.lock:
+                self.attempts += 1
+            yield train_job.Borrowed(model=None, gate=train_job.WaitInPlace(job, run))
+        return lent()
+
+
+def test_resume_pressed_twice_at_once_resumes_once(monkeypatch):
+    """The tab's Resume and the API's resume (or a double click) racing on a run that ended paused
+    in memory: one more attempt, not two trainings one after the other."""
+    from types import SimpleNamespace
+
+    from lib_lora import train_job
+    from lib_lora.config import TrainConfig
+
+    def train(cfg, model, hooks, *, sampler, pause_gate, plan, resume_dir):
+        time.sleep(0.01)
+        return SimpleNamespace(stopped_reason="" if resume_dir else "paused", final_loss=0.1, files=[])
+    monkeypatch.setattr("lib_lora.training.trainer.train", train)
+    monkeypatch.setattr(train_job, "_sampler", lambda model, run: None)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(30):
+            host, jobs = _EndsPaused(), Jobs(LocalHost())
+            job = train_job.start(jobs, host, TrainConfig(), background=False)
+            assert job.state == "paused"
+            barrier = threading.Barrier(3)
+
+            def press():
+                barrier.wait()
+                train_job.resume(jobs, job)
+            pressers = [threading.Thread(target=press) for _ in range(3)]
+            for thread in pressers:
+                thread.start()
+            for thread in pressers:
+                thread.join(5)
+            _wait(lambda: not job.active)
+            job.worker.join(5)
+            time.sleep(0.05)
+            assert (host.attempts, job.state) == (2, "finished")
+    finally:
+        sys.setswitchinterval(old)
