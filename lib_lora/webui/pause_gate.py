@@ -142,6 +142,9 @@ class WebUIPauseGate(PauseGate):
         model is not the one the run started on."""
         hold = self.job.hold
         hold.take()                         # on an unexpected error the run fails, and the host lets go
+        if self.job.cancel_requested:       # cancelled while Resume waited for a generation: no new session
+            hold.release()
+            return False
         try:
             self.loan.enter()
         except LoraError as err:            # refused before the model was touched (an FP8 or low-VRAM model)

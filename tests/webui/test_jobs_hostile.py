@@ -308,3 +308,33 @@ def test_script_reload_cancels_the_rest_when_one_job_is_gone_meanwhile(fresh_sta
     monkeypatch.setattr(jobs, "list", real_list)
     _ended(job)
     assert job.state == "cancelled"
+
+
+def test_cancel_while_resume_waits_for_a_generation_does_not_borrow_the_model_again(fresh_state, monkeypatch):
+    """Paused, Resume pressed during a txt2img, then Cancel: once the generation ends the run stops
+    without taking the user's model into a training session again (options, attention, weights)."""
+    from lib_lora import train_job
+    from lib_lora.webui.fingerprint import fingerprint
+    from lib_lora.webui.train_host import ModelLoan
+    from tests.webui.conftest import load_family
+    from tests.webui.test_pause import _config, _start_paused, new_jobs
+    webui = fresh_state
+    sd_model = load_family(webui, "sd1")
+    before = fingerprint(sd_model)
+    jobs = new_jobs()
+    job, _trace = _start_paused(webui, jobs, _config(webui.root, "hostile_resume", epochs=2), pause_after=2)
+    borrowed, real_enter = [], ModelLoan.enter
+
+    def counted(self):
+        borrowed.append(1)
+        return real_enter(self)
+    monkeypatch.setattr(ModelLoan, "enter", counted)
+    with webui.call_queue.queue_lock:            # a generation in progress
+        train_job.resume(jobs, job)
+        time.sleep(0.3)
+        assert job.state == "paused"              # waiting for the queue, not running beside the generation
+        job.cancel()
+    _ended(job, 60)
+    assert job.state == "cancelled" and not borrowed
+    _webui_is_free(webui)
+    assert fingerprint(sd_model) == before
