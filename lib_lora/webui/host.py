@@ -30,6 +30,9 @@ class WebUIHold:
         self.job = job
         self.has_queue = False
         self.task_started = ""
+        # a cancel (another thread) checks has_queue and presses Interrupt under this lock, so a release
+        # cannot slip in between and let it interrupt the generation that takes the queue next
+        self._owning = threading.Lock()
 
     def take(self) -> None:
         """Wait for the generation in progress (and those queued before us), then own shared.state."""
@@ -44,20 +47,22 @@ class WebUIHold:
             self.task_started = self.job.task_id      # finished by this id (a resumed run drops its task id)
 
     def release(self) -> None:
-        if not self.has_queue:
-            return
-        try:
-            self.shared.state.end()
-        finally:
-            self.has_queue = False
-            self.call_queue.queue_lock.release()
+        with self._owning:
+            if not self.has_queue:
+                return
+            try:
+                self.shared.state.end()
+            finally:
+                self.has_queue = False
+                self.call_queue.queue_lock.release()
 
     def interrupted(self) -> bool:
         return self.has_queue and bool(self.shared.state.interrupted)
 
     def interrupt(self) -> None:
-        if self.has_queue:       # only while we own shared.state: never interrupt someone else's job
-            self.shared.state.interrupt()
+        with self._owning:
+            if self.has_queue:   # only while we own shared.state: never interrupt someone else's job
+                self.shared.state.interrupt()
 
     def report(self, job: Job) -> None:
         if self.has_queue:

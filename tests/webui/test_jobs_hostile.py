@@ -338,3 +338,41 @@ def test_cancel_while_resume_waits_for_a_generation_does_not_borrow_the_model_ag
     assert job.state == "cancelled" and not borrowed
     _webui_is_free(webui)
     assert fingerprint(sd_model) == before
+
+
+def test_a_cancel_racing_the_jobs_end_never_interrupts_the_next_generation(jobs, fresh_state):
+    """Cancel checks that the job still owns shared.state, then presses Interrupt: if the job lets go
+    and a txt2img begins in between, the txt2img must not be the one interrupted."""
+    webui = fresh_state
+    real_shared, go, began = webui.shared, threading.Event(), []
+
+    class Racing:
+        """modules.shared as the hold sees it: the cancel's read of .state lets the job end and a
+        txt2img begin first (the race, made certain)."""
+        armed = False
+
+        def __getattr__(self, name):
+            if name == "state" and self.armed and threading.current_thread() is threading.main_thread():
+                self.armed = False
+                go.set()
+                if webui.call_queue.queue_lock.acquire(timeout=1):     # the job let go: a txt2img starts
+                    real_shared.state.begin("txt2img")
+                    began.append(1)
+            return getattr(real_shared, name)
+
+    job = jobs.submit("grid", "grid", lambda j: go.wait(5), exclusive=True)
+    _wait(lambda: job.state == "running" and job.hold is not None)
+    racing = Racing()
+    job.hold.shared = racing
+    racing.armed = True
+    job.cancel()
+    try:
+        if not began:            # the cancel kept the job's ownership until it pressed: the txt2img comes after
+            _ended(job)
+            assert webui.call_queue.queue_lock.acquire(timeout=2)
+            real_shared.state.begin("txt2img")
+        assert not real_shared.state.interrupted, "our cancel interrupted the user's txt2img"
+    finally:
+        real_shared.state.end()
+        webui.call_queue.queue_lock.release()
+    _ended(job)
