@@ -1,6 +1,7 @@
 """HTTP API on the WebUI's FastAPI app (registered by scripts/train_lora.py via on_app_started).
 
 POST /train_lora/v1/runs            start a run from a JSON config {"config": {section: {key: value}}}
+                                    (409 when a run on that output name is active or the Lora folder cannot be made)
 GET  /train_lora/v1/runs            list runs
 GET  /train_lora/v1/runs/{run_id}   one run: state, step, epoch, loss, files, error
 POST /train_lora/v1/runs/{run_id}/cancel

@@ -76,8 +76,13 @@ class WebUITrainHost:
 
     def lora_folder(self, cfg: Any) -> str:
         from modules import shared
-        os.makedirs(shared.cmd_opts.lora_dir, exist_ok=True)
-        return shared.cmd_opts.lora_dir
+        folder = shared.cmd_opts.lora_dir
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:      # a file in its way, no permission: said before the run is queued
+            raise LoraError(f"The WebUI's Lora folder cannot be made: {err.strerror or err}", where=str(folder),
+                            fix="Start the WebUI with --lora-dir naming a folder you can write to") from None
+        return folder
 
     @contextlib.contextmanager
     def borrow(self, job: Job, run: TrainRun) -> Iterator[Borrowed | None]:

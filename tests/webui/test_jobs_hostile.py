@@ -376,3 +376,29 @@ def test_a_cancel_racing_the_jobs_end_never_interrupts_the_next_generation(jobs,
         real_shared.state.end()
         webui.call_queue.queue_lock.release()
     _ended(job)
+
+
+def test_a_lora_folder_that_cannot_be_made_is_a_sentence_not_a_500(fresh_state, monkeypatch):
+    import os
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lib_lora.jobs import Jobs, LocalHost
+    from lib_lora.path_policy import PathPolicy
+    from lib_lora.webui import api
+    from lib_lora.webui.train_host import WebUITrainHost
+    blocker = os.path.join(fresh_state.root, "a_file")
+    with open(blocker, "w", encoding="utf-8") as f:
+        f.write("not a folder")
+    monkeypatch.setattr(fresh_state.shared.cmd_opts, "lora_dir", os.path.join(blocker, "Lora"))
+    jobs, app = Jobs(LocalHost()), FastAPI()
+    policy = PathPolicy((fresh_state.root,), True, "the HTTP API may only use these folders")
+    api.register(app, jobs, policy=lambda: policy, cmd_opts=SimpleNamespace(api=True, api_auth=None),
+                 training=WebUITrainHost())
+    train_dir = os.path.join(fresh_state.root, "sets", "b")
+    os.makedirs(os.path.join(train_dir, "1_b"), exist_ok=True)
+    answer = TestClient(app, raise_server_exceptions=False).post(
+        "/train_lora/v1/runs", json={"config": {"dataset": {"train_dir": train_dir}}})
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert "Lora" in answer.json()["detail"] and not jobs.list()
