@@ -235,7 +235,8 @@ class Jobs:
         job = self.jobs.get(job_id)
         if job is None or (kind is not None and job.kind != kind):
             what = f"{kind} job" if kind else "job"
-            shown = job_id if len(job_id) <= 64 else job_id[:48] + "..."     # a request's junk is not echoed whole
+            shown = str(job_id)
+            shown = shown if len(shown) <= 64 else shown[:48] + "..."       # a request's junk is not echoed whole
             raise LoraError(f"There is no {what} {shown!r}", where="job id",
                             fix="Pick one from the list of jobs (GET /train_lora/v1/jobs)")
         return job

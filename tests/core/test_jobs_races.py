@@ -110,7 +110,7 @@ def test_a_failing_fn_and_a_failing_host_leave_the_host_free_and_the_kind_starta
 def test_unknown_and_hostile_ids_are_plain_errors():
     jobs = Jobs(LocalHost())
     job = jobs.submit("tag", "tagging", lambda j: 1, exclusive=False, background=False)
-    for hostile in ("", "../../etc/passwd", "a\x00b", "x" * 100_000, job.id + " "):
+    for hostile in ("", "../../etc/passwd", "a\x00b", "x" * 100_000, job.id + " ", None, 5):   # a page's empty box
         with pytest.raises(LoraError) as err:
             jobs.get(hostile)
         assert err.value.fix
