@@ -260,6 +260,8 @@ def record_outcome(job: Job, run: TrainRun, result: Any) -> None:
     if result.final_loss == result.final_loss:     # not NaN: a resumed attempt may take no step
         run.loss = result.final_loss
     job.state = {"cancelled": "cancelled", "paused": "paused"}.get(result.stopped_reason, "finished")
+    if job.state == "paused" and job.cancel_requested:     # a Cancel pressed as the attempt ended paused
+        job.state, job.pause_requested = "cancelled", False
     if result.stopped_reason == "nan":
         job.state, job.error = "failed", "The loss became NaN; the last good epoch was kept"
 

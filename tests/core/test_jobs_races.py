@@ -216,3 +216,26 @@ def test_resume_pressed_twice_at_once_resumes_once(monkeypatch):
             assert (host.attempts, job.state) == (2, "finished")
     finally:
         sys.setswitchinterval(old)
+
+
+def test_a_cancel_as_the_run_ends_paused_is_a_cancel(monkeypatch):
+    """A WebUI pause that expired ends the attempt paused; a Cancel pressed just then (the gate gone,
+    the outcome not yet written) must not be overwritten by "paused" (an active run nobody asked for,
+    holding its output name)."""
+    from types import SimpleNamespace
+
+    from lib_lora import train_job
+    from lib_lora.config import TrainConfig
+
+    def train(cfg, model, hooks, *, sampler, pause_gate, plan, resume_dir):
+        job = hooks[0].job
+        job.state = "paused"            # the gate let go of everything and returned (run.gate is cleared next)
+        train_job.run_of(job).gate = None
+        job.cancel()                    # the user's Cancel, in the window before record_outcome
+        return SimpleNamespace(stopped_reason="paused", final_loss=0.1, files=[])
+    monkeypatch.setattr("lib_lora.training.trainer.train", train)
+    monkeypatch.setattr(train_job, "_sampler", lambda model, run: None)
+    jobs = Jobs(LocalHost())
+    job = train_job.start(jobs, _EndsPaused(), TrainConfig(), background=False)
+    assert job.state == "cancelled"
+    train_job.start(jobs, _EndsPaused(), TrainConfig(), background=False)    # its name is free again
