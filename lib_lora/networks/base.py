@@ -17,6 +17,10 @@ layer's weight, already scaled by alpha/rank). Everything else lives here:
   Forge detect the layout by shape (dividing by ||W||_row, near ours for small dW); the WebUI
   v1.10.1 knows only the older per-input-column layout (1, in[, 1, 1]). Files of that layout are
   read by inspect and refused with the reason by merge/resize; training cannot continue from them.
+- An algorithm that builds a full dW (LoHa, LoKr) names the small tensors it is built from
+  (`factors`, `delta_from`); while they train, its op with W + dW (DoRA included) and its
+  separate update run through recompute.py, which keeps x and the factors for backward and
+  rebuilds the weight there, instead of keeping a weight-sized tensor per layer for the step.
 - The wrapped layer is held in a plain list so it is not registered as a child:
   the network's parameters and state_dict then hold only the network's own tensors.
 """
@@ -196,7 +200,8 @@ class NetworkModule(nn.Module):
 
         False here: W + dW is a new weight-sized tensor that autograd keeps for backward, in every
         wrapped layer: a second copy of every wrapped base weight for the whole step. Only an
-        algorithm whose update already holds a full dW for backward may say True (loha.py, lokr.py)."""
+        algorithm that builds a full dW anyway, from `factors()` that recompute.py rebuilds it from
+        in backward, may say True (loha.py, lokr.py): then nothing weight-sized is kept."""
         return False
 
     def original_forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """NetworkModule's one-op forward, op(x, W + dW): the same outputs and gradients as the separate
 path (layer output + update), taken only where the layer's forward is torch's own, never under
 dropout, and never for LoRA/LoCon, whose W + dW would be a second copy of the base weight kept
-for backward (LoHa/LoKr keep a full dW for backward on either path).
+for backward (LoHa/LoKr build a full dW on either path, and rebuild it in backward: recompute.py).
 """
 from __future__ import annotations
 

@@ -11,7 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lib_lora.networks import ALGORITHMS
+from lib_lora.config import NetworkConfig
+from lib_lora.networks import ALGORITHMS, create_network
+from lib_lora.networks.base import NetworkModule
+from lib_lora.networks.target import NetworkTarget
 from test_files import webui_updown
 
 LAYERS = {
@@ -168,3 +171,39 @@ def test_backward_keeps_nothing_weight_sized(algo, autocast):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         plain = saved_bytes(lambda t: F.linear(t, layer.weight + module.delta_weight(), layer.bias), x)
     assert plain > 0.45 * weight_bytes
+
+
+@pytest.mark.parametrize("algo", ["loha", "lokr"])
+def test_a_whole_unet_trains_as_before(sd1_unet, algo, monkeypatch):
+    """Every wrapped layer of a UNet (attention, feed-forward, ResNet convs), with and without the
+    rebuilding op: the same output and the same gradient for every factor."""
+    net = create_network([NetworkTarget("lora_unet", sd1_unet, "diffusers", "unet")],
+                         NetworkConfig(algo=algo, dim=4, alpha=2.0, conv_dim=2, conv_alpha=1.0,
+                                       targets="attn_ff_conv"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    gen = torch.Generator().manual_seed(3)
+    sample, context = torch.randn(1, 4, 8, 8, generator=gen), torch.randn(1, 5, 32, generator=gen)
+    params = [p for p in net.parameters() if p.requires_grad]
+    runs = []
+    trained = {n for n, p in sd1_unet.named_parameters() if p.requires_grad}
+    sd1_unet.requires_grad_(False)    # as in training: a trained base weight takes the plain op
+    net.attach()
+    try:
+        assert all(m.recompute_plan()[0] is not None for m in net.lora_modules.values())
+        for rebuild in (True, False):
+            if not rebuild:
+                monkeypatch.setattr(NetworkModule, "recompute_plan", lambda self: (None, ()))
+            out = sd1_unet(sample, torch.tensor([10]), context).sample
+            # autograd.grad, not backward: the shared UNet's own weights must not collect gradients
+            runs.append((out.detach(), torch.autograd.grad(out.square().mean(), params)))
+    finally:
+        net.detach()
+        for name, p in sd1_unet.named_parameters():   # the fixture is shared: leave it as found
+            p.requires_grad_(name in trained)
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-6)
+    largest = max(float(g.abs().max()) for g in runs[1][1])
+    for actual, expected in zip(runs[0][1], runs[1][1]):
+        torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * largest)
