@@ -241,6 +241,8 @@ def _attempt(job: Job) -> TrainRun:
             break
         job.note("The WebUI rebuilt the model during the pause: going on from the state saved there")
         job.hold.take()
+        if job.cancel_requested:      # cancelled while it waited for the queue: no new session on the model
+            break
         run.resume = True
     run.files = files
     record_outcome(job, run, result)

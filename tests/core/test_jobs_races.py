@@ -238,3 +238,32 @@ def test_a_cancel_as_the_run_ends_paused_is_a_cancel(monkeypatch):
     job = train_job.start(jobs, _EndsPaused(), TrainConfig(), background=False)
     assert job.state == "cancelled"
     train_job.start(jobs, _EndsPaused(), TrainConfig(), background=False)    # its name is free again
+
+
+def test_a_run_cancelled_while_it_waits_to_go_on_after_a_rebuild_does_not_borrow_again(monkeypatch):
+    """The WebUI rebuilt the model during a pause; the run takes the queue again to go on from its
+    saved state. A Cancel pressed meanwhile must end it there, not open a new session on the model."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from lib_lora import train_job
+    from lib_lora.config import TrainConfig
+
+    class Rebuilt(_EndsPaused):
+        def borrow(self, job, run):
+            @contextlib.contextmanager
+            def lent():
+                self.attempts += 1
+                yield train_job.Borrowed(model=None, gate=train_job.WaitInPlace(job, run), rebuilt=lambda: True)
+            return lent()
+
+    def train(cfg, model, hooks, *, sampler, pause_gate, plan, resume_dir):
+        if resume_dir:                 # a second session: the loop would see the cancel at its first step
+            return SimpleNamespace(stopped_reason="cancelled", final_loss=float("nan"), files=[])
+        hooks[0].job.cancel()          # pressed while the run waited in the pause
+        return SimpleNamespace(stopped_reason="paused", final_loss=0.1, files=[])
+    monkeypatch.setattr("lib_lora.training.trainer.train", train)
+    monkeypatch.setattr(train_job, "_sampler", lambda model, run: None)
+    host = Rebuilt()
+    job = train_job.start(Jobs(LocalHost()), host, TrainConfig(), background=False)
+    assert (host.attempts, job.state) == (1, "cancelled")
