@@ -8,13 +8,15 @@ CPU; each algorithm trains one step at 64 px on both text encoders and the UNet 
 trainer (`lib_lora.training.train`) and saves its file. Each file must then hold exactly the keys
 that the full-size architecture tests (tests/networks/test_sdxl_full_size.py) map key for key in
 the WebUI's loader rules, diffusers and ComfyUI's name map, with finite tensors of the shapes the
-architecture gives (LoHa/LoKr need --checkpointing to stay within 24 GiB); LoRA and LoCon files are also loaded by diffusers' own `load_lora_weights`
+architecture gives; LoRA and LoCon files are also loaded by diffusers' own `load_lora_weights`
 into the same pipeline, which must change the UNet's output. Prints one line per check.
 
 Measured on the 2-core, 24 GiB CPU machine (fp32): LoRA (2958 tensors) and LoCon (3156) pass every
 check, both text encoders included (72 lora_te1_ and 192 lora_te2_ modules). LoHa and LoKr ran out
-of memory there even with --checkpointing: every wrapped layer keeps its W + dW (weight-sized) for
-backward, about 13 GiB in fp32 on top of the model's 14; they need a machine with about 32 GiB.
+of memory there when every wrapped layer kept its W + dW for backward; they now rebuild it in
+backward (networks/recompute.py: the fake-tensor bench puts this setup at 14.4 GiB of live tensors,
+26.4 before), but a real run still passed 23.8 GiB of RSS here, for a reason not yet found (the
+OpenCLIP text encoder's attention still builds W + dW under plain autograd: networks/mha.py).
 """
 from __future__ import annotations
 
