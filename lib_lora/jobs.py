@@ -71,6 +71,7 @@ class Host(Protocol):
     name: str                            # "webui" | "standalone": shown, never branched on
 
     def queued(self, job: "Job") -> None: ...                      # a job was accepted
+    def dropped(self, job: "Job") -> None: ...                     # cancelled before it started: forget it
     def exclusive(self, job: "Job") -> ContextManager[Hold]: ...    # the GPU and the model, alone
 
 
@@ -95,6 +96,7 @@ class Job:
     kind_state: KindState | None = None  # what this kind keeps beyond these fields (a run: train_job.TrainRun)
     headline: str = ""                   # the host's progress line when the kind says more than done/total
     key: str = ""                        # what it writes (a run: its folder and name): one active job per kind and key
+    on_dropped: Callable[["Job"], None] | None = field(default=None, repr=False)   # the host's `dropped`
     worker: threading.Thread | None = field(default=None, repr=False)    # the thread of the last launch
     # queued -> running or cancelled happens once, under this lock: a cancel never races the start
     start_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -121,10 +123,13 @@ class Job:
     def cancel(self) -> None:
         if not self.active:
             return
+        dropped = False
         with self.start_lock:
             self.cancel_requested = True
             if self.state == "queued":    # still waiting for the host (maybe hours): it ends now, never starts
-                self.state = "cancelled"
+                self.state, dropped = "cancelled", True
+        if dropped and self.on_dropped is not None:     # the host's progress bar stops saying "in queue"
+            self.on_dropped(self)
         # a job about to pause may have given the host back already: its Interrupt is someone else's now
         if self.hold is not None and self.state == "running" and not self.pause_requested:
             self.hold.interrupt()
@@ -173,6 +178,9 @@ class LocalHost:
     def queued(self, job: Job) -> None:
         pass
 
+    def dropped(self, job: Job) -> None:
+        pass
+
     @contextlib.contextmanager
     def exclusive(self, job: Job) -> Iterator[LocalHold]:
         hold = LocalHold(self.lock)
@@ -212,7 +220,8 @@ class Jobs:
                                 "same files", where=title, fix="Wait for it to end or cancel it, or choose another "
                                 "output name")
             self._forget_old(kind)
-            job = Job(new_job_id(kind), kind, title, task_id=task_id, kind_state=kind_state, key=key)
+            job = Job(new_job_id(kind), kind, title, task_id=task_id, kind_state=kind_state, key=key,
+                      on_dropped=self.host.dropped)
             self.jobs[job.id] = job
         self.host.queued(job)
         self.launch(job, fn, exclusive=exclusive, background=background)

@@ -42,7 +42,7 @@ class WebUIHold:
         self.call_queue.queue_lock.acquire()
         self.has_queue = True
         self.shared.state.begin(job=f"train_lora:{self.job.id}")
-        if self.job.task_id:     # again after a pause: the progress bar shows the job as the active task
+        if self.job.task_id and not self.job.cancel_requested:   # again after a pause: the bar shows the job
             self.progress.start_task(self.job.task_id)
             self.task_started = self.job.task_id      # finished by this id (a resumed run drops its task id)
 
@@ -89,6 +89,14 @@ class WebUIHost:
         if job.task_id:
             from modules import progress
             progress.add_task_to_queue(job.task_id)
+
+    def dropped(self, job: Job) -> None:
+        """A job cancelled while queued: its task leaves the WebUI's queue, so the page's progress bar
+        ends now instead of saying "in queue" until the generation ahead of it finishes."""
+        if job.task_id:
+            from modules import progress
+            progress.pending_tasks.pop(job.task_id, None)
+            progress.finish_task(job.task_id)
 
     @contextlib.contextmanager
     def exclusive(self, job: Job) -> Iterator[WebUIHold]:

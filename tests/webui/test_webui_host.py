@@ -63,3 +63,23 @@ def test_the_webuis_interrupt_stops_the_job_and_cancel_presses_it(webui):
     jobs.cancel(by_cancel.id)
     _wait(lambda: not by_cancel.active)
     assert by_cancel.state == "cancelled"
+
+
+def test_a_job_cancelled_in_the_queue_leaves_the_webuis_progress_queue_at_once(webui):
+    """The page's progress bar must not say "in queue" until the generation ahead finishes."""
+    from lib_lora.jobs import Jobs
+    from lib_lora.webui.host import WebUIHost
+    progress = __import__("modules.progress", fromlist=["progress"])
+    jobs = Jobs(WebUIHost())
+    ran = []
+    webui.call_queue.queue_lock.acquire()          # a txt2img in progress
+    try:
+        job = jobs.submit("grid", "grid", lambda job: ran.append(1), exclusive=True, task_id="task(queued)")
+        assert "task(queued)" in progress.pending_tasks
+        jobs.cancel(job.id)
+        assert job.state == "cancelled"
+        assert "task(queued)" not in progress.pending_tasks and "task(queued)" in progress.finished_tasks
+    finally:
+        webui.call_queue.queue_lock.release()
+    job.worker.join(5)
+    assert ran == [] and progress.current_task != "task(queued)"
