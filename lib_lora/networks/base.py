@@ -17,10 +17,11 @@ layer's weight, already scaled by alpha/rank). Everything else lives here:
   Forge detect the layout by shape (dividing by ||W||_row, near ours for small dW); the WebUI
   v1.10.1 knows only the older per-input-column layout (1, in[, 1, 1]). Files of that layout are
   read by inspect and refused with the reason by merge/resize; training cannot continue from them.
-- An algorithm that builds a full dW (LoHa, LoKr) names the small tensors it is built from
-  (`factors`, `delta_from`); while they train, its op with W + dW (DoRA included) and its
-  separate update run through recompute.py, which keeps x and the factors for backward and
-  rebuilds the weight there, instead of keeping a weight-sized tensor per layer for the step.
+- Every algorithm names the small tensors dW is built from (`factors`, `delta_from`); while they
+  train, an op with W + dW (LoHa/LoKr always, LoRA only with DoRA, every MHA projection) and
+  LoHa/LoKr's separate update run through recompute.py, which keeps x and the factors (and the
+  DoRA magnitude) for backward and rebuilds the weight there, instead of keeping a weight-sized
+  tensor per layer for the step. Plain LoRA never builds W + dW: it adds up(down(x)).
 - The wrapped layer is held in a plain list so it is not registered as a child:
   the network's parameters and state_dict then hold only the network's own tensors.
 """
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .projection_slot import ProjectionSlot
-from .recompute import LayerGeometry, run_with_recomputed_weight
+from .recompute import LayerGeometry, WeightFn, run_with_recomputed_weight
 
 
 class NetworkModule(nn.Module):
@@ -164,13 +165,21 @@ class NetworkModule(nn.Module):
                 return self.layer_op(x, weight + self.full_delta(weight.float()).to(weight.dtype), layer.bias)
             return self.layer_op(x, weight + (self.delta_weight() * multiplier).to(weight.dtype), layer.bias)
         if dora:
-            def new_weight(*tensors: torch.Tensor) -> torch.Tensor:
-                *parts, dora_scale = tensors
-                delta = self.full_delta_of(weight.float(), self.delta_from(*parts), dora_scale, multiplier)
-                return weight + delta.to(weight.dtype)
-            return run_with_recomputed_weight(x, layer.bias, geometry, new_weight, (*factors, self.dora_scale))
+            return run_with_recomputed_weight(x, layer.bias, geometry, *self.updated_weight_fn(weight))
         return run_with_recomputed_weight(
             x, layer.bias, geometry, lambda *f: weight + (self.delta_from(*f) * multiplier).to(weight.dtype), factors)
+
+    def updated_weight_fn(self, weight: torch.Tensor) -> tuple[WeightFn, tuple[torch.Tensor, ...]]:
+        """`weight + full_delta(weight.float())` (DoRA included) as a function of stand-ins for the
+        tensors it is built from, and those tensors: what recompute.py rebuilds the weight from."""
+        multiplier, dora = self.multiplier, self.dora_scale is not None
+
+        def new_weight(*tensors: torch.Tensor) -> torch.Tensor:
+            parts, dora_scale = (tensors[:-1], tensors[-1]) if dora else (tensors, None)
+            delta = self.full_delta_of(weight.float(), self.delta_from(*parts), dora_scale, multiplier)
+            return weight + delta.to(weight.dtype)
+        factors = self.factors() or ()
+        return new_weight, (*factors, self.dora_scale) if dora else tuple(factors)
 
     def recompute_plan(self) -> tuple[LayerGeometry | None, tuple[torch.Tensor, ...]]:
         """The layer geometry and factors for a forward that rebuilds the weight in backward

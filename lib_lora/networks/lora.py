@@ -3,7 +3,9 @@
 File tensors, as sd-scripts writes them and the WebUI's network_lora.py reads them:
 `lora_down.weight` (r, in) | (r, in, kh, kw), `lora_up.weight` (out, r) | (out, r, 1, 1), `alpha`.
 The down conv keeps the wrapped conv's kernel, stride and padding, so the forward
-is up(down(x)), never the full weight. Init as sd-scripts: down kaiming-uniform,
+is up(down(x)), never the full weight. Only DoRA, which rescales the whole weight,
+runs the layer with W + dW: through recompute.py (base.py), which keeps down, up and
+the magnitude for backward, not the weight-sized W + dW. Init as sd-scripts: down kaiming-uniform,
 up zeros, so an untrained module changes nothing.
 """
 from __future__ import annotations
@@ -33,9 +35,16 @@ class LoraModule(NetworkModule):
         nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_up.weight)
 
+    def factors(self) -> tuple[torch.Tensor, ...]:
+        # Used where W + dW is built (DoRA, MHA projections): recompute.py rebuilds it from these.
+        return (self.lora_down.weight, self.lora_up.weight)
+
     def delta_weight(self) -> torch.Tensor:
+        return self.delta_from(*self.factors())
+
+    def delta_from(self, *factors: torch.Tensor) -> torch.Tensor:
         # up (out, r[, 1, 1]) @ down (r, in[, kh, kw]) flattened: the (out, in[, kh, kw]) update.
-        down, up = self.lora_down.weight, self.lora_up.weight
+        down, up = factors
         return (up.flatten(1) @ down.flatten(1)).reshape(self.weight_shape) * self.scale()
 
     def bypass(self, x: torch.Tensor) -> torch.Tensor:
