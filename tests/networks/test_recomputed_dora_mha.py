@@ -174,3 +174,18 @@ def test_mha_keeps_nothing_weight_sized():
     padding = torch.zeros(2, 8)
     plain = saved_bytes(lambda t: mha(t, t, t, need_weights=False, attn_mask=mask, key_padding_mask=padding)[0], x)
     assert plain > 2 * one_weight, (plain, one_weight)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_mha_under_bf16_autocast_matches_the_plain_path(need_weights, monkeypatch):
+    mha, adapter = make_mha("lokr", 2, True, dtype=torch.float32)
+    x = torch.randn(3, 5, 16)
+    kwargs = dict(need_weights=need_weights, attn_mask=causal_mask(5, True))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actual = mha_ours(mha, adapter, x, x, x, **kwargs)
+        monkeypatch.setattr(type(adapter.leaves["q"]), "recompute_plan", lambda self: (None, ()))
+        expected = mha_ours(mha, adapter, x, x, x, **kwargs)
+    assert actual[0][0].dtype == expected[0][0].dtype
+    assert all(g.dtype == torch.float32 for g in actual[1].values())
+    # both sides round to bf16 at the same places: only accumulation order may differ
+    assert_mha_same(actual, expected, 2e-2, 2e-2)
