@@ -1,7 +1,8 @@
 """A layer op with a weight built from small factors, whose backward rebuilds that weight instead of keeping it.
 
-LoHa and LoKr (and DoRA on them) run the wrapped Linear/Conv2d once with a new
-weight W' = W + dW built from a few small factors. Run through plain autograd,
+LoHa and LoKr (and DoRA on them), LoRA with DoRA, and every projection of a fused
+MultiheadAttention (mha.py) run the wrapped Linear/Conv2d once with a new weight
+W' = W + dW built from a few small factors. Run through plain autograd,
 that op keeps W' (and, under autocast, its half-precision copy) alive from the
 forward to the backward: one weight-sized tensor per adapted layer for the whole
 step, several GiB on SDXL. `RecomputedWeightOp` keeps only the input x and the

@@ -189,3 +189,20 @@ def test_mha_under_bf16_autocast_matches_the_plain_path(need_weights, monkeypatc
     assert all(g.dtype == torch.float32 for g in actual[1].values())
     # both sides round to bf16 at the same places: only accumulation order may differ
     assert_mha_same(actual, expected, 2e-2, 2e-2)
+
+
+@pytest.mark.parametrize("reentrant", [True, False], ids=["reentrant", "non_reentrant"])
+def test_gradient_checkpointing_gives_the_same_grads(reentrant):
+    from torch.utils.checkpoint import checkpoint
+    from test_recomputed_weight import ours_by_backward
+
+    layer, module, x = make_module("lora", 4, "conv3x3", dora=True)
+    two_layers = lambda t: layer(layer(t[:, :16].contiguous())[:, :16].contiguous())  # noqa: E731
+    plain = ours_by_backward(module, x, two_layers)
+    assert_same(ours_by_backward(module, x, lambda t: checkpoint(two_layers, t, use_reentrant=reentrant)),
+                plain, 1e-10, 1e-12)
+    mha, adapter = make_mha("loha", 4, False)
+    attend = lambda t: mha(t, t, t, need_weights=False)[0]  # noqa: E731
+    plain = ours_by_backward(adapter, x.reshape(3, -1, 16)[:, :5], attend)
+    assert_same(ours_by_backward(adapter, x.reshape(3, -1, 16)[:, :5],
+                                 lambda t: checkpoint(attend, t, use_reentrant=reentrant)), plain, 1e-10, 1e-12)
