@@ -19,6 +19,7 @@ import torch
 
 from ..config import TrainConfig
 from ..networks import build_metadata, save_network_file
+from ..safe_paths import remove
 from . import distributed as dist
 from . import offload, saving
 from .batches import epoch_batches
@@ -62,6 +63,7 @@ class Run:
         self.steps_this_session = 0               # since start, resume or pause: the it/s measure
         self.ema: EmaWeights | None = None
         self.resume_point: dict | None = None     # a state saved inside an epoch: where and with which draws
+        self.pause_only_state: Path | None = None  # the state file a pause wrote though save_state is off
         self.generator = torch.Generator(device=model.device)    # noise and timesteps, reseeded each epoch
         self.caption_rng = random.Random()                      # flips, colours and captions, likewise
         self.alphas = prepare_model(cfg, model, caller)
@@ -102,6 +104,7 @@ class Run:
         finally:
             self.offloader.restore()   # every way out: the parts go back to their devices before anything else
             self.close()
+            self.remove_pause_only_state()
         self.result.steps, self.result.epochs_done = self.step, self.epoch
         if self.result.losses:
             self.result.final_loss = self.result.losses[-1]
@@ -296,9 +299,22 @@ class Run:
         if not (dist.is_main() and (self.cfg.output.save_state or force)):
             return None
         path = self.save_state(next_batch, epoch_losses)
+        if not self.cfg.output.save_state:
+            self.pause_only_state = path
         self.caller.on_status(f"Saved the training state at step {self.step}: `train --resume {self.out_dir}` "
                               "continues from here")
         return path
+
+    def remove_pause_only_state(self) -> None:
+        """The user did not ask for a state file: the one a pause wrote goes when the run ends, unless it
+        ended paused (it resumes from that file). Only that exact file, which this run wrote."""
+        path, self.pause_only_state = self.pause_only_state, None
+        if path is None or self.result.stopped_reason == "paused":
+            return
+        try:
+            remove(path)
+        except OSError as e:  # a leftover file must not hide how the run ended
+            self.caller.on_status(f"Could not remove the pause's state file {path}: {e}")
 
     def restore(self, saved: dict) -> None:
         """Continue from a state file (saving.load_state): weights, optimizer, schedule, RNG, counters."""
