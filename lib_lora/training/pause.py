@@ -5,8 +5,9 @@ state there (so the run can also be resumed from the file, e.g. headless), and
 hands control to the host's `PauseGate`. A gate that `releases_model` (the
 WebUI's) gets the model back as the run found it: the network detached, the
 run's attention and checkpointing wrappers undone, offloaded parts back on their
-devices; the network's weights and the optimizer's state move to the CPU while
-paused. The objects themselves stay alive (network, optimizer, scheduler, the
+devices; the network's weights, the optimizer's state, the EMA copy of the weights
+and the cached text-encoder outputs move to the CPU while paused (the VRAM is the
+user's then), and back, bit for bit, on resume. The objects themselves stay alive (network, optimizer, scheduler, the
 epoch's noise and caption generators), and the global RNG streams are put back
 on resume, because whatever runs during the pause (a txt2img seeds the global
 torch RNG) must not change what the run draws next: losses, learning rates and
@@ -14,9 +15,10 @@ weights then equal an uninterrupted run's.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -58,7 +60,9 @@ def give_model_back(run: Any) -> "Parked":
         run.model.set_attention(False)
     if run.offloader is not None:
         run.offloader.restore()
-    return Parked.of(run.network, run.optimizer)
+    # the TE cache's store is parked in place: the cache keeps its entries, only their device changes
+    te_store = run.te_cache._store if run.te_cache is not None else {}
+    return Parked.of(run.network, run.optimizer, [run.ema.shadow] if run.ema else [], te_store)
 
 
 def take_model_again(run: Any, parked: "Parked") -> None:
@@ -74,23 +78,29 @@ def take_model_again(run: Any, parked: "Parked") -> None:
 @dataclass
 class Parked:
     """Tensors moved to the CPU for a pause, each with the device it goes back to. Parameters move
-    in place (`param.data`), so the optimizer keeps holding the very Parameter objects."""
+    in place (`param.data`), so the optimizer keeps holding the very Parameter objects; dict entries
+    (optimizer slots, EMA shadow, cached conditioning) are replaced in their dict."""
     moved: list[tuple[Any, Any, torch.device]] = field(default_factory=list)
 
     @classmethod
     @torch.no_grad()
-    def of(cls, network: torch.nn.Module, optimizer: Any) -> "Parked":
+    def of(cls, network: torch.nn.Module, optimizer: Any, tensor_dicts: Sequence[dict] = (),
+           conditioning: dict | None = None) -> "Parked":
         parked = cls()
         for param in list(network.parameters()) + list(network.buffers()):
             if param.device != PARK_DEVICE:
                 parked.moved.append((param, None, param.device))
                 param.data = param.data.to(PARK_DEVICE)
-        for slot in optimizer.state.values():
-            for key, value in slot.items():
-                if isinstance(value, torch.Tensor) and value.device != PARK_DEVICE:
-                    parked.moved.append((slot, key, value.device))
-                    slot[key] = value.to(PARK_DEVICE)
+        for holder in [*optimizer.state.values(), *tensor_dicts, conditioning or {}]:
+            parked._park_entries(holder)
         return parked
+
+    def _park_entries(self, holder: dict) -> None:
+        for key, value in list(holder.items()):
+            device = _device_of(value)
+            if device is not None and device != PARK_DEVICE:
+                self.moved.append((holder, key, device))
+                holder[key] = _moved(value, PARK_DEVICE)
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -98,8 +108,31 @@ class Parked:
             if key is None:
                 holder.data = holder.data.to(device)
             else:
-                holder[key] = holder[key].to(device)
+                holder[key] = _moved(holder[key], device)
         self.moved.clear()
+
+
+def _device_of(value: Any) -> torch.device | None:
+    """The device of a tensor, or of a conditioning's context (its tensors share one); None for others."""
+    if isinstance(value, torch.Tensor):
+        return value.device
+    context = getattr(value, "context", None)
+    return context.device if isinstance(context, torch.Tensor) else None
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    """`value` on `device`: a tensor, or a conditioning dataclass with every tensor field (and the
+    tensors of its `extra` dict) moved; dtypes unchanged, so the round trip is exact."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    fields = {}
+    for f in dataclasses.fields(value):
+        item = getattr(value, f.name)
+        if isinstance(item, torch.Tensor):
+            fields[f.name] = item.to(device)
+        elif isinstance(item, dict):
+            fields[f.name] = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in item.items()}
+    return dataclasses.replace(value, **fields)
 
 
 def global_rng_state() -> dict:

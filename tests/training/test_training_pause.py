@@ -69,3 +69,46 @@ def test_a_paused_run_equals_the_uninterrupted_one(tiny_model, dataset, tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     if gate_kind == "takes the model":
         assert gate.layers_with_own_forward == []
+
+
+def _cached_on_device(run) -> list:
+    """The tensors a paused run must not leave on the device besides the network and optimizer: the
+    text-encoder output cache and the EMA copy."""
+    held = [t for c in run.te_cache._store.values() for t in (c.context, c.vector, *c.extra.values())
+            if t is not None]
+    return held + (list(run.ema.shadow.values()) if run.ema else [])
+
+
+def test_the_pause_parks_the_text_encoder_cache_and_the_ema_too(tiny_model, dataset, tmp_path, monkeypatch):
+    """On the CPU nothing would move, so the pause parks on a device that compares unequal to the
+    tensors' own ('cpu:0'): every tensor it parks is copied, which shows what it moved; resuming must
+    still continue the run bit for bit."""
+    from lib_lora.training import pause
+
+    def config(out):
+        cfg = _config(dataset, out)
+        cfg.network.train_text_encoder = False
+        cfg.training.cache_text_encoder_outputs, cfg.training.ema = True, True
+        return cfg
+
+    straight = train(config(tmp_path / "straight"), tiny_model)
+    seen: dict = {}
+    give_back = pause.give_model_back
+
+    def spying(run):
+        seen["before"] = _cached_on_device(run)
+        parked = give_back(run)
+        seen["during"] = _cached_on_device(run)
+        return parked
+
+    monkeypatch.setattr(pause, "PARK_DEVICE", torch.device("cpu", 0))
+    monkeypatch.setattr(pause, "give_model_back", spying)
+    hooks = PauseOnce()
+    gate = UsesTheModelMeanwhile(tiny_model, hooks)
+    paused = train(config(tmp_path / "paused"), tiny_model, [hooks], pause_gate=gate)
+    before, during = seen["before"], seen["during"]
+    assert len(before) == len(during) > 0
+    assert not any(a is b for a, b in zip(before, during))
+    assert paused.losses == straight.losses
+    a, b = (load_file(tmp_path / d / "t-000002.safetensors") for d in ("straight", "paused"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
