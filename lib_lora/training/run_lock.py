@@ -7,6 +7,16 @@ the file itself may stay and is simply locked again by the next run. While
 held, the file says who holds it (pid, host, start time), and a second run is
 refused with that in the message. The locks are per open file, so two runs in
 one process (the tab and the API in the same WebUI) exclude each other too.
+
+A finished run empties the file but leaves it (hidden, 0 bytes) on purpose: removing
+it is not safe. The lock belongs to the open file, not to the name: a second run
+that opened the path before the first one deleted it would take the lock on the
+deleted file while a third creates a new file under the name and locks that, and
+two runs would then write the same outputs. Avoiding that needs every locker to
+re-check, after locking, that the name still leads to its file (older installs or
+a CLI of another version do not), and on Windows a file another process has open
+cannot be deleted at all. One empty file per output name is the price of a lock
+that can never be held twice.
 """
 from __future__ import annotations
 
