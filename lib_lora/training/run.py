@@ -74,7 +74,9 @@ class Run:
         self.writer = (tensorboard_writer(out_dir / "logs" / self.name)
                        if cfg.output.tensorboard and dist.is_main() else None)
         if resume_dir:
-            self.restore(saving.load_state(Path(resume_dir), self.name))
+            saved = saving.load_state(Path(resume_dir), self.name)
+            self.restore(saved)
+            self.adopt_pause_only_state(saved, Path(resume_dir))
         dist.broadcast_parameters(network)
         self.latent_cache, self.te_cache = make_caches(cfg, model, out_dir, caller.on_status)
         self._cache_latents()
@@ -281,9 +283,12 @@ class Run:
         self.caller.on_status(f"Saved {path}")
         return path
 
-    def save_state(self, next_batch: int = 0, epoch_losses: list[float] | None = None) -> Path:
-        """Everything to continue the run; with `next_batch`, from that batch of the epoch under way."""
-        extra = {"ema": self.ema.state() if self.ema else None, "grad_scaler": self.precision.state_dict()}
+    def save_state(self, next_batch: int = 0, epoch_losses: list[float] | None = None,
+                   pause_only: bool = False) -> Path:
+        """Everything to continue the run; with `next_batch`, from that batch of the epoch under way.
+        `pause_only`: written for a pause though the user did not ask for state (see remove_pause_only_state)."""
+        extra = {"ema": self.ema.state() if self.ema else None, "grad_scaler": self.precision.state_dict(),
+                 "pause_only": pause_only}
         counters = {"step": self.step, "epoch": self.epoch, "started_at": self.started_at}
         if next_batch:
             counters["batch_in_epoch"] = next_batch
@@ -298,12 +303,21 @@ class Run:
         without output.save_state: a paused run must stay resumable whatever happens meanwhile."""
         if not (dist.is_main() and (self.cfg.output.save_state or force)):
             return None
-        path = self.save_state(next_batch, epoch_losses)
-        if not self.cfg.output.save_state:
+        pause_only = not self.cfg.output.save_state
+        path = self.save_state(next_batch, epoch_losses, pause_only=pause_only)
+        if pause_only:
             self.pause_only_state = path
         self.caller.on_status(f"Saved the training state at step {self.step}: `train --resume {self.out_dir}` "
                               "continues from here")
         return path
+
+    def adopt_pause_only_state(self, saved: dict, resume_dir: Path) -> None:
+        """A run resumed from the state file a pause of this very run wrote (its own path, marked pause-only,
+        save_state still off) is that run going on: the file is its own to remove when it ends."""
+        path = saving.state_file(resume_dir, self.name)
+        if (saved.get("extra", {}).get("pause_only") and not self.cfg.output.save_state
+                and path.resolve() == saving.state_file(self.out_dir, self.name).resolve()):
+            self.pause_only_state = path
 
     def remove_pause_only_state(self) -> None:
         """The user did not ask for a state file: the one a pause wrote goes when the run ends, unless it

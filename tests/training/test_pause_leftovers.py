@@ -62,3 +62,21 @@ def test_a_run_that_ends_paused_keeps_its_state_file(tiny_model, dataset, tmp_pa
 def test_a_state_file_the_user_asked_for_stays(tiny_model, dataset, tmp_path, how):
     _run(tiny_model, dataset, tmp_path, save_state=True, how=how)
     assert state_file(tmp_path, "t").is_file()
+
+
+def test_the_run_resumed_from_its_pause_file_removes_it_when_it_finishes(tiny_model, dataset, tmp_path):
+    """The WebUI's run that ended paused goes on later from the pause's file (a new attempt of the same
+    run): that attempt ends the run, so the file goes then; a file the user asked for stays."""
+    assert _run(tiny_model, dataset, tmp_path, save_state=False, how="paused").stopped_reason == "paused"
+    cfg = _config(dataset, tmp_path)
+    cfg.output.save_state = False
+    assert train(cfg, tiny_model, resume_dir=tmp_path).stopped_reason == ""
+    assert not state_file(tmp_path, "t").exists()
+
+
+def test_a_run_resumed_from_a_state_file_the_user_asked_for_keeps_it(tiny_model, dataset, tmp_path):
+    assert _run(tiny_model, dataset, tmp_path, save_state=True, how="paused").stopped_reason == "paused"
+    cfg = _config(dataset, tmp_path)
+    cfg.output.save_state = False
+    assert train(cfg, tiny_model, resume_dir=tmp_path).stopped_reason == ""
+    assert state_file(tmp_path, "t").is_file()
