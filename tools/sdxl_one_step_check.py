@@ -15,8 +15,25 @@ Measured on the 2-core, 24 GiB CPU machine (fp32): LoRA (2958 tensors) and LoCon
 check, both text encoders included (72 lora_te1_ and 192 lora_te2_ modules). LoHa and LoKr ran out
 of memory there when every wrapped layer kept its W + dW for backward; they now rebuild it in
 backward (networks/recompute.py: the fake-tensor bench puts this setup at 14.4 GiB of live tensors,
-26.4 before), but a real run still passed 23.8 GiB of RSS here, for a reason not yet found (the
-OpenCLIP text encoder's attention still builds W + dW under plain autograd: networks/mha.py).
+26.4 before), but a real run still passed 23.8 GiB of RSS. That gap is glibc's heap, not tensors.
+Measured on SD1.5 shapes (same trainer, fp32 CPU, 64 px, one step, text encoder trained), live
+tensors by training/mem_tracker.py, RSS by psutil, in GiB:
+
+    algo   tracked peak   RSS peak   RSS - tracked   RSS at end (tensors alive: 3.97)
+    LoRA       4.07          4.57         0.50          4.54
+    LoHa       4.85          6.94         2.09          6.30
+    LoKr       4.59          6.67         2.08          6.03
+    LoHa with MALLOC_MMAP_THRESHOLD_=1048576: RSS peak 5.35 (0.50 over tracked), 4.60 at end
+    LoKr with it: 5.12 (0.53 over tracked); LoHa two steps: 7.04 without it, 5.45 with it
+
+MALLOC_ARENA_MAX=2 changes nothing (7.13). After the step, gc finds no tensor beyond the model's
+weights, and no weight-sized storage outlives a backward (tests/networks/
+test_recompute_live_after_backward.py). The cause is glibc's sliding mmap threshold: freeing
+an mmapped block raises the threshold to that block's size (up to 32 MiB). After that, the
+weight-sized temporaries that LoHa/LoKr make in every layer (dW, W + dW, grad W, in forward and
+again in backward) come from the heap, and the heap fragments and is not returned to the OS. So
+run this check (and CPU training with LoHa/LoKr) with a fixed threshold, as in
+`MALLOC_MMAP_THRESHOLD_=1048576 .venv/bin/python tools/sdxl_one_step_check.py --algos loha`.
 """
 from __future__ import annotations
 
