@@ -92,7 +92,6 @@ class Job:
     cancel_requested: bool = False
     pause_requested: bool = False
     hold: Hold | None = None             # set while the job holds the host
-    details: dict[str, Any] = field(default_factory=dict)   # kind-specific fields shown by the API
     kind_state: KindState | None = None  # what this kind keeps beyond these fields (a run: train_job.TrainRun)
     headline: str = ""                   # the host's progress line when the kind says more than done/total
     key: str = ""                        # what it writes (a run: its folder and name): one active job per kind and key
@@ -139,7 +138,7 @@ class Job:
     def as_dict(self) -> dict[str, Any]:
         keys = ("id", "kind", "title", "state", "done", "total", "text", "error", "created", "pause_requested")
         own = self.kind_state.as_dict() if self.kind_state is not None else {}
-        return {**{k: getattr(self, k) for k in keys}, "log": self.log[-20:], **self.details, **own}
+        return {**{k: getattr(self, k) for k in keys}, "log": self.log[-20:], **own}
 
 
 class LocalHold:

@@ -30,15 +30,15 @@ class TabBackend:
     tagger_models_dir: Path
     training: TrainHost           # the Lora folder, the model and the pause of a training run here
     render_grid: GridFn           # the caller holds the host (an exclusive job)
+    jobs: Callable[[], Jobs]      # the process's one job registry
     path_policy: PathPolicy | None = None                       # the standalone server's (None: not confined)
     policy_source: Callable[[], PathPolicy] | None = None       # the host's live policy (the WebUI's settings)
     paste_to_txt2img: Callable[[Any, Any], bool] | None = None  # (button, infotext): the WebUI's "Send to txt2img"
-    # What the host offers beyond the defaults (None: WD14 only, Lanczos only, a registry of the tab's own)
+    # What the host offers beyond the defaults (None: WD14 only, Lanczos only)
     captioners: Callable[[], list[str]] | None = None           # TaggingConfig.captioner names, e.g. blip
     make_captioner: Callable[[str], Any] | None = None          # name -> a tagging Captioner (None: WD14)
     upscalers: Callable[[], list[str]] | None = None            # PrepConfig.upscaler choices
     upscale_hook: Callable[[str], Any] | None = None            # name -> run_prep's upscaler (None: Lanczos)
-    jobs: Callable[[], Jobs] | None = None                      # the process's one job registry
     host: str = "standalone"      # options.HOSTS: which options the forms show (the WebUI overrides some)
 
     def current_path_policy(self) -> PathPolicy:

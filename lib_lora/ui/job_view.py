@@ -5,34 +5,16 @@ section's hidden poll button (javascript/train_lora_data.js) brings its progress
 ends, and Cancel stops it after the current image, batch, cell or layer. Which jobs wait for
 the host (`exclusive`: the WebUI's queue lock, or the standalone's model lock) is the caller's
 call: GPU users do, file-only jobs do not. The registry is the backend's (`backend.jobs()`:
-the one of the WebUI process, shared with training and the HTTP API); a backend without one
-gets a registry of its own on a plain lock.
+the one of the WebUI process, shared with training and the HTTP API, or the standalone server's).
 """
 from __future__ import annotations
 
 import html
 import re
-import threading
 from typing import Any, Callable
 
 from lib_lora.errors import LoraError
-from lib_lora.jobs import ACTIVE, Job, Jobs, LocalHost
-
-_own_registries: dict[int, tuple[Any, Jobs]] = {}
-_own_lock = threading.Lock()
-
-
-def jobs_of(backend: Any) -> Jobs:
-    """The backend's job registry; one of its own (plain lock) for a backend that offers none."""
-    offered = getattr(backend, "jobs", None)
-    if offered is not None:
-        return offered()
-    with _own_lock:
-        key = id(backend)
-        if key not in _own_registries or _own_registries[key][0] is not backend:
-            _own_registries[key] = (backend, Jobs(LocalHost()))
-        return _own_registries[key][1]
-
+from lib_lora.jobs import ACTIVE, Job, Jobs
 
 class JobCancelled(LoraError):
     """Raised from a progress callback to stop an action that has no should_stop of its own."""

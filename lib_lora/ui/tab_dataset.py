@@ -18,7 +18,7 @@ from lib_lora.config import PrepConfig, TrainConfig
 from lib_lora.errors import DatasetError, LoraError
 from lib_lora.ui import form, gradio_compat
 from lib_lora.jobs import Job
-from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, stoppable, submit
+from lib_lora.ui.job_view import cancel_text, poll_view, started, stoppable, submit
 from lib_lora.ui.path_checks import check_paths, check_uploads
 from lib_lora.ui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.ui.render import message_html, report_html
@@ -179,7 +179,7 @@ def _prep_component(ctx: TabContext, spec: form.FieldSpec):
 
 def _wire_dataset(ctx: TabContext, prep_specs: list, c: dict) -> None:
     """Event handlers of the Dataset section; `c` holds its components by name."""
-    backend, jobs = ctx.backend, jobs_of(ctx.backend)
+    backend, jobs = ctx.backend, ctx.backend.jobs()
 
     def report_of(folder: str, kind_value: str, job: Job) -> dict:
         run = remembered_run(ctx)

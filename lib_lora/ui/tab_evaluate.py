@@ -14,7 +14,7 @@ from lib_lora.errors import LoraError
 from lib_lora.evaluation.epoch_grid import epoch_files, run_names
 from lib_lora.evaluation.run_hint import hint_for_run
 from lib_lora.ui import form, gradio_compat
-from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, stoppable, submit
+from lib_lora.ui.job_view import cancel_text, poll_view, started, stoppable, submit
 from lib_lora.ui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.ui.tab_tagging import check_tagger_model
 from lib_lora.ui.render import best_epoch_html, message_html
@@ -62,7 +62,7 @@ def known_run(backend, name: str) -> str:
 
 def _wire_evaluate(ctx: TabContext, specs: list, c: dict) -> None:
     """Event handlers of the Evaluate section; `c` holds its components by name."""
-    backend, jobs = ctx.backend, jobs_of(ctx.backend)
+    backend, jobs = ctx.backend, ctx.backend.jobs()
 
     @guarded(5, "Drawing the grid")
     def on_draw(task: str, name: str, *values):

@@ -18,7 +18,7 @@ from lib_lora.tagging.captioner import NAMES as CAPTIONER_NAMES
 from lib_lora.ui import form, gradio_compat
 from lib_lora.safe_paths import is_within
 from lib_lora.jobs import Job
-from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, submit
+from lib_lora.ui.job_view import cancel_text, poll_view, started, submit
 from lib_lora.ui.path_checks import check_paths
 from lib_lora.ui.tab_common import TabContext, elem, guarded, job_widgets
 from lib_lora.ui.render import message_html
@@ -250,7 +250,7 @@ def _wire_tagging(ctx: TabContext, specs: list, c: dict) -> None:
 
 def _wire_tag_job(ctx: TabContext, specs: list, c: dict) -> None:
     """Tag images as a background job: start, Cancel, and the hidden poll that brings progress and results."""
-    jobs = jobs_of(ctx.backend)
+    jobs = ctx.backend.jobs()
 
     @guarded(4, "Tagging")
     def on_tag(task: str, folder_text: str, captioner_label: str, model: str, *values):

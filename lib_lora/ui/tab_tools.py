@@ -17,7 +17,7 @@ from typing import Any, Callable
 from lib_lora.errors import LoraError
 from lib_lora.ops.config import ExtractConfig, MergeConfig, ResizeConfig
 from lib_lora.ui import form, gradio_compat
-from lib_lora.ui.job_view import cancel_text, jobs_of, poll_view, started, stoppable, submit
+from lib_lora.ui.job_view import cancel_text, poll_view, started, stoppable, submit
 from lib_lora.ui.path_checks import check_paths
 from lib_lora.ui.render import message_html
 from lib_lora.ui.tab_common import elem, guarded, job_widgets
@@ -87,7 +87,7 @@ def start_tool(backend: Any, tool: Tool, task: str, path_values: list[str], spec
     cfg = validated(form.config_from_values(tool.config, specs, list(config_values)))
     work = tool_work(tool, paths, cfg)
     title = f"{tool.kind} {Path(paths['out'][0]).name}"
-    return submit(jobs_of(backend), tool.kind, title, lambda job: work(stoppable(job)),
+    return submit(backend.jobs(), tool.kind, title, lambda job: work(stoppable(job)),
                   exclusive=cfg.device == "cuda", task_id=task)
 
 
@@ -108,7 +108,7 @@ def build_tools_section(ctx) -> None:
     job = job_widgets("tools", "tool")
     log = gr.Textbox(label="Result", lines=6, interactive=False, elem_id=elem("tools_log"))
     forms = [_tool_form(tool, ctx.backend.host) for tool in TOOLS]
-    jobs = jobs_of(ctx.backend)
+    jobs = ctx.backend.jobs()
     outputs = [status, job["job_id"], job["job_state"], job["webui_task"], log]
     for tool, (button, path_boxes, specs, components) in zip(TOOLS, forms):
         button.click(_start_handler(ctx.backend, tool, len(path_boxes), specs),

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lib_lora.config import SampleConfig
 from lib_lora.ui.backend import TabBackend
 from lib_lora.ui.tab import TAB_ID, TAB_TITLE, build_tab
 
@@ -21,11 +20,8 @@ def webui_backend() -> TabBackend:
     data_dir = Path(paths_internal.data_path) / "train_lora"
     models = Path(getattr(paths_internal, "models_path", Path(paths_internal.data_path) / "models"))
 
-    def render_grid(files: list[Path], sample: SampleConfig, out: Path, progress=None) -> Path:
-        return render_webui_grid(files, sample, out, progress)
-
     return TabBackend(data_dir, Path(shared.cmd_opts.lora_dir), models / "wd14_tagger", WebUITrainHost(),
-                      render_grid, policy_source=webui_policy,
+                      render_webui_grid, policy_source=webui_policy,
                       paste_to_txt2img=register_txt2img_paste, captioners=captioner_names,
                       make_captioner=make_captioner, upscalers=upscaler_names, upscale_hook=upscale_hook,
                       jobs=webui_jobs, host="webui")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from lib_lora.errors import LoraError
+from lib_lora.train_job import stay_paused
 from lib_lora.training.hooks import PauseGate, PausePoint
 
 FINGERPRINT_TENSORS = 16          # tensors sampled for the cheap weight fingerprint
@@ -162,7 +163,5 @@ class WebUIPauseGate(PauseGate):
 
     def _stay_paused(self, notice: str) -> bool:
         """Paused again until the user fixes what `notice` says and resumes."""
-        self.run.notice = notice
-        self.job.note(notice)
-        self.job.pause_requested = True
+        stay_paused(self.job, self.run, notice)
         return False
