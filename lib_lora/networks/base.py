@@ -81,8 +81,9 @@ class NetworkModule(nn.Module):
         raise NotImplementedError
 
     def delta_weight(self) -> torch.Tensor:
-        """dW with the wrapped weight's shape, scaled by scale(), without multiplier or DoRA."""
-        raise NotImplementedError
+        """dW with the wrapped weight's shape, scaled by scale(), without multiplier or DoRA: the
+        algorithm's own delta_from of its factors."""
+        return self.delta_from(*self.factors())
 
     def factors(self) -> tuple[torch.Tensor, ...] | None:
         """The tensors dW is built from, for `delta_from`; None where the algorithm does not say

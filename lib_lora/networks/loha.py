@@ -37,9 +37,6 @@ class LohaModule(NetworkModule):
     def factors(self) -> tuple[torch.Tensor, ...]:
         return (self.hada_w1_a, self.hada_w1_b, self.hada_w2_a, self.hada_w2_b)
 
-    def delta_weight(self) -> torch.Tensor:
-        return self.delta_from(*self.factors())
-
     def delta_from(self, *factors: torch.Tensor) -> torch.Tensor:
         # Imported on use: importing lycoris loads its whole package (bitsandbytes, torch._dynamo).
         from lycoris.functional import loha

@@ -54,9 +54,6 @@ class LokrModule(NetworkModule):
             return (self.lokr_w1, self.lokr_w2)
         return (self.lokr_w1, self.lokr_w2_a, self.lokr_w2_b)
 
-    def delta_weight(self) -> torch.Tensor:
-        return self.delta_from(*self.factors())
-
     def delta_from(self, *factors: torch.Tensor) -> torch.Tensor:
         from lycoris.functional import lokr
 

@@ -39,9 +39,6 @@ class LoraModule(NetworkModule):
         # Used where W + dW is built (DoRA, MHA projections): recompute.py rebuilds it from these.
         return (self.lora_down.weight, self.lora_up.weight)
 
-    def delta_weight(self) -> torch.Tensor:
-        return self.delta_from(*self.factors())
-
     def delta_from(self, *factors: torch.Tensor) -> torch.Tensor:
         # up (out, r[, 1, 1]) @ down (r, in[, kh, kw]) flattened: the (out, in[, kh, kw]) update.
         down, up = factors

@@ -86,10 +86,7 @@ def merge_config_from_args(args: argparse.Namespace) -> MergeConfig:
     if args.mode is None and not args.base:
         raise LoraError("Say what to merge into", where="command line",
                         fix="Give --base CHECKPOINT, or --mode concat or --mode svd for one LoRA")
-    config = from_namespace(MergeConfig, args)
-    if args.mode is None:
-        config.mode = "checkpoint"
-    return config
+    return from_namespace(MergeConfig, args)     # no --mode: MergeConfig's default, checkpoint
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -62,7 +62,7 @@ def give_model_back(run: Any) -> "Parked":
         run.offloader.restore()
     # the TE cache's store is parked in place: the cache keeps its entries, only their device changes
     te_store = run.te_cache._store if run.te_cache is not None else {}
-    return Parked.of(run.network, run.optimizer, [run.ema.shadow] if run.ema else [], te_store)
+    return Parked.of(run.network, run.optimizer, [*([run.ema.shadow] if run.ema else []), te_store])
 
 
 def take_model_again(run: Any, parked: "Parked") -> None:
@@ -84,14 +84,13 @@ class Parked:
 
     @classmethod
     @torch.no_grad()
-    def of(cls, network: torch.nn.Module, optimizer: Any, tensor_dicts: Sequence[dict] = (),
-           conditioning: dict | None = None) -> "Parked":
+    def of(cls, network: torch.nn.Module, optimizer: Any, tensor_dicts: Sequence[dict] = ()) -> "Parked":
         parked = cls()
         for param in list(network.parameters()) + list(network.buffers()):
             if param.device != PARK_DEVICE:
                 parked.moved.append((param, None, param.device))
                 param.data = param.data.to(PARK_DEVICE)
-        for holder in [*optimizer.state.values(), *tensor_dicts, conditioning or {}]:
+        for holder in [*optimizer.state.values(), *tensor_dicts]:
             parked._park_entries(holder)
         return parked
 
